@@ -1,0 +1,74 @@
+"""Sparse CP maths over the observed entries of a tensor of any order (method.md §2–§3).
+
+Coordinates are a (K, nnz) int64 tensor, one row per mode. Nothing here forms the dense tensor or the full
+Khatri–Rao product: every operation gathers the rows that the observed entries touch, so cost is O(nnz·K·R).
+The functions are plain torch, so the same code runs on CPU and GPU and autograd differentiates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+DEFAULT_CHUNK = 16_384
+
+
+def khatri_rao_rows(factors: Sequence[torch.Tensor], coords: torch.Tensor, skip: int | None = None) -> torch.Tensor:
+    """Row e is Π_k A_k[coords[k, e], :] over all modes k except `skip`: the rows of Ω_θ the entries touch."""
+    product: torch.Tensor | None = None
+    for mode, factor in enumerate(factors):
+        if mode == skip:
+            continue
+        rows = factor.index_select(0, coords[mode])
+        product = rows if product is None else product * rows
+    if product is None:
+        raise ValueError("need at least one factor besides the skipped mode")
+    return product
+
+
+def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
+    """X̂(i_1…i_K) = Σ_r Π_k A_k[i_k, r] at each coordinate column (the CP model with identity core)."""
+    return khatri_rao_rows(factors, coords).sum(dim=1)
+
+
+def mttkrp(
+    factors: Sequence[torch.Tensor],
+    coords: torch.Tensor,
+    values: torch.Tensor,
+    mode: int,
+    chunk: int = DEFAULT_CHUNK,
+) -> torch.Tensor:
+    """X_(mode) · Ω_mode for sparse X: each entry's value times its Khatri–Rao row, summed into row i_mode.
+
+    This is the gradient kernel of the per-modality loss (the residual plays the role of `values`). Entries
+    are processed `chunk` at a time so the gathered rows stay in cache and memory stays O(chunk·R).
+    """
+    n_rows, rank = factors[mode].shape
+    out = torch.zeros(n_rows, rank, dtype=factors[mode].dtype, device=factors[mode].device)
+    for start in range(0, coords.shape[1], chunk):
+        part = coords[:, start : start + chunk]
+        rows = khatri_rao_rows(factors, part, skip=mode)
+        out.index_add_(0, part[mode], rows * values[start : start + chunk, None])
+    return out
+
+
+def row_gram(
+    factors: Sequence[torch.Tensor],
+    coords: torch.Tensor,
+    weights: torch.Tensor,
+    mode: int,
+    chunk: int = DEFAULT_CHUNK,
+) -> torch.Tensor:
+    """Per row i of `mode`: Σ_e w_e h_e h_eᵀ over the entries in that row, h_e its Khatri–Rao row (n×R×R).
+
+    The left-hand side of the row-wise least-squares problems solved by ALS on observed entries.
+    """
+    n_rows, rank = factors[mode].shape
+    out = torch.zeros(n_rows, rank * rank, dtype=factors[mode].dtype, device=factors[mode].device)
+    for start in range(0, coords.shape[1], chunk):
+        part = coords[:, start : start + chunk]
+        rows = khatri_rao_rows(factors, part, skip=mode)
+        outer = (rows[:, :, None] * rows[:, None, :]).reshape(-1, rank * rank)
+        out.index_add_(0, part[mode], outer * weights[start : start + chunk, None])
+    return out.reshape(n_rows, rank, rank)
