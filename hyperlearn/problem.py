@@ -1,0 +1,99 @@
+"""The training problem as trainers see it: relation tensors per split and one Laplacian per modality.
+
+Loaded from a run directory written by the pipeline, so a Dask task or actor receives a path, not arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import scipy.sparse
+import sparse
+import torch
+
+from hyperlearn.data import SPLITS, RelationMeta, load_laplacian, load_relation_split
+
+
+@dataclass(frozen=True)
+class Observations:
+    """The observed entries of one split, as torch tensors: coords (K, nnz) int64 and values (nnz,) float32."""
+
+    coords: torch.Tensor
+    values: torch.Tensor
+
+    @classmethod
+    def from_coo(cls, tensor: sparse.COO, device: torch.device | str = "cpu") -> "Observations":
+        return cls(
+            coords=torch.as_tensor(tensor.coords, dtype=torch.int64, device=device),
+            values=torch.as_tensor(tensor.data, dtype=torch.float32, device=device),
+        )
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.shape[0])
+
+    def to(self, device: torch.device | str) -> "Observations":
+        return Observations(self.coords.to(device), self.values.to(device))
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One relation: what it spans and its observed entries per split."""
+
+    meta: RelationMeta
+    splits: dict[str, Observations]
+
+    @property
+    def train(self) -> Observations:
+        return self.splits["train"]
+
+    def train_mean(self) -> float:
+        """Global offset μ of a squared-loss relation (0 for logistic ones, whose values are all 1)."""
+        if self.meta.loss != "squared" or self.train.nnz == 0:
+            return 0.0
+        return float(self.train.values.double().mean())
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything training needs: entity counts per modality, relations, and Laplacians (None: no graph)."""
+
+    sizes: dict[str, int]
+    relations: tuple[Relation, ...]
+    laplacians: dict[str, scipy.sparse.csr_matrix | None]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.sizes)
+
+    def relations_of(self, modality: str) -> tuple[Relation, ...]:
+        """The relations whose tensor spans `modality`: the cross-modal terms of its loss."""
+        return tuple(r for r in self.relations if modality in r.meta.modalities)
+
+    def primary_relation(self) -> Relation:
+        """The relation validation early-stops on: the first squared-loss relation, else the first one."""
+        return next((r for r in self.relations if r.meta.loss == "squared"), self.relations[0])
+
+
+def load_problem(run_dir: Path, splits: tuple[str, ...] = SPLITS, modalities: set[str] | None = None) -> Problem:
+    """Read relations (only those spanning `modalities`, when given) and Laplacians from a run directory."""
+    run_dir = Path(run_dir)
+    relations = []
+    sizes: dict[str, int] = {}
+    for directory in sorted(p for p in (run_dir / "relations").iterdir() if p.is_dir()):
+        meta = RelationMeta.load(directory)
+        for name, size in zip(meta.modalities, meta.shape):
+            sizes[name] = max(sizes.get(name, 0), size)
+        if modalities is not None and not modalities & set(meta.modalities):
+            continue
+        loaded = {split: Observations.from_coo(load_relation_split(directory / f"{split}.npz")) for split in splits}
+        relations.append(Relation(meta=meta, splits=loaded))
+    if not sizes:
+        raise FileNotFoundError(f"{run_dir / 'relations'}: no relations found")
+    graph_dir = run_dir / "graphs"
+    laplacians = {
+        name: load_laplacian(graph_dir / f"{name}.npz") if (graph_dir / f"{name}.npz").exists() else None
+        for name in sorted(sizes)
+    }
+    return Problem(sizes=dict(sorted(sizes.items())), relations=tuple(relations), laplacians=laplacians)

@@ -1,0 +1,111 @@
+"""The round loop shared by distributed and joint training: evaluate, log, early-stop, checkpoint.
+
+A round is one call of `advance` (every worker's local steps, then the exchange). Validation picks the best
+round; test data is read only once, for the best state, after training has stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from hyperlearn.config import TrainingConfig
+from hyperlearn.graphs import dirichlet_energy
+from hyperlearn.losses import cross_modal_loss
+from hyperlearn.metrics import evaluate, primary_score
+from hyperlearn.model import ModalityState
+from hyperlearn.problem import Problem
+from hyperlearn.result import TrainResult, save_checkpoint
+
+States = dict[str, ModalityState]
+Advance = Callable[[States], States]
+
+
+def training_objective(problem: Problem, states: States, config: TrainingConfig) -> float:
+    """The global objective (method.md §2) at the published states: cross-modal terms of every relation plus
+    the Dirichlet energy of every modality. The same number for joint and distributed runs."""
+    factors = {m: torch.as_tensor(s.factor) for m, s in states.items()}
+    biases = {m: {r: torch.as_tensor(b) for r, b in s.biases.items()} for m, s in states.items()}
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        cross = cross_modal_loss(problem.relations, factors, biases, config.l2, config.negatives, generator)
+    smoothness = sum(
+        dirichlet_energy(laplacian, states[m].factor) / problem.sizes[m]
+        for m, laplacian in problem.laplacians.items()
+        if laplacian is not None
+    )
+    return float(cross) + config.graph_weight * float(smoothness)
+
+
+def validation_metrics(problem: Problem, states: States, seed: int) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for relation in problem.relations:
+        metrics.update(evaluate(relation, states, "validation", seed))
+    return metrics
+
+
+def run_rounds(
+    problem: Problem,
+    states: States,
+    advance: Advance,
+    config: TrainingConfig,
+    mode: str,
+    log: Callable[[str], None] = print,
+    checkpoint: Path | None = None,
+) -> TrainResult:
+    """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain."""
+    primary = problem.primary_relation()
+    start = time.perf_counter()
+    metrics = validation_metrics(problem, states, config.seed)
+    history = [{"round": 0, "seconds": 0.0, "train_loss": training_objective(problem, states, config), **metrics}]
+    best_score, best_round, best_states = primary_score(primary, metrics, "validation"), 0, states
+    log(f"[{mode}] round 0: {_describe(metrics)}")
+    for round_number in range(1, config.rounds + 1):
+        states = advance(states)
+        train_loss = training_objective(problem, states, config)
+        metrics = validation_metrics(problem, states, config.seed)
+        seconds = time.perf_counter() - start
+        history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
+        score = primary_score(primary, metrics, "validation")
+        improved = score < best_score
+        if improved:
+            best_score, best_round, best_states = score, round_number, states
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, states, round_number)
+        log(
+            f"[{mode}] round {round_number}/{config.rounds}: loss {train_loss:.4f} {_describe(metrics)}"
+            f" ({seconds:.1f}s){' *' if improved else ''}"
+        )
+        if round_number - best_round >= config.patience:
+            log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
+            break
+    train_seconds = time.perf_counter() - start
+    test = {}
+    for relation in problem.relations:
+        test.update(evaluate(relation, best_states, "test", config.seed))
+        test.update(evaluate(relation, best_states, "validation", config.seed))
+    summary = _headline(primary.meta.name, primary.meta.loss, test)
+    rounds_run = len(history) - 1
+    summary.update(
+        {
+            "best_round": float(best_round),
+            "rounds_run": float(rounds_run),
+            "train_seconds": train_seconds,
+            "seconds_per_round": train_seconds / max(rounds_run, 1),
+        }
+    )
+    log(f"[{mode}] best round {best_round}: {_describe({k: v for k, v in test.items() if k.startswith('test/')})}")
+    return TrainResult(states=best_states, history=history, metrics={**summary, **test}, mode=mode)
+
+
+def _headline(relation: str, loss: str, metrics: dict[str, float]) -> dict[str, float]:
+    """test_rmse/test_mae (or test_auc) of the primary relation under short keys."""
+    names = ["rmse", "mae"] if loss == "squared" else ["auc"]
+    return {f"test_{name}": metrics[f"test/{relation}/{name}"] for name in names if f"test/{relation}/{name}" in metrics}
+
+
+def _describe(metrics: dict[str, float]) -> str:
+    return " ".join(f"{key}={value:.4f}" for key, value in metrics.items())

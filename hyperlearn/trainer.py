@@ -1,0 +1,70 @@
+"""One worker's job: minimise its modality's loss with every other factor frozen (method.md §3).
+
+Loss_θ = Σ_{relations ∋ θ} (cross-modal term) + γ · Dirichlet energy of A_θ, plus a proximal term towards
+the state it published last round, which damps the parallel (Jacobi) rounds. The trainer holds the modality's
+graph, encoder, optimiser and the observed entries of the relations spanning it; it receives the other
+modalities' published states and returns only its own. It runs as a long-lived Dask actor on its own worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from hyperlearn.config import TrainingConfig
+from hyperlearn.losses import cross_modal_loss, proximal_term
+from hyperlearn.model import ModalityState, build_model, modality_seed, resolve_device
+from hyperlearn.problem import load_problem
+
+
+class ModalityTrainer:
+    """Owns modality `modality`: its encoder and optimiser never leave this object."""
+
+    def __init__(
+        self, run_dir: str | Path, modality: str, config: TrainingConfig, initial: ModalityState, threads: int = 0
+    ) -> None:
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.modality = modality
+        self.config = config
+        self.device = resolve_device(config.device)
+        problem = load_problem(Path(run_dir), splits=("train",), modalities={modality})
+        self.relations = tuple(
+            type(r)(meta=r.meta, splits={s: o.to(self.device) for s, o in r.splits.items()})
+            for r in problem.relations_of(modality)
+        )
+        self.model = build_model(modality, initial, problem.laplacians[modality], config, self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.generator = torch.Generator().manual_seed(modality_seed(config.seed + 1, modality))
+
+    def update(self, states: dict[str, ModalityState]) -> ModalityState:
+        """`local_steps` optimiser steps against the others' states from the last round; returns the new
+        state of this modality."""
+        factors = {m: torch.as_tensor(s.factor, device=self.device) for m, s in states.items() if m != self.modality}
+        biases = {
+            m: {r: torch.as_tensor(b, device=self.device) for r, b in s.biases.items()}
+            for m, s in states.items()
+            if m != self.modality
+        }
+        previous = states[self.modality]
+        previous_factor = torch.as_tensor(previous.factor, device=self.device)
+        previous_biases = {r: torch.as_tensor(b, device=self.device) for r, b in previous.biases.items()}
+        for _ in range(self.config.local_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            own = self.model()
+            loss = cross_modal_loss(
+                self.relations,
+                {**factors, self.modality: own},
+                {**biases, self.modality: self.model.biases},
+                self.config.l2,
+                self.config.negatives,
+                self.generator,
+            )
+            loss = loss + self.config.graph_weight * self.model.dirichlet_energy(own)
+            loss = loss + self.config.proximal * proximal_term(
+                self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases
+            )
+            loss.backward()
+            self.optimizer.step()
+        return self.model.state()

@@ -1,0 +1,59 @@
+"""The per-modality loss has the same gradient as the global objective with respect to that modality."""
+
+import torch
+
+from hyperlearn.config import TrainingConfig
+from hyperlearn.init import initial_states
+from hyperlearn.losses import corrupt, cross_modal_loss, proximal_term, tuple_scores
+from hyperlearn.model import build_model
+from hyperlearn.problem import load_problem
+
+
+def test_tuple_scores_add_offset_biases_and_cp():
+    factors = [torch.tensor([[1.0, 2.0], [0.5, -1.0]]), torch.tensor([[3.0, 1.0]])]
+    biases = [torch.tensor([0.1, 0.2]), torch.tensor([-0.3])]
+    coords = torch.tensor([[0, 1], [0, 0]])
+    expected = torch.tensor([3.5 + 0.1 - 0.3 + 5.0, 3.5 + 0.2 - 0.3 + 0.5])
+    torch.testing.assert_close(tuple_scores(factors, biases, coords, 3.5), expected)
+
+
+def test_corrupt_changes_exactly_one_mode_within_range():
+    coords = torch.tensor([[0, 1, 2], [3, 4, 0], [1, 1, 1]])
+    negative = corrupt(coords, (3, 5, 2), copies=4, generator=torch.Generator().manual_seed(0))
+    assert negative.shape == (3, 12)
+    assert ((negative != coords.repeat(1, 4)).sum(0) <= 1).all()
+    assert (negative < torch.tensor([[3], [5], [2]])).all() and (negative >= 0).all()
+
+
+def test_modality_loss_gradient_equals_joint_gradient(planted_run):
+    problem = load_problem(planted_run)
+    config = TrainingConfig(rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, device="cpu", init="random")
+    states = initial_states(problem, config)
+    models = {m: build_model(m, states[m], problem.laplacians[m], config, "cpu") for m in problem.modalities}
+
+    def loss_for(relations, seed):
+        factors = {m: model() for m, model in models.items()}
+        generator = torch.Generator().manual_seed(seed)
+        biases = {m: model.biases for m, model in models.items()}
+        return cross_modal_loss(relations, factors, biases, config.l2, config.negatives, generator), factors
+
+    joint, factors = loss_for(problem.relations, seed=3)
+    for m, model in models.items():
+        joint = joint + model.dirichlet_energy(factors[m])
+    joint.backward()
+    expected = {n: p.grad.clone() for n, p in models["user"].named_parameters()}
+    for model in models.values():
+        model.zero_grad()
+    own, factors = loss_for(problem.relations_of("user"), seed=3)
+    (own + models["user"].dirichlet_energy(factors["user"])).backward()
+    for name, parameter in models["user"].named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], msg=name)
+
+
+def test_proximal_term_is_zero_at_the_previous_state_and_positive_elsewhere(planted_run):
+    problem = load_problem(planted_run)
+    relations = problem.relations_of("item")
+    factor = torch.randn(problem.sizes["item"], 3)
+    biases = {r.meta.name: torch.zeros(problem.sizes["item"]) for r in relations}
+    assert proximal_term(relations, "item", factor, factor, biases, biases) == 0
+    assert proximal_term(relations, "item", factor + 0.1, factor, biases, biases) > 0

@@ -1,0 +1,79 @@
+"""Distributed (one trainer actor per modality on a real Dask cluster) against joint training, on planted data."""
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from hyperlearn.config import TrainingConfig
+from hyperlearn.coordinator import place_modalities, train_distributed
+from hyperlearn.data import load_relation_split, save_relation_split
+from hyperlearn.joint import train_joint
+from tests.hyperlearn.planted import NOISE, write_planted_run
+
+# From a random start, so the test measures what training learns, not what ALS already found.
+FROM_SCRATCH = TrainingConfig(
+    rank=4, conv_width=16, lstm_width=16, diffusion_steps=4, init="random", learning_rate=0.02,
+    rounds=30, local_steps=10, graph_weight=0.1, patience=30, device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def dense_planted_run(tmp_path_factory):
+    return write_planted_run(tmp_path_factory.mktemp("dense"), n_ratings=12000, tagging_weight=0.2)
+
+
+@pytest.fixture(scope="module")
+def process_client():
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+def test_place_modalities_one_per_worker_then_round_robin():
+    assert place_modalities(["a", "b"], ["w2", "w1"]) == {"a": "w1", "b": "w2"}
+    assert place_modalities(["a", "b", "c"], ["w1", "w2"]) == {"a": "w1", "b": "w2", "c": "w1"}
+    with pytest.raises(RuntimeError, match="no workers"):
+        place_modalities(["a"], [])
+
+
+@pytest.mark.slow
+def test_distributed_and_joint_reach_the_noise_level_and_agree(dense_planted_run, process_client):
+    logged = []
+    distributed = train_distributed(process_client, dense_planted_run, FROM_SCRATCH, log=logged.append)
+    joint = train_joint(dense_planted_run, FROM_SCRATCH, log=lambda line: None)
+    assert sum("trainer for" in line for line in logged) == 3
+    assert len({line.split(" on ")[1] for line in logged if "trainer for" in line}) == 3, "one worker per modality"
+    for result in (distributed, joint):
+        assert result.metrics["test_rmse"] < 1.3 * NOISE
+        assert result.metrics["test/tagging/auc"] > 0.7
+        assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
+    gap = abs(distributed.metrics["test_rmse"] - joint.metrics["test_rmse"]) / joint.metrics["test_rmse"]
+    assert gap < 0.05
+
+
+def test_distributed_training_is_deterministic(planted_run, process_client):
+    config = FROM_SCRATCH.replace(rounds=3, patience=3)
+    first = train_distributed(process_client, planted_run, config, log=lambda line: None)
+    second = train_distributed(process_client, planted_run, config, log=lambda line: None)
+    for modality in first.factors:
+        np.testing.assert_array_equal(first.factors[modality], second.factors[modality])
+    untimed = lambda metrics: {k: v for k, v in metrics.items() if "seconds" not in k}
+    assert untimed(first.metrics) == untimed(second.metrics)
+
+
+def test_early_stopping_never_reads_test_data(tmp_path):
+    """Garbage in the test split changes nothing about training: same history, same best round and state."""
+    clean = write_planted_run(tmp_path / "clean")
+    poisoned = write_planted_run(tmp_path / "poisoned")
+    test_path = poisoned / "relations" / "rating" / "test.npz"
+    tensor = load_relation_split(test_path)
+    tensor.data[:] = np.nan
+    save_relation_split(test_path, tensor)
+    config = TrainingConfig(rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, rounds=4, patience=2, device="cpu")
+    a = train_joint(clean, config, log=lambda line: None)
+    b = train_joint(poisoned, config, log=lambda line: None)
+    strip = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert strip(a.history) == strip(b.history)
+    assert a.metrics["best_round"] == b.metrics["best_round"]
+    np.testing.assert_array_equal(a.factors["user"], b.factors["user"])
+    assert np.isnan(b.metrics["test_rmse"]) and not np.isnan(a.metrics["test_rmse"])
