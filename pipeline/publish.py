@@ -1,0 +1,192 @@
+"""Publishing a run: embedding Parquet files, and the atomic move of a staged version into place.
+
+A run writes everything into `<dataset_dir>/.staging-<version>/`. `publish` then makes it visible in three
+steps, each atomic on its own (docs/design.md, "Run directory"):
+
+1. `os.rename` of the staging folder to `<dataset_dir>/<version>/`;
+2. the version's catalog files replace those of the persistent `<dataset_dir>/catalog/`, one `os.replace` each;
+3. the `<dataset_dir>/latest` symlink is replaced to point at the new version.
+
+A run that fails before step 1 leaves earlier versions, the catalog and `latest` untouched. One that fails
+after it leaves a complete version folder that `latest` does not point to yet, and perhaps some catalog files
+already replaced (each whole; the catalog is append-only, so a newer file still holds every older id).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LATEST = "latest"
+CATALOG = "catalog"
+EMBEDDINGS_FILE = "part-0.parquet"
+METADATA_PREFIX = "hyperlearn."
+REQUIRED_METADATA = ("hyperlearn.dataset", "hyperlearn.version", "hyperlearn.config_hash")
+
+
+def new_version() -> str:
+    """A fresh version name: the current UTC time as `YYYYmmddTHHMMSSffffffZ` (sorts chronologically)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def staging_dir_for(dataset_dir: Path, version: str) -> Path:
+    """Where a run of `version` stages its files: `<dataset_dir>/.staging-<version>` (same filesystem, hidden)."""
+    return Path(dataset_dir) / f".staging-{version}"
+
+
+def embedding_schema(rank: int, metadata: Mapping[str, str] | None = None) -> pa.Schema:
+    """The embedding Parquet schema: entity_id int64, key string, embedding fixed_size_list<float32>[rank]."""
+    return pa.schema(
+        [
+            pa.field("entity_id", pa.int64(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), rank), nullable=False),
+        ],
+        metadata=metadata,
+    )
+
+
+def write_embeddings(
+    path_dir: Path,
+    *,
+    modality: str,
+    entity_ids: np.ndarray,
+    keys: list[str] | np.ndarray,
+    embeddings: np.ndarray,
+    metadata: dict[str, str],
+) -> Path:
+    """Write one modality's embeddings to `<path_dir>/modality=<modality>/part-0.parquet`; return the file.
+
+    One row per entity, in the order given. `metadata` must carry `hyperlearn.dataset`, `hyperlearn.version`
+    and `hyperlearn.config_hash`; `hyperlearn.modality` and `hyperlearn.rank` are filled in from the arguments
+    (a conflicting value passed in is an error). Non-finite embeddings and repeated entity ids are rejected, so
+    a broken training run can't publish.
+    """
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    ids = np.asarray(entity_ids, dtype=np.int64)
+    keys = np.asarray(keys, dtype=object)
+    if vectors.ndim != 2 or vectors.shape[1] < 1:
+        raise ValueError(f"embeddings must be a 2-D array (entities × rank >= 1), got shape {vectors.shape}")
+    if not ids.shape == keys.shape == (vectors.shape[0],):
+        raise ValueError(
+            f"entity_ids {ids.shape}, keys {keys.shape} and embeddings {vectors.shape} disagree in length"
+        )
+    if np.unique(ids).size != ids.size:
+        raise ValueError(f"{modality}: entity_ids contain duplicates")
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{modality}: embeddings contain NaN or infinite values")
+
+    rank = vectors.shape[1]
+    file_metadata = _embedding_metadata(metadata, modality=modality, rank=rank)
+    table = pa.Table.from_arrays(
+        [
+            pa.array(ids, type=pa.int64()),
+            pa.array(keys, type=pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), rank),
+        ],
+        schema=embedding_schema(rank, file_metadata),
+    )
+    directory = Path(path_dir) / f"modality={modality}"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / EMBEDDINGS_FILE
+    pq.write_table(table, path)
+    return path
+
+
+def _embedding_metadata(metadata: Mapping[str, str], *, modality: str, rank: int) -> dict[str, str]:
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ValueError(f"embedding metadata lacks {missing}")
+    derived = {f"{METADATA_PREFIX}modality": modality, f"{METADATA_PREFIX}rank": str(rank)}
+    for key, value in derived.items():
+        if key in metadata and str(metadata[key]) != value:
+            raise ValueError(f"embedding metadata {key}={metadata[key]!r} contradicts the data ({value!r})")
+    return {**{key: str(value) for key, value in metadata.items()}, **derived}
+
+
+def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: Path | None) -> Path:
+    """Publish a staged run as `<dataset_dir>/<version>` and move `latest` to it; return the version folder.
+
+    `catalog_source` is the folder whose files become the persistent `<dataset_dir>/catalog/` (usually the
+    version's own `catalog/`; a path inside `staging_dir` is read from where the rename moved it), or None to
+    leave the persistent catalog as it is. `latest` always moves to the version published last.
+    """
+    staging_dir, dataset_dir = Path(staging_dir), Path(dataset_dir)
+    if not staging_dir.is_dir():
+        raise FileNotFoundError(f"staging folder {staging_dir} does not exist")
+    if staging_dir.resolve().parent != dataset_dir.resolve():
+        raise ValueError(f"staging folder {staging_dir} must sit directly inside {dataset_dir} (same filesystem)")
+    if not version or Path(version).name != version or version.startswith(".") or version in (LATEST, CATALOG):
+        raise ValueError(f"invalid version name {version!r}")
+    published = dataset_dir / version
+    if published.exists() or published.is_symlink():
+        raise FileExistsError(f"version {published} already exists")
+
+    catalog = None
+    if catalog_source is not None:
+        catalog = Path(catalog_source).resolve()
+        if not catalog.is_dir():
+            raise FileNotFoundError(f"catalog folder {catalog_source} does not exist")
+        if catalog.is_relative_to(staging_dir.resolve()):
+            catalog = published / catalog.relative_to(staging_dir.resolve())
+
+    os.rename(staging_dir, published)
+    if catalog is not None:
+        _replace_catalog(catalog, dataset_dir / CATALOG)
+
+    _point_symlink(dataset_dir / LATEST, version)
+    return published
+
+
+def _replace_catalog(source: Path, catalog_dir: Path) -> None:
+    """Copy every file of `source` into `catalog_dir`, each swapped in atomically; other files are kept."""
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    for file in sorted(p for p in source.iterdir() if p.is_file()):
+        with _replacing(catalog_dir / file.name) as temporary:
+            shutil.copyfile(file, temporary)
+
+
+def _point_symlink(link: Path, target: str) -> None:
+    """Make `link` a symlink to `target` (relative), replacing any previous link in one atomic step."""
+    temporary = link.with_name(f"{link.name}.tmp-{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    with _replacing(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """Yield a fresh path next to `target`; once the caller has written it, sync it and swap it in atomically.
+
+    On error the temporary file is removed and `target` is left as it was. The name is unique per call, so
+    concurrent writers never share a temporary file.
+    """
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
