@@ -1,0 +1,102 @@
+"""Relation tensors: de-duplicated entries mapped through the catalog into sparse COO tensors, one per split.
+
+Splits are drawn per entry from a seeded hash of its key tuple rather than from a shuffled order: an entry
+lands in the same split whatever else the data holds, so when a later run adds rows, earlier test entries stay
+test entries (warm-started factors never saw them), and relations over the same modalities agree on which
+tuples are held out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sparse
+
+from hyperlearn.data import SPLITS, RelationMeta, save_relation_split
+from pipeline.catalog import EntityCatalog
+from pipeline.spec import RelationSpec, SplitSpec
+from pipeline.validation import VALUE, key_column
+
+
+def assign_splits(entries: pd.DataFrame, order: int, source: str, split: SplitSpec) -> np.ndarray:
+    """Split label (train / validation / test) of each entry of a relation of `order` modalities.
+
+    `source` "all": `split.test` of the entries go to test, then `split.validation` of the rest to validation.
+    "train": `split.validation` of the entries go to validation, the rest to train. "test": all to test.
+    """
+    if source == "test":
+        return np.full(len(entries), "test", dtype=object)
+    draw = _uniform(entries[[key_column(axis) for axis in range(order)]], split.seed)
+    test_fraction = split.test if source == "all" else 0.0
+    validation_end = test_fraction + (1 - test_fraction) * split.validation
+    return np.where(draw < test_fraction, "test", np.where(draw < validation_end, "validation", "train")).astype(object)
+
+
+def build_relation(
+    relation: RelationSpec,
+    entries: Mapping[str, pd.DataFrame],
+    catalogs: Mapping[str, EntityCatalog],
+    split: SplitSpec,
+) -> tuple[dict[str, sparse.COO], RelationMeta]:
+    """One COO tensor per split and the relation's meta.
+
+    `entries` maps each source of the relation ("all", or "train" and "test") to its de-duplicated entries
+    (key_0 … key_{K-1}, value); every key must already be in its modality's catalog. All splits have the shape
+    of the current catalogs; value_min / value_max are the range of the train values.
+    """
+    labelled = pd.concat(
+        [frame.assign(split=assign_splits(frame, relation.order, source, split)) for source, frame in entries.items()],
+        ignore_index=True,
+    )
+    coords = np.stack(
+        [catalogs[name].ids(labelled[key_column(axis)]) for axis, name in enumerate(relation.modalities)]
+    )
+    if (coords < 0).any():
+        axis = int(np.nonzero((coords < 0).any(axis=1))[0][0])
+        modality = relation.modalities[axis]
+        raise ValueError(f"relation {relation.name!r}: keys of modality {modality!r} not in its catalog")
+    shape = tuple(len(catalogs[name]) for name in relation.modalities)
+    values = labelled[VALUE].to_numpy(dtype=np.float32)
+    labels = labelled["split"].to_numpy()
+    tensors = {name: _coo(coords[:, labels == name], values[labels == name], shape) for name in SPLITS}
+    train = tensors["train"].data
+    meta = RelationMeta(
+        name=relation.name,
+        modalities=relation.modalities,
+        shape=shape,
+        loss=relation.loss,
+        weight=relation.weight,
+        value_min=float(train.min()) if train.size else None,
+        value_max=float(train.max()) if train.size else None,
+    )
+    return tensors, meta
+
+
+def write_relation(directory: Path, tensors: Mapping[str, sparse.COO], meta: RelationMeta) -> None:
+    """Write `<split>.npz` for every split and `meta.json` into `directory`."""
+    for name in SPLITS:
+        save_relation_split(Path(directory) / f"{name}.npz", tensors[name])
+    meta.save(Path(directory))
+
+
+def _coo(coords: np.ndarray, values: np.ndarray, shape: tuple[int, ...]) -> sparse.COO:
+    """A COO tensor with coordinates in lexicographic order; explicit zeros are kept (they are observations)."""
+    order = np.lexsort(coords[::-1])
+    return sparse.COO(coords[:, order], values[order], shape=shape, has_duplicates=False, sorted=True, prune=False)
+
+
+def _uniform(keys: pd.DataFrame, seed: int) -> np.ndarray:
+    """A number in [0, 1) per row, fixed by the row's keys (as strings) and the seed."""
+    hashes = pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
+    mixed = _splitmix64(hashes ^ _splitmix64(np.array([seed], dtype=np.uint64)))
+    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: spreads nearby 64-bit inputs over the whole range (array arithmetic wraps)."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))

@@ -1,0 +1,137 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.readers import SourceError, read_source
+from pipeline.spec import SourceSpec
+
+
+def _rows(frame) -> pd.DataFrame:
+    return frame.compute().reset_index(drop=True)
+
+
+def test_csv_in_many_partitions_keeps_keys_exact_and_numbers_rows(write):
+    body = "".join(f"{i:03d},item{i % 7},{i % 5}.5\n" for i in range(200))
+    path = write("ratings.csv", "user,item,rating\n" + body)
+
+    frame = read_source(SourceSpec(path, "csv"), ["item", "user"], blocksize=256)
+    rows = _rows(frame)
+
+    assert frame.npartitions > 5
+    assert list(rows.columns) == ["item", "user", "source_file", "row_number", "read_error", "raw_record"]
+    assert rows["user"].tolist() == [f"{i:03d}" for i in range(200)]  # "007" stays "007"
+    np.testing.assert_array_equal(rows["row_number"], np.arange(1, 201))
+    assert (rows["source_file"] == str(path)).all()
+    assert rows["read_error"].isna().all() and rows["raw_record"].isna().all()
+
+
+def test_rows_with_the_wrong_number_of_fields_are_kept_with_their_reason(write):
+    path = write("ratings.csv", 'user,item,rating\nu1,i1,4\nu2,i2\n\nu3,i3,5,extra\n"u,4",i4,3\n')
+
+    rows = _rows(read_source(SourceSpec(path, "csv"), ["user", "rating"], blocksize=16))
+
+    assert rows["row_number"].tolist() == [1, 2, 3, 4, 5]
+    assert rows["read_error"].tolist()[1:4] == ["expected 3 fields, got 2", "empty line", "expected 3 fields, got 4"]
+    assert json.loads(rows["raw_record"][3]) == ["u3", "i3", "5", "extra"]
+    assert rows["user"].tolist()[::4] == ["u1", "u,4"]  # a quoted separator is part of the field
+    assert rows.loc[1:3, "user"].isna().all()
+
+
+def test_tsv_without_header_uses_names(write):
+    path = write("u1.base", "1\t10\t5\t881250949\n2\t20\t3\t891717742\n")
+    source = SourceSpec(path, "tsv", header=False, names=("user", "item", "rating", "time"))
+
+    rows = _rows(read_source(source, ["user", "rating"]))
+
+    assert rows[["user", "rating"]].values.tolist() == [["1", "5"], ["2", "3"]]
+    assert rows["row_number"].tolist() == [1, 2]
+
+
+def test_names_replace_a_header_row(write):
+    path = write("ratings.csv", "a;b\nx;1\n")
+    rows = _rows(read_source(SourceSpec(path, "csv", sep=";", names=("user", "value")), ["user", "value"]))
+    assert rows[["user", "value", "row_number"]].values.tolist() == [["x", "1", 1]]
+
+
+def test_missing_column_names_the_file_and_column(write):
+    path = write("ratings.csv", "user,item\nu1,i1\n")
+    message = r"ratings\.csv: column 'rating' not found; the columns are \['user', 'item'\]"
+    with pytest.raises(SourceError, match=message):
+        read_source(SourceSpec(path, "csv"), ["user", "rating"])
+
+
+def test_header_errors(write):
+    with pytest.raises(SourceError, match=r"empty\.csv: empty first row, expected a header"):
+        read_source(SourceSpec(write("empty.csv", ""), "csv"), ["user"])
+    with pytest.raises(SourceError, match=r"twice\.csv: column 'user' appears 2 times in the header"):
+        read_source(SourceSpec(write("twice.csv", "user,user\n1,2\n"), "csv"), ["user"])
+    with pytest.raises(SourceError, match=r"column name 'row_number' is reserved"):
+        read_source(SourceSpec(write("reserved.csv", "row_number\n1\n"), "csv"), ["row_number"])
+
+
+def test_empty_file_without_header_has_no_rows(write):
+    source = SourceSpec(write("empty.csv", ""), "csv", header=False, names=("user", "item"))
+    rows = _rows(read_source(source, ["user"]))
+    assert rows.empty and list(rows.columns)[:2] == ["user", "source_file"]
+
+
+def test_bytes_not_valid_in_the_encoding_are_a_row_error(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes("user,item\nu1,caf\u00e9\n".encode() + b"u2,caf\xe9\n")
+
+    rows = _rows(read_source(SourceSpec(path, "csv"), ["user", "item"]))
+
+    assert rows["item"][0] == "caf\u00e9"
+    assert rows["read_error"].tolist()[1] == "bytes not valid in encoding utf-8"
+    assert json.loads(rows["raw_record"][1]) == ["u2", "caf\udce9"]
+    latin = _rows(read_source(SourceSpec(path, "csv", encoding="latin-1"), ["item"]))
+    assert latin["item"][1] == "caf\u00e9" and latin["read_error"].isna().all()
+
+
+def test_jsonl_values_keep_their_json_text(write):
+    lines = [
+        '{"user": "007", "item": 12, "rating": 4.0, "liked": true}',
+        '{"user": "u2", "rating": null}',
+        "[1, 2]",
+        '{"user": "u3", oops}',
+        "",
+        '{"user": "u4", "item": "i4", "rating": 1e3}',
+    ]
+    path = write("events.jsonl", "\n".join(lines) + "\n")
+
+    frame = read_source(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40)
+    rows = _rows(frame)
+
+    assert frame.npartitions > 1
+    np.testing.assert_array_equal(rows["row_number"], np.arange(1, 7))
+    assert rows.loc[0, ["user", "item", "rating", "liked"]].tolist() == ["007", "12", "4.0", "true"]
+    assert rows.loc[1, "user"] == "u2" and pd.isna(rows.loc[1, "item"]) and pd.isna(rows.loc[1, "rating"])
+    assert rows["read_error"][2] == "expected a JSON object, got list"
+    assert rows["read_error"][3].startswith("invalid JSON: Expecting property name")
+    assert json.loads(rows["raw_record"][3]) == '{"user": "u3", oops}'
+    assert rows["read_error"][4] == "empty line"
+    assert rows.loc[5, "rating"] == "1000.0"
+
+
+def test_parquet_columns_become_text(tmp_path):
+    path = tmp_path / "ratings.parquet"
+    pd.DataFrame({"user": [7, 8, 9], "item": ["a", None, "c"], "rating": [4.5, np.nan, 1.0]}).to_parquet(path)
+
+    rows = _rows(read_source(SourceSpec(path, "parquet"), ["user", "item", "rating"]))
+
+    assert rows["user"].tolist() == ["7", "8", "9"]
+    assert rows["rating"][0] == "4.5" and pd.isna(rows["rating"][1]) and pd.isna(rows["item"][1])
+    assert rows["row_number"].tolist() == [1, 2, 3]
+    with pytest.raises(SourceError, match=r"ratings\.parquet: column 'time' not found"):
+        read_source(SourceSpec(path, "parquet"), ["user", "time"])
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_byte_order_mark_is_not_data(tmp_path, header):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes("\ufeff".encode() + (b"user,item\n" if header else b"") + b"u1,i1\n")
+    source = SourceSpec(path, "csv", header=header, names=None if header else ("user", "item"))
+    rows = _rows(read_source(source, ["user"]))
+    assert rows["user"].tolist() == ["u1"]

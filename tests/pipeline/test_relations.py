@@ -1,0 +1,122 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hyperlearn.data import RelationMeta, load_relation_split
+from pipeline.catalog import EntityCatalog
+from pipeline.relations import assign_splits, build_relation, write_relation
+from pipeline.spec import RelationSpec, SourceSpec, SplitSpec
+
+
+def _entries(n: int, order: int = 2, offset: int = 0) -> pd.DataFrame:
+    """n entries: entry i has user key e{i} (so key tuples are distinct), other keys repeating, value i."""
+    numbers = np.arange(offset, offset + n)
+    keys = {"key_0": [f"e{i}" for i in numbers]}
+    keys |= {f"key_{axis}": [f"m{axis}-{i % (17 + axis)}" for i in numbers] for axis in range(1, order)}
+    return pd.DataFrame({name: pd.Series(column, dtype="str") for name, column in keys.items()}).assign(
+        value=numbers.astype(np.float64)
+    )
+
+
+def _relation(order: int, sources: tuple[str, ...] = ("all",)) -> RelationSpec:
+    names = ("user", "item", "tag")[:order]
+    return RelationSpec(
+        name="r",
+        modalities=names,
+        key_columns=names,
+        value="v",
+        loss="squared",
+        weight=2.0,
+        time=None,
+        duplicates="last",
+        sources={source: SourceSpec(path=Path(f"{source}.csv"), format="csv") for source in sources},
+    )
+
+
+def _catalogs(relation: RelationSpec, entries: dict[str, pd.DataFrame]) -> dict[str, EntityCatalog]:
+    catalogs = {name: EntityCatalog(name) for name in relation.modalities}
+    for frame in entries.values():
+        for axis, name in enumerate(relation.modalities):
+            catalogs[name].assign(frame[f"key_{axis}"])
+    return catalogs
+
+
+def test_random_splits_are_deterministic_and_sized_by_the_fractions():
+    entries = _entries(4000)
+    split = SplitSpec(test=0.2, validation=0.25, seed=3)
+
+    labels = assign_splits(entries, 2, "all", split)
+
+    np.testing.assert_array_equal(labels, assign_splits(entries, 2, "all", split))
+    counts = pd.Series(labels).value_counts(normalize=True)
+    assert counts["test"] == pytest.approx(0.2, abs=0.03)
+    assert counts["validation"] == pytest.approx(0.8 * 0.25, abs=0.03)
+    other_seed = assign_splits(entries, 2, "all", SplitSpec(test=0.2, validation=0.25, seed=4))
+    assert (other_seed != labels).mean() > 0.2
+
+
+def test_an_entry_keeps_its_split_when_data_is_added():
+    split = SplitSpec(test=0.3, validation=0.1, seed=0)
+    before = assign_splits(_entries(500), 2, "all", split)
+    after = assign_splits(_entries(1000), 2, "all", split)  # same first 500 entries, 500 more
+    np.testing.assert_array_equal(after[:500], before)
+
+
+def test_given_sources_split_train_only_into_validation():
+    entries = _entries(1000)
+    split = SplitSpec(test=0.5, validation=0.2, seed=0)
+    train = pd.Series(assign_splits(entries, 2, "train", split)).value_counts(normalize=True)
+    assert set(train.index) == {"train", "validation"}
+    assert train["validation"] == pytest.approx(0.2, abs=0.04)
+    assert set(assign_splits(entries, 2, "test", split)) == {"test"}
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_build_relation_splits_are_disjoint_and_cover_the_entries(tmp_path, order):
+    relation = _relation(order)
+    entries = {"all": _entries(300, order)}
+    catalogs = _catalogs(relation, entries)
+    catalogs["user"].assign(["zz-unused"])  # shape follows the catalog, not only the keys seen
+
+    tensors, meta = build_relation(relation, entries, catalogs, SplitSpec(test=0.2, validation=0.1, seed=0))
+    write_relation(tmp_path / "r", tensors, meta)
+
+    shape = tuple(len(catalogs[name]) for name in relation.modalities)
+    assert shape[0] == 301
+    assert meta == RelationMeta.load(tmp_path / "r")
+    assert (meta.modalities, meta.shape, meta.loss, meta.weight) == (relation.modalities, shape, "squared", 2.0)
+    seen = []
+    for name in ("train", "validation", "test"):
+        tensor = load_relation_split(tmp_path / "r" / f"{name}.npz")
+        assert tensor.shape == shape and tensor.coords.shape[0] == order
+        assert tensor.nnz == tensors[name].nnz > 0
+        seen.extend(map(tuple, tensor.coords.T))
+    assert len(seen) == len(set(seen)) == 300  # disjoint, and every entry in one split
+    train = tensors["train"].data
+    assert (meta.value_min, meta.value_max) == (train.min(), train.max())
+    # values travel with their coordinates: entry i has value i and user key e{i}
+    users = catalogs["user"].keys.to_numpy()
+    for name, tensor in tensors.items():
+        assert all(users[i] == f"e{int(v)}" for i, v in zip(tensor.coords[0], tensor.data))
+
+
+def test_build_relation_with_given_train_and_test():
+    relation = _relation(2, sources=("train", "test"))
+    entries = {"train": _entries(200), "test": _entries(50, offset=200)}
+    catalogs = _catalogs(relation, entries)
+
+    tensors, _ = build_relation(relation, entries, catalogs, SplitSpec(test=0.9, validation=0.1, seed=0))
+
+    assert tensors["test"].nnz == 50
+    assert tensors["train"].nnz + tensors["validation"].nnz == 200
+    assert set(tensors["test"].data) == set(range(200, 250))
+
+
+def test_keys_must_be_in_the_catalog_first():
+    relation = _relation(2)
+    entries = {"all": _entries(10)}
+    catalogs = {"user": EntityCatalog("user"), "item": EntityCatalog("item")}
+    with pytest.raises(ValueError, match="relation 'r': keys of modality 'user' not in its catalog"):
+        build_relation(relation, entries, catalogs, SplitSpec())
