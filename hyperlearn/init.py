@@ -1,8 +1,10 @@
 """Starting factors and biases: the cheap decomposition the encoders refine (method.md §2).
 
 CP-ALS on the observed entries only (never the dense tensor): each sweep solves, for every modality in turn,
-its entity biases and then one small ridge least-squares problem per entity row, built from MTTKRP and the
-per-row Gram matrices of the Khatri–Rao rows. Works for any order and for several relations sharing a
+its entity biases and then its factor, from MTTKRP and the per-row Gram matrices of the Khatri–Rao rows.
+Without a graph that is one small ridge problem per entity row; with one, the Dirichlet term of the objective
+couples the rows (as in GRALS) and the factor comes from one conjugate-gradient solve, which also gives
+entities without training data the embedding their graph neighbours imply. Works for any order and for several relations sharing a
 modality. Valued (squared-loss) relations drive it; a modality that only observed-tuple relations span (say,
 tags) is fitted to those as least squares on 1 for observed and 0 for sampled unobserved tuples, so its
 factor starts consistent with the others instead of random.
@@ -13,6 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 
 from hyperlearn.config import TrainingConfig
@@ -57,7 +62,8 @@ def initial_states(problem: Problem, config: TrainingConfig) -> dict[str, Modali
         for modality, own_terms in terms.items():
             for term in own_terms:
                 _update_bias(modality, term, factors, biases, config.l2)
-            _update_factor(modality, own_terms, factors, biases, config.l2)
+            smoothing = config.graph_weight / (2 * problem.sizes[modality])
+            _update_factor(modality, own_terms, factors, biases, config.l2, problem.laplacians[modality], smoothing)
     for modality, state in states.items():
         state.factor = factors[modality].float().numpy()
         state.biases = {r: biases[(modality, r)].float().numpy() for r in state.biases}
@@ -114,10 +120,19 @@ def _update_bias(modality: str, term: _LeastSquaresTerm, factors, biases, l2: fl
     biases[(modality, term.name)] = total / (count * (1 + l2)).clamp_min(1e-12)
 
 
-def _update_factor(modality: str, terms: list[_LeastSquaresTerm], factors, biases, l2: float) -> None:
-    """Row-wise ridge least squares: (Σ w h hᵀ + l2 Σ w I) a_i = Σ w r h, h the Khatri–Rao rows."""
+def _update_factor(
+    modality: str,
+    terms: list[_LeastSquaresTerm],
+    factors,
+    biases,
+    l2: float,
+    laplacian: scipy.sparse.csr_matrix | None,
+    smoothing: float,
+) -> None:
+    """Minimise Σ_i (a_iᵀ G_i a_i − 2 a_iᵀ b_i) + smoothing · tr(AᵀLA) over the factor A, where
+    G_i = Σ w h hᵀ + l2 Σ w I and b_i = Σ w r h over row i's entries (h: Khatri–Rao rows, r: residuals)."""
     size, rank = factors[modality].shape
-    lhs = torch.zeros(size, rank, rank, dtype=torch.float64)
+    gram = torch.zeros(size, rank, rank, dtype=torch.float64)
     rhs = torch.zeros(size, rank, dtype=torch.float64)
     eye = torch.eye(rank, dtype=torch.float64)
     for term in terms:
@@ -126,8 +141,40 @@ def _update_factor(modality: str, terms: list[_LeastSquaresTerm], factors, biase
         residual = _residual(term, factors, biases, with_cp=False)
         ones = torch.ones_like(residual)
         counts = torch.zeros(size, dtype=torch.float64).index_add_(0, term.coords[mode], ones)
-        lhs += term.entry_weight * (row_gram(mode_factors, term.coords, ones, mode) + l2 * counts[:, None, None] * eye)
+        gram += term.entry_weight * (row_gram(mode_factors, term.coords, ones, mode) + l2 * counts[:, None, None] * eye)
         rhs += term.entry_weight * mttkrp(mode_factors, term.coords, residual, mode)
-    observed = lhs.diagonal(dim1=1, dim2=2).sum(1) > 0
-    factors[modality] = factors[modality].clone()
-    factors[modality][observed] = torch.linalg.solve(lhs[observed] + 1e-9 * eye, rhs[observed])
+    gram += 1e-9 * eye
+    if laplacian is None or smoothing == 0:
+        observed = gram.diagonal(dim1=1, dim2=2).sum(1) > rank * 1e-9
+        factors[modality] = factors[modality].clone()
+        factors[modality][observed] = torch.linalg.solve(gram[observed], rhs[observed])
+    else:
+        factors[modality] = _solve_graph_coupled(gram, rhs, laplacian, smoothing, factors[modality])
+
+
+def _solve_graph_coupled(gram, rhs, laplacian, smoothing, start) -> torch.Tensor:
+    """Solve G_i a_i + smoothing · (LA)_i = b_i for all rows at once by preconditioned conjugate gradients
+    (block-Jacobi preconditioner: the per-row systems with L's diagonal)."""
+    size, rank = rhs.shape
+    blocks = gram.numpy()
+    coupling = (smoothing * laplacian).tocsr()
+    diagonal = blocks + coupling.diagonal()[:, None, None] * np.eye(rank)
+    inverse = np.linalg.inv(diagonal)
+
+    def apply(vector: np.ndarray) -> np.ndarray:
+        x = vector.reshape(size, rank)
+        return (np.einsum("nij,nj->ni", blocks, x) + coupling @ x).ravel()
+
+    def precondition(vector: np.ndarray) -> np.ndarray:
+        return np.einsum("nij,nj->ni", inverse, vector.reshape(size, rank)).ravel()
+
+    shape = (size * rank, size * rank)
+    solution, _ = scipy.sparse.linalg.cg(
+        scipy.sparse.linalg.LinearOperator(shape, matvec=apply),
+        rhs.numpy().ravel(),
+        x0=start.numpy().ravel(),
+        rtol=1e-6,
+        maxiter=200,
+        M=scipy.sparse.linalg.LinearOperator(shape, matvec=precondition),
+    )
+    return torch.from_numpy(solution.reshape(size, rank))

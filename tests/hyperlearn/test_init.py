@@ -1,7 +1,9 @@
 """Starting factors: ALS on observed entries fits the training data; random starts are seeded."""
 
 import numpy as np
+import scipy.sparse
 import sparse
+import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.data import RelationMeta, save_relation_split
@@ -51,3 +53,25 @@ def test_als_recovers_pure_biases_of_an_order_three_tensor(tmp_path):
     assert evaluate(problem.relations[0], states, "train")["train/r/rmse"] < 1e-3
     fitted = states["a"].biases["r"]
     np.testing.assert_allclose(fitted - fitted.mean(), offsets[0] - offsets[0].mean(), atol=0.05)
+
+
+def test_graph_coupled_solve_is_the_minimiser_and_fills_rows_without_data():
+    """CG solution of G_i a_i + c(LA)_i = b_i: the gradient of the quadratic vanishes, and a row with no data
+    takes the (degree-normalised) mean of its neighbours."""
+    from hyperlearn.graphs import normalized_laplacian
+    from hyperlearn.init import _solve_graph_coupled
+
+    rng = np.random.default_rng(0)
+    size, rank = 6, 2
+    h = rng.normal(size=(size, 5, rank))
+    gram = torch.from_numpy(np.einsum("nki,nkj->nij", h, h))
+    gram[3] = 0  # entity 3 has no training entries
+    rhs = torch.from_numpy(rng.normal(size=(size, rank)))
+    rhs[3] = 0
+    weights = scipy.sparse.csr_matrix(np.ones((size, size)) - np.eye(size))
+    laplacian = normalized_laplacian(weights)
+    solution = _solve_graph_coupled(gram + 1e-9 * torch.eye(rank), rhs, laplacian, 0.5, torch.zeros(size, rank))
+    residual = torch.einsum("nij,nj->ni", gram, solution) + 0.5 * torch.from_numpy(laplacian @ solution.numpy()) - rhs
+    assert residual.abs().max() < 1e-5
+    others = [i for i in range(size) if i != 3]
+    np.testing.assert_allclose(solution[3].numpy(), solution[others].mean(0).numpy(), atol=1e-5)
