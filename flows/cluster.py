@@ -1,0 +1,71 @@
+"""The cluster factory: the one place that knows which kind of Dask cluster training runs on.
+
+HyperLearn trains one model per modality, each pinned to its own Dask worker (method.md §3). With GPUs visible
+that is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; without, it is
+distributed's `LocalCluster` with one process worker per modality and the machine's cores split between them.
+
+Worker processes inherit this process's environment, so a `PREFECT_API_URL` set here reaches them; they never
+import Prefect themselves (only `hyperlearn` code runs on them), so none of them starts a Prefect server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from dask.system import CPU_COUNT
+from dask_cuda import LocalCUDACluster
+from distributed import LocalCluster
+from distributed.deploy import Cluster
+
+_logger = logging.getLogger(__name__)
+
+#: Thread-count variables a numerical library reads once, at import: set before the worker process starts.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def visible_gpu_count() -> int:
+    """Number of CUDA devices this process can see (0 on a CPU-only machine or a CPU build of torch)."""
+    return torch.cuda.device_count()
+
+
+def make_cluster(
+    n_workers: int,
+    *,
+    threads_per_worker: int | None = None,
+    log: Callable[[str], None] = _logger.info,
+) -> tuple[Cluster, str]:
+    """Start a local cluster for `n_workers` per-modality trainers; return it with its device, "cuda" or "cpu".
+
+    With GPUs: one worker per GPU, using at most `n_workers` GPUs; with fewer GPUs than trainers some workers
+    host several trainers, and `log` says so. Without: `n_workers` process workers. Either way each worker gets
+    `threads_per_worker` threads (default: the cores split evenly, at least one), and its OpenMP/BLAS/torch
+    thread pools are sized to match. Dashboards are off. The caller closes the cluster.
+    """
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    gpus = visible_gpu_count()
+    workers = min(gpus, n_workers) if gpus else n_workers
+    threads = threads_per_worker or max(1, CPU_COUNT // workers)
+    options = {
+        # The nanny's `env` wins over the variables this process has set itself; the workers apply it before
+        # they import numpy or torch, which read it once.
+        "env": {name: str(threads) for name in _THREAD_VARIABLES},
+        # No dashboard, and the scheduler's small HTTP endpoint (health, metrics) on a free local port rather
+        # than 8787, so that clusters started side by side never collide or warn.
+        "dashboard_address": None,
+        "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+    }
+    if gpus:
+        if gpus < n_workers:
+            log(f"{n_workers} trainers on {gpus} GPU(s): some GPU workers host more than one trainer")
+        cluster: Cluster = LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=list(range(workers)), n_workers=workers, threads_per_worker=threads, **options
+        )
+        device = "cuda"
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, **options)
+        device = "cpu"
+    log(f"started a {device} cluster: {workers} worker(s) x {threads} thread(s)")
+    return cluster, device

@@ -1,0 +1,48 @@
+"""Training a prepared run directory in either mode, as plain functions the flow's train task wraps.
+
+Distributed mode starts a cluster with one worker per modality, trains on it and shuts it down; joint mode
+trains every encoder in this process, the yardstick the distributed mode is compared against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from distributed import Client
+
+from flows.cluster import make_cluster
+from hyperlearn.config import TrainingConfig
+from hyperlearn.coordinator import train_distributed
+from hyperlearn.joint import train_joint
+from hyperlearn.model import resolve_device
+from hyperlearn.result import TrainResult
+from pipeline.spec import DatasetSpec
+
+Mode = Literal["distributed", "joint"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+def training_config(spec: DatasetSpec, overrides: Mapping[str, Any] | None = None) -> TrainingConfig:
+    """The spec's training settings with `overrides` applied, type- and range-checked (a ValueError names the
+    offending setting)."""
+    return TrainingConfig.from_dict({**spec.training.to_dict(), **(overrides or {})}, where="overrides")
+
+
+def train(
+    run_dir: Path,
+    config: TrainingConfig,
+    *,
+    mode: Mode,
+    n_modalities: int,
+    log: Callable[[str], None] = print,
+) -> tuple[TrainResult, str]:
+    """Train the run in `run_dir`; return the result and the device it ran on ("cpu" or "cuda")."""
+    if mode == "joint":
+        return train_joint(run_dir, config, log=log), resolve_device(config.device).type
+    if mode != "distributed":
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    cluster, device = make_cluster(n_modalities, log=log)
+    with cluster, Client(cluster) as client:
+        return train_distributed(client, run_dir, config, log=log), device

@@ -1,0 +1,264 @@
+"""The `hyperlearn` command: a thin argparse front over the Prefect flow and the dataset sources.
+
+    hyperlearn run SPEC [--data-root DIR] [--out DIR] [--mode distributed|joint] [--rank 16 --rounds 30 ...]
+    hyperlearn demo [--out DIR] [--data DIR]
+    hyperlearn schedule SPEC --cron "0 3 * * *" [--out DIR] ...
+    hyperlearn datasets get movielens-100k [--dest DIR]
+    hyperlearn run examples/movielens-100k.yaml --data-root DIR
+
+The training options are generated from `TrainingConfig`'s fields, so the help, the spec's `training:` block
+and the code never disagree. Prefect, Dask and the data sources are imported only inside the subcommand that
+needs them: `--help` stays fast, and Dask worker processes (which re-import this entry point) never load Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hyperlearn.config import TrainingConfig
+
+#: Environment defaults, used only where the user has not set them: a first Prefect run on a fresh machine
+#: stays offline (no telemetry) and gives the temporary local server time to start on a slow machine; Dask's
+#: routine INFO lines (scheduler and workers starting and stopping) stay out of the run's log.
+ENVIRONMENT_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "DASK_LOGGING__DISTRIBUTED": "warning",
+}
+DATASETS = ("movielens-100k",)
+_METAVARS = {int: "N", float: "X"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line grammar, every option with its help."""
+    parser = argparse.ArgumentParser(
+        prog="hyperlearn",
+        description="Learn embeddings for every modality of a multi-modal dataset (HyperLearn) and publish them "
+        "as versioned Parquet.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="ingest, build graphs, train and publish one dataset spec",
+        description="Run the whole pipeline for a dataset spec: ingest → build graphs → train → publish "
+        "OUT/<dataset>/<version>/ and move OUT/<dataset>/latest to it.",
+    )
+    run.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
+    _add_run_options(run)
+    _add_training_options(run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate a small synthetic dataset and train on it (about a minute)",
+        description="Generate the synthetic demo dataset, run the pipeline on it, print the test metrics "
+        "and where the embeddings were published.",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        metavar="DIR",
+        help="where published versions go (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/demo"),
+        metavar="DIR",
+        help="where the synthetic raw logs and their spec are written (default: %(default)s)",
+    )
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="serve a cron-scheduled retraining deployment (needs a Prefect server)",
+        description="Serve a Prefect deployment that reruns `hyperlearn run` on a cron schedule, until "
+        "interrupted. Start a server first (`prefect server start`) and point PREFECT_API_URL at it.",
+    )
+    schedule.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
+    schedule.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * *" (03:00 daily)')
+    schedule.add_argument("--name", default="scheduled", help="deployment name (default: %(default)s)")
+    _add_run_options(schedule)
+    _add_training_options(schedule)
+
+    datasets = commands.add_parser(
+        "datasets",
+        help="fetch public datasets (their specs are in examples/)",
+        description="Fetch public datasets; their specs are in the repository's examples/ folder.",
+    )
+    dataset_commands = datasets.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    get = dataset_commands.add_parser(
+        "get",
+        help="download a dataset",
+        description="Download a dataset into DIR (checksums verified) and print how to train on it.",
+    )
+    get.add_argument("name", choices=DATASETS, help="dataset to fetch")
+    get.add_argument(
+        "--dest",
+        type=Path,
+        default=Path("data/movielens-100k"),
+        metavar="DIR",
+        help="folder to write the data into (default: %(default)s)",
+    )
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="resolve the spec's data paths against DIR (default: the spec file's folder)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        metavar="DIR",
+        help="where published versions go: OUT/<dataset>/<version>/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("distributed", "joint"),
+        default="distributed",
+        help="distributed: one Dask worker per modality (the method); joint: all encoders in "
+        "this process, the yardstick (default: %(default)s)",
+    )
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainingConfig field, overriding the spec's `training:` block only when given."""
+    group = parser.add_argument_group(
+        "training overrides (default: the spec's `training:` block, else the value shown)"
+    )
+    hints = typing.get_type_hints(TrainingConfig)
+    for field in dataclasses.fields(TrainingConfig):
+        choices = typing.get_args(hints[field.name]) or None
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=None if choices else type(field.default),
+            choices=choices,
+            default=argparse.SUPPRESS,
+            metavar=None if choices else _METAVARS[type(field.default)],
+            help=f"{field.metadata['help']} (default: {field.default})",
+        )
+
+
+def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings given on the command line, by TrainingConfig field name."""
+    names = {field.name for field in dataclasses.fields(TrainingConfig)}
+    return {name: value for name, value in vars(args).items() if name in names}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hyperlearn` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, value in ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    handlers: dict[str, Callable[[argparse.ArgumentParser, argparse.Namespace], int]] = {
+        "run": _run,
+        "demo": _demo,
+        "schedule": _schedule,
+        "datasets": _datasets,
+    }
+    return handlers[args.command](parser, args)
+
+
+def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The training overrides, checked together with the spec they apply to, so that a mistake in either fails
+    now, in one line, before any server or cluster starts."""
+    from flows.training import training_config
+    from pipeline.spec import load_spec
+
+    overrides = training_overrides(args)
+    try:
+        training_config(load_spec(args.spec, args.data_root), overrides)
+    except ValueError as error:  # SpecError is a ValueError too
+        parser.exit(2, f"hyperlearn {args.command}: error: {error}\n")
+    return overrides
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from flows.hyperlearn_flow import train_embeddings
+
+    overrides = _checked_overrides(parser, args)
+    published = train_embeddings(
+        spec_path=str(args.spec),
+        out=str(args.out),
+        data_root=None if args.data_root is None else str(args.data_root),
+        mode=args.mode,
+        overrides=overrides or None,
+    )
+    _print_summary(Path(published))
+    return 0
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from flows.hyperlearn_flow import train_embeddings
+    from pipeline.sources.synthetic import generate_demo
+
+    spec = generate_demo(args.data)
+    print(f"demo data and spec: {spec}")
+    published = train_embeddings(spec_path=str(spec), out=str(args.out))
+    _print_summary(Path(published))
+    return 0
+
+
+def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from flows.deployments import serve_schedule
+
+    serve_schedule(
+        args.spec,
+        args.out,
+        args.cron,
+        name=args.name,
+        data_root=args.data_root,
+        mode=args.mode,
+        overrides=_checked_overrides(parser, args) or None,
+    )
+    return 0
+
+
+def _datasets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pipeline.sources.movielens import FetchError, fetch_movielens_100k
+
+    try:
+        dest = fetch_movielens_100k(args.dest)
+    except FetchError as error:
+        parser.exit(1, f"hyperlearn datasets get: {error}\n")
+    print(f"{args.name} written to {dest}")
+    print(f"train on it with:  hyperlearn run examples/{args.name}.yaml --data-root {dest}")
+    return 0
+
+
+def _print_summary(published: Path) -> None:
+    """Print the metrics of a published version and where its embeddings are."""
+    metrics = json.loads((published / "metrics.json").read_text())["metrics"]
+    width = max(map(len, metrics))
+    print("\nmetrics:")
+    for name, value in sorted(metrics.items()):
+        print(f"  {name:<{width}}  {_format_metric(value)}")
+    print(f"\npublished:  {published}")
+    print(f"embeddings: {published / 'embeddings'}/modality=<name>/part-0.parquet")
+
+
+def _format_metric(value: float | None) -> str:
+    """Counts as integers, scores to four decimals; None (a metric that was undefined, NaN) as n/a."""
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

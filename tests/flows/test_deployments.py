@@ -1,0 +1,37 @@
+"""The scheduled-retraining deployment, built (not served) and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prefect.client.schemas.schedules import CronSchedule
+
+from flows.deployments import build_deployment
+
+
+def test_builds_a_cron_deployment_of_the_training_flow(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    deployment = build_deployment(
+        "data/demo.yaml", "out", "0 3 * * *", name="nightly", mode="joint", overrides={"rank": 16}
+    )
+    assert deployment.name == "nightly"
+    assert deployment.flow_name == "hyperlearn-train-embeddings"
+    assert deployment.entrypoint == "flows.hyperlearn_flow.train_embeddings"
+    [schedule] = deployment.schedules
+    assert isinstance(schedule.schedule, CronSchedule)
+    assert schedule.schedule.cron == "0 3 * * *"
+    assert schedule.active
+    assert deployment.parameters == {
+        "spec_path": str(tmp_path / "data" / "demo.yaml"),
+        "out": str(tmp_path / "out"),
+        "data_root": None,
+        "mode": "joint",
+        "overrides": {"rank": 16},
+    }
+    assert Path(deployment.parameters["spec_path"]).is_absolute()
+
+
+def test_an_invalid_cron_expression_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="cron"):
+        build_deployment(tmp_path / "demo.yaml", tmp_path / "out", "every night")

@@ -1,0 +1,167 @@
+"""The `hyperlearn` command: its grammar, its help, and a real run through it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from hyperlearn.cli import build_parser, main, training_overrides
+from hyperlearn.config import TrainingConfig
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """Every (sub)command path with its parser, depth first."""
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _commands(child, (*prefix, name))
+
+
+def test_every_option_of_every_command_has_help_and_shows_in_it(capsys):
+    for path, parser in _commands(build_parser()):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        assert exit_info.value.code == 0
+        shown = capsys.readouterr().out
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):  # its sub-commands carry the help
+                for choice in action._choices_actions:
+                    assert choice.help and choice.dest in shown, f"{' '.join(path)} --help lacks {choice.dest}"
+                continue
+            assert action.help, f"{' '.join(path)}: {action.dest} has no help"
+            for option in action.option_strings:
+                assert option in shown, f"{' '.join(path)} --help lacks {option}"
+
+
+@pytest.mark.parametrize("command", [["run", "spec.yaml"], ["schedule", "spec.yaml", "--cron", "0 3 * * *"]])
+def test_every_training_setting_is_an_option_with_the_config_help(command, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for field in dataclasses.fields(TrainingConfig):
+        assert f"--{field.name.replace('_', '-')}" in shown
+        assert " ".join(field.metadata["help"].split()) in shown
+
+
+def test_training_options_parse_into_a_training_config():
+    args = build_parser().parse_args(
+        [
+            "run",
+            "spec.yaml",
+            "--rank",
+            "16",
+            "--rounds",
+            "30",
+            "--learning-rate",
+            "0.01",
+            "--encoder",
+            "chebyshev",
+            "--device",
+            "cpu",
+            "--mode",
+            "joint",
+            "--data-root",
+            "raw",
+        ]
+    )
+    overrides = training_overrides(args)
+    assert overrides == {"rank": 16, "rounds": 30, "learning_rate": 0.01, "encoder": "chebyshev", "device": "cpu"}
+    config = TrainingConfig.from_dict(overrides)
+    assert (config.rank, config.rounds, config.learning_rate, config.encoder) == (16, 30, 0.01, "chebyshev")
+    assert (args.spec, args.mode, args.data_root, args.out) == (
+        Path("spec.yaml"),
+        "joint",
+        Path("raw"),
+        Path("out"),
+    )
+
+
+def test_settings_not_given_are_not_overrides():
+    assert training_overrides(build_parser().parse_args(["run", "spec.yaml"])) == {}
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.sources.synthetic import generate_demo
+
+    return generate_demo(
+        tmp_path_factory.mktemp("data"),
+        n_users=80,
+        n_items=60,
+        n_tags=10,
+        rank=3,
+        n_clusters=3,
+        n_ratings=1_200,
+        n_rerated=10,
+        n_taggings=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--rank", "0"], "overrides.rank: must be >= 1"),
+        (["--rank", "1.5"], "invalid int value"),
+        (["--encoder", "mlp"], "invalid choice"),
+        (["--data-root", "/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_mistakes_fail_in_one_line_before_anything_starts(tiny_spec, arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tiny_spec), *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unreadable_spec_fails_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tmp_path / "missing.yaml")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hyperlearn run: error: {tmp_path / 'missing.yaml'}: cannot read the spec: No such file or directory"
+    )
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_run_trains_publishes_and_prints_the_test_metrics(prefect_server, tiny_spec, tmp_path, capsys):
+    code = main(
+        [
+            "run",
+            str(tiny_spec),
+            "--out",
+            str(tmp_path / "out"),
+            "--mode",
+            "joint",
+            "--rank",
+            "3",
+            "--rounds",
+            "2",
+            "--local-steps",
+            "2",
+            "--diffusion-steps",
+            "2",
+            "--init-iterations",
+            "2",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    published = tmp_path / "out" / "demo" / (tmp_path / "out" / "demo" / "latest").readlink()
+    metrics = json.loads((published / "metrics.json").read_text())
+    assert metrics["mode"] == "joint"
+    assert "test_rmse" in printed and f"{metrics['metrics']['test_rmse']:.4f}" in printed
+    assert f"published:  {published}" in printed
+
+
+def test_the_mode_choices_are_the_training_modes():
+    from flows.training import MODES
+
+    run = dict(_commands(build_parser()))[("run",)]
+    [mode] = [action for action in run._actions if action.dest == "mode"]
+    assert tuple(mode.choices) == MODES
