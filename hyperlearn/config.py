@@ -29,7 +29,7 @@ class TrainingConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     rounds: int = field(default=50, metadata={"help": "maximum number of exchange rounds"})
     local_steps: int = field(default=10, metadata={"help": "optimiser steps per worker per round"})
-    graph_weight: float = field(default=1.0, metadata={"help": "weight of the Dirichlet energy tr(AᵀLA)/2"})
+    graph_weight: float = field(default=0.1, metadata={"help": "weight of the Dirichlet energy ½tr(AᵀLA)/n (graph smoothness per entity)"})
     proximal: float = field(
         default=1.0, metadata={"help": "distributed only: pull towards last round's state, damping Jacobi rounds"}
     )
@@ -37,7 +37,7 @@ class TrainingConfig:
     negatives: int = field(default=4, metadata={"help": "sampled negatives per positive for logistic relations"})
     init: InitKind = field(default="als", metadata={"help": "starting factors: als (CP-ALS on observed entries) or random"})
     init_iterations: int = field(default=10, metadata={"help": "ALS sweeps for the starting factors"})
-    patience: int = field(default=5, metadata={"help": "rounds without validation improvement before stopping"})
+    patience: int = field(default=5, metadata={"help": "rounds without a lower validation loss before stopping"})
     seed: int = field(default=0, metadata={"help": "random seed (same seed and inputs give the same embeddings on CPU)"})
     device: Device = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when a GPU is visible)"})
 

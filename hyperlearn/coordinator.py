@@ -39,22 +39,23 @@ def train_distributed(
     workers = client.scheduler_info()["workers"]
     placement = place_modalities(problem.modalities, list(workers))
     per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
-    actors = {}
-    for modality, address in placement.items():
-        threads = max(1, workers[address]["nthreads"] // per_worker[address])
-        future = client.submit(
+    creations = {
+        modality: client.submit(
             ModalityTrainer,
             str(run_dir),
             modality,
             config,
             states[modality],
-            threads,
+            max(1, workers[address]["nthreads"] // per_worker[address]),
             actor=True,
             workers=[address],
             allow_other_workers=False,
             pure=False,
         )
-        actors[modality] = future.result()
+        for modality, address in placement.items()
+    }
+    actors = {modality: future.result() for modality, future in creations.items()}
+    for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
 
     def advance(current: States) -> States:
@@ -66,4 +67,4 @@ def train_distributed(
             problem, states, advance, config, "distributed", log, checkpoint=run_dir / "checkpoints" / "best.npz"
         )
     finally:
-        del actors
+        client.cancel(list(creations.values()))  # releases the actors and their memory on the workers

@@ -54,11 +54,3 @@ def evaluate(relation: Relation, states: dict[str, ModalityState], split: str, s
     generator = torch.Generator().manual_seed(seed)
     negatives = corrupt(observed.coords.cpu(), relation.meta.shape, EVALUATION_NEGATIVES, generator)
     return {f"{prefix}/auc": roc_auc(scores, predict(relation, states, negatives))}
-
-
-def primary_score(relation: Relation, metrics: dict[str, float], split: str) -> float:
-    """One number to minimise for early stopping: RMSE, or 1 − AUC for observed-tuple relations."""
-    prefix = f"{split}/{relation.meta.name}"
-    if relation.meta.loss == "squared":
-        return metrics[f"{prefix}/rmse"]
-    return 1.0 - metrics[f"{prefix}/auc"]

@@ -72,7 +72,8 @@ class Problem:
         return tuple(r for r in self.relations if modality in r.meta.modalities)
 
     def primary_relation(self) -> Relation:
-        """The relation validation early-stops on: the first squared-loss relation, else the first one."""
+        """The relation whose test metrics are the headline (test_rmse, test_mae): the first squared-loss
+        relation, else the first one."""
         return next((r for r in self.relations if r.meta.loss == "squared"), self.relations[0])
 
 

@@ -1,7 +1,9 @@
 """The round loop shared by distributed and joint training: evaluate, log, early-stop, checkpoint.
 
-A round is one call of `advance` (every worker's local steps, then the exchange). Validation picks the best
-round; test data is read only once, for the best state, after training has stopped.
+A round is one call of `advance` (every worker's local steps, then the exchange). The best round is the one
+with the lowest validation loss — the cross-modal terms of the objective, each relation weighted as in
+training, on the validation entries — so several relations are traded off as the spec's weights say. Test
+data is read only once, for the best state, after training has stopped.
 """
 
 from __future__ import annotations
@@ -15,20 +17,25 @@ import torch
 from hyperlearn.config import TrainingConfig
 from hyperlearn.graphs import dirichlet_energy
 from hyperlearn.losses import cross_modal_loss
-from hyperlearn.metrics import evaluate, primary_score
+from hyperlearn.metrics import evaluate
 from hyperlearn.model import ModalityState
-from hyperlearn.problem import Problem
+from hyperlearn.problem import Problem, Relation
 from hyperlearn.result import TrainResult, save_checkpoint
 
 States = dict[str, ModalityState]
 Advance = Callable[[States], States]
 
 
+def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    factors = {m: torch.as_tensor(s.factor) for m, s in states.items()}
+    biases = {m: {r: torch.as_tensor(b) for r, b in s.biases.items()} for m, s in states.items()}
+    return factors, biases
+
+
 def training_objective(problem: Problem, states: States, config: TrainingConfig) -> float:
     """The global objective (method.md §2) at the published states: cross-modal terms of every relation plus
     the Dirichlet energy of every modality. The same number for joint and distributed runs."""
-    factors = {m: torch.as_tensor(s.factor) for m, s in states.items()}
-    biases = {m: {r: torch.as_tensor(b) for r, b in s.biases.items()} for m, s in states.items()}
+    factors, biases = _tensors(states)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
         cross = cross_modal_loss(problem.relations, factors, biases, config.l2, config.negatives, generator)
@@ -40,10 +47,20 @@ def training_objective(problem: Problem, states: States, config: TrainingConfig)
     return float(cross) + config.graph_weight * float(smoothness)
 
 
-def validation_metrics(problem: Problem, states: States, seed: int) -> dict[str, float]:
-    metrics: dict[str, float] = {}
+def validation_loss(problem: Problem, states: States, config: TrainingConfig) -> float:
+    """Σ_relations w · (mean squared error, or logistic loss against seeded sampled negatives) on validation."""
+    held_out = [Relation(meta=r.meta, splits={"train": r.splits["validation"]}) for r in problem.relations]
+    factors, biases = _tensors(states)
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        return float(cross_modal_loss(held_out, factors, biases, 0.0, config.negatives, generator))
+
+
+def validation_metrics(problem: Problem, states: States, config: TrainingConfig) -> dict[str, float]:
+    """The early-stopping loss and every relation's validation metrics."""
+    metrics = {"validation_loss": validation_loss(problem, states, config)}
     for relation in problem.relations:
-        metrics.update(evaluate(relation, states, "validation", seed))
+        metrics.update(evaluate(relation, states, "validation", config.seed))
     return metrics
 
 
@@ -59,17 +76,17 @@ def run_rounds(
     """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain."""
     primary = problem.primary_relation()
     start = time.perf_counter()
-    metrics = validation_metrics(problem, states, config.seed)
+    metrics = validation_metrics(problem, states, config)
     history = [{"round": 0, "seconds": 0.0, "train_loss": training_objective(problem, states, config), **metrics}]
-    best_score, best_round, best_states = primary_score(primary, metrics, "validation"), 0, states
+    best_score, best_round, best_states = metrics["validation_loss"], 0, states
     log(f"[{mode}] round 0: {_describe(metrics)}")
     for round_number in range(1, config.rounds + 1):
         states = advance(states)
         train_loss = training_objective(problem, states, config)
-        metrics = validation_metrics(problem, states, config.seed)
+        metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
         history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
-        score = primary_score(primary, metrics, "validation")
+        score = metrics["validation_loss"]
         improved = score < best_score
         if improved:
             best_score, best_round, best_states = score, round_number, states

@@ -34,6 +34,7 @@ OCCUPATIONS = ("student", "engineer", "artist", "educator", "doctor", "writer", 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 TAGGING_COLUMNS = ("user_id", "item_id", "tag", "timestamp")
 TRAINING = {"rank": 8, "rounds": 30}  # modest settings; the planted rank is 6
+TAGGING_WEIGHT = 0.3  # the taggings' logistic loss is several times the ratings' squared error: keep ratings first
 
 GLOBAL_MEAN = 3.5
 USER_BIAS_STD = 0.3
@@ -335,6 +336,7 @@ def _spec_text(seed: int) -> str:
                 "modalities": {"user": "user_id", "item": "item_id", "tag": "tag"},
                 "value": 1,
                 "loss": "logistic",
+                "weight": TAGGING_WEIGHT,
                 "time": "timestamp",
                 "duplicates": "last",
                 "source": source("taggings.csv"),
