@@ -39,7 +39,7 @@ class GraphStats:
     pair_edges: int
     rows_read: int
     rows_quarantined: int
-    quarantine_file: str
+    quarantine_file: str  # relative to the run directory (the version folder once published)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"sources": list(self.sources)}
@@ -113,7 +113,7 @@ def _build_graph(
         pair_edges=pair_edges,
         rows_read=rows_read,
         rows_quarantined=len(rejected),
-        quarantine_file=str(path),
+        quarantine_file=str(path.relative_to(run_dir)),
     )
 
 

@@ -47,7 +47,7 @@ class RelationReport:
     rows_quarantined: int
     duplicates_merged: int
     entries: dict[str, int]
-    quarantine_file: str
+    quarantine_file: str  # relative to the run directory (the version folder once published)
 
     @property
     def entries_total(self) -> int:
@@ -154,7 +154,7 @@ def _accept(
         rows_accepted=rows_accepted,
         rows_quarantined=len(rejected),
         duplicates_merged=merged,
-        quarantine_file=str(path),
+        quarantine_file=str(path.relative_to(run_dir)),
     )
     return entries, accounting
 
