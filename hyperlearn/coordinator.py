@@ -5,6 +5,7 @@ exchanged through Dask."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def train_distributed(
 ) -> TrainResult:
     """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state."""
     run_dir = Path(run_dir)
+    clock = time.perf_counter()
     problem = load_problem(run_dir)
     states = initial_states(problem, config)
+    timings = {"start_seconds": time.perf_counter() - clock}
     workers = client.scheduler_info()["workers"]
     placement = place_modalities(problem.modalities, list(workers))
     per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
@@ -55,6 +58,7 @@ def train_distributed(
         for modality, address in placement.items()
     }
     actors = {modality: future.result() for modality, future in creations.items()}
+    timings["trainer_start_seconds"] = time.perf_counter() - clock - timings["start_seconds"]
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
 
@@ -63,8 +67,10 @@ def train_distributed(
         return {modality: call.result() for modality, call in pending.items()}
 
     try:
-        return run_rounds(
+        result = run_rounds(
             problem, states, advance, config, "distributed", log, checkpoint=run_dir / "checkpoints" / "best.npz"
         )
     finally:
         client.cancel(list(creations.values()))  # releases the actors and their memory on the workers
+    result.timings = timings
+    return result

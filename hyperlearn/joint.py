@@ -7,6 +7,7 @@ The yardstick for the distributed trainer (paper claim 1: no accuracy lost by di
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from hyperlearn.rounds import States, run_rounds
 def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train every modality's encoder together on the global objective; returns the best-on-validation state."""
     run_dir = Path(run_dir)
+    clock = time.perf_counter()
     problem = load_problem(run_dir)
     states = initial_states(problem, config)
+    timings = {"start_seconds": time.perf_counter() - clock}
     device = resolve_device(config.device)
     models = {m: build_model(m, states[m], problem.laplacians[m], config, device) for m in problem.modalities}
     relations = [
@@ -53,4 +56,6 @@ def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None
             optimizer.step()
         return {m: model.state() for m, model in models.items()}
 
-    return run_rounds(problem, states, advance, config, "joint", log, checkpoint=run_dir / "checkpoints" / "best.npz")
+    result = run_rounds(problem, states, advance, config, "joint", log, checkpoint=run_dir / "checkpoints" / "best.npz")
+    result.timings = timings
+    return result

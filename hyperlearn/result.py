@@ -19,7 +19,7 @@ class TrainResult:
     history: list[dict[str, float]]
     metrics: dict[str, float]
     mode: str
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # set-up seconds: loading + ALS start, trainer start
 
     @property
     def factors(self) -> dict[str, np.ndarray]:
