@@ -33,7 +33,7 @@ GENRES = ("action", "comedy", "drama", "horror", "romance", "scifi", "documentar
 OCCUPATIONS = ("student", "engineer", "artist", "educator", "doctor", "writer", "retired", "other")
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 TAGGING_COLUMNS = ("user_id", "item_id", "tag", "timestamp")
-TRAINING = {"rank": 8, "rounds": 30}  # modest settings; the planted rank is 6
+TRAINING = {"rank": 8, "l2": 0.03, "rounds": 30}  # l2 chosen on validation (0.03: 0.391, 0.05: 0.399); planted rank 6
 TAGGING_WEIGHT = 0.3  # the taggings' logistic loss is several times the ratings' squared error: keep ratings first
 
 GLOBAL_MEAN = 3.5
