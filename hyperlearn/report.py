@@ -16,7 +16,8 @@ _X_AXES = (("round", "round"), ("seconds", "wall time (s)"))
 
 
 def plot_training_curves(history: list[dict], path: Path) -> Path:
-    """Draw one row per curve (`train_loss`, then each `validation/...` metric), against rounds and seconds.
+    """Draw one row per curve (`train_loss`, `validation_loss` — the early-stopping criterion — then each
+    `validation/...` metric), against rounds and seconds.
 
     `history` holds one dict per round with keys "round", "seconds" (cumulative wall time) and the metrics;
     a metric missing or NaN in some rounds is drawn over the rounds that have it. Written with the Agg canvas
@@ -24,7 +25,8 @@ def plot_training_curves(history: list[dict], path: Path) -> Path:
     """
     if not history:
         raise ValueError("plot_training_curves: the history is empty, there is nothing to plot")
-    curves = ["train_loss", *sorted({key for row in history for key in row if key.startswith("validation/")})]
+    metrics = sorted({key for row in history for key in row if key.startswith("validation/")})
+    curves = [key for key in ("train_loss", "validation_loss") if any(key in row for row in history)] + metrics
     figure = Figure(figsize=(10, 3 * len(curves)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(curves), len(_X_AXES), squeeze=False)
