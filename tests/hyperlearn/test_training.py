@@ -77,3 +77,14 @@ def test_early_stopping_never_reads_test_data(tmp_path):
     assert a.metrics["best_round"] == b.metrics["best_round"]
     np.testing.assert_array_equal(a.factors["user"], b.factors["user"])
     assert np.isnan(b.metrics["test_rmse"]) and not np.isnan(a.metrics["test_rmse"])
+
+
+@pytest.mark.gpu
+def test_joint_training_on_the_gpu_matches_the_cpu(planted_run):
+    """The same trainer code on `cuda` reaches the CPU result up to float32 reduction order."""
+    config = TrainingConfig(rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, rounds=3, patience=3)
+    on_cpu = train_joint(planted_run, config.replace(device="cpu"), log=lambda line: None)
+    on_gpu = train_joint(planted_run, config.replace(device="cuda"), log=lambda line: None)
+    assert on_gpu.metrics["test_rmse"] == pytest.approx(on_cpu.metrics["test_rmse"], rel=1e-3)
+    for modality in on_cpu.factors:
+        np.testing.assert_allclose(on_gpu.factors[modality], on_cpu.factors[modality], atol=1e-3)
