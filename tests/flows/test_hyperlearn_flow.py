@@ -12,6 +12,7 @@ import pytest
 from flows import hyperlearn_flow
 from flows.hyperlearn_flow import train_embeddings
 from hyperlearn.config import TrainingConfig
+from pipeline.sources.synthetic import TRAINING as DEMO_TRAINING
 from pipeline.sources.synthetic import generate_demo
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -83,7 +84,7 @@ def test_embeddings_are_readable_with_duckdb(published: Path):
             f"'{published}/embeddings/modality=user/part-0.parquet')"
         ).fetchall()
     )
-    config = TrainingConfig().replace(**{**SMALL_TRAINING})
+    config = TrainingConfig.from_dict({**DEMO_TRAINING, **SMALL_TRAINING})
     assert metadata["hyperlearn.dataset"] == "demo"
     assert metadata["hyperlearn.version"] == published.name
     assert metadata["hyperlearn.modality"] == "user"
