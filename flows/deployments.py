@@ -48,16 +48,6 @@ def build_deployment(
     )
 
 
-def serve_schedule(
-    spec_path: str | Path,
-    out: str | Path,
-    cron: str,
-    *,
-    name: str = "scheduled",
-    data_root: str | Path | None = None,
-    mode: str = "distributed",
-    overrides: dict[str, Any] | None = None,
-) -> None:
-    """Serve the scheduled deployment until interrupted; its schedule stays active when the server stops."""
-    deployment = build_deployment(spec_path, out, cron, name=name, data_root=data_root, mode=mode, overrides=overrides)
+def serve_schedule(deployment: RunnerDeployment) -> None:
+    """Serve a deployment from `build_deployment` until interrupted; its schedule stays active afterwards."""
     serve(deployment, pause_on_shutdown=False)

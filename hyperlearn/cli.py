@@ -216,9 +216,9 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from flows.deployments import serve_schedule
+    from flows.deployments import build_deployment, serve_schedule
 
-    serve_schedule(
+    deployment = build_deployment(
         args.spec,
         args.out,
         args.cron,
@@ -227,6 +227,7 @@ def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         mode=args.mode,
         overrides=_checked_overrides(parser, args) or None,
     )
+    serve_schedule(deployment)
     return 0
 
 

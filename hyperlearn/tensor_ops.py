@@ -7,7 +7,7 @@ The functions are plain torch, so the same code runs on CPU and GPU and autograd
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -41,16 +41,10 @@ def mttkrp(
 ) -> torch.Tensor:
     """X_(mode) · Ω_mode for sparse X: each entry's value times its Khatri–Rao row, summed into row i_mode.
 
-    This is the gradient kernel of the per-modality loss (the residual plays the role of `values`). Entries
-    are processed `chunk` at a time so the gathered rows stay in cache and memory stays O(chunk·R).
+    This is the gradient kernel of the per-modality loss (the residual plays the role of `values`).
     """
-    n_rows, rank = factors[mode].shape
-    out = torch.zeros(n_rows, rank, dtype=factors[mode].dtype, device=factors[mode].device)
-    for start in range(0, coords.shape[1], chunk):
-        part = coords[:, start : start + chunk]
-        rows = khatri_rao_rows(factors, part, skip=mode)
-        out.index_add_(0, part[mode], rows * values[start : start + chunk, None])
-    return out
+    rank = factors[mode].shape[1]
+    return _sum_into_rows(factors, coords, mode, chunk, rank, lambda rows, part: rows * values[part, None])
 
 
 def row_gram(
@@ -64,11 +58,29 @@ def row_gram(
 
     The left-hand side of the row-wise least-squares problems solved by ALS on observed entries.
     """
-    n_rows, rank = factors[mode].shape
-    out = torch.zeros(n_rows, rank * rank, dtype=factors[mode].dtype, device=factors[mode].device)
+    rank = factors[mode].shape[1]
+
+    def weighted_outer(rows: torch.Tensor, part: slice) -> torch.Tensor:
+        return (rows[:, :, None] * rows[:, None, :]).reshape(-1, rank * rank) * weights[part, None]
+
+    return _sum_into_rows(factors, coords, mode, chunk, rank * rank, weighted_outer).reshape(-1, rank, rank)
+
+
+def _sum_into_rows(
+    factors: Sequence[torch.Tensor],
+    coords: torch.Tensor,
+    mode: int,
+    chunk: int,
+    width: int,
+    contribution: Callable[[torch.Tensor, slice], torch.Tensor],
+) -> torch.Tensor:
+    """Σ over entries of contribution(Khatri–Rao rows, entry slice) into row i_mode of an n×width result.
+
+    Entries are processed `chunk` at a time so the gathered rows stay in cache and memory stays O(chunk·R).
+    """
+    out = torch.zeros(factors[mode].shape[0], width, dtype=factors[mode].dtype, device=factors[mode].device)
     for start in range(0, coords.shape[1], chunk):
-        part = coords[:, start : start + chunk]
-        rows = khatri_rao_rows(factors, part, skip=mode)
-        outer = (rows[:, :, None] * rows[:, None, :]).reshape(-1, rank * rank)
-        out.index_add_(0, part[mode], outer * weights[start : start + chunk, None])
-    return out.reshape(n_rows, rank, rank)
+        part = slice(start, start + chunk)
+        rows = khatri_rao_rows(factors, coords[:, part], skip=mode)
+        out.index_add_(0, coords[mode, part], contribution(rows, part))
+    return out
