@@ -15,7 +15,7 @@ import torch
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import cross_modal_loss, proximal_term
 from hyperlearn.model import ModalityState, build_model, modality_seed, resolve_device
-from hyperlearn.problem import load_problem
+from hyperlearn.problem import Relation, load_problem
 
 
 class ModalityTrainer:
@@ -31,7 +31,7 @@ class ModalityTrainer:
         self.device = resolve_device(config.device)
         problem = load_problem(Path(run_dir), splits=("train",), modalities={modality})
         self.relations = tuple(
-            type(r)(meta=r.meta, splits={s: o.to(self.device) for s, o in r.splits.items()})
+            Relation(meta=r.meta, splits={s: o.to(self.device) for s, o in r.splits.items()})
             for r in problem.relations_of(modality)
         )
         self.model = build_model(modality, initial, problem.laplacians[modality], config, self.device)
