@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -71,3 +72,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_demo_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic demo dataset (3 modalities, ratings and taggings) and its spec, for end-to-end runs."""
+    from pipeline.sources.synthetic import generate_demo
+
+    return generate_demo(
+        tmp_path_factory.mktemp("demo-data"),
+        n_users=120,
+        n_items=80,
+        n_tags=15,
+        rank=3,
+        n_clusters=3,
+        n_ratings=2_000,
+        n_rerated=20,
+        n_taggings=600,
+    )

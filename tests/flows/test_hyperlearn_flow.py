@@ -13,7 +13,6 @@ from flows import hyperlearn_flow
 from flows.hyperlearn_flow import train_embeddings
 from hyperlearn.config import TrainingConfig
 from pipeline.sources.synthetic import TRAINING as DEMO_TRAINING
-from pipeline.sources.synthetic import generate_demo
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -31,24 +30,9 @@ SMALL_TRAINING = {
 
 
 @pytest.fixture(scope="module")
-def demo_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_demo(
-        tmp_path_factory.mktemp("demo-data"),
-        n_users=120,
-        n_items=80,
-        n_tags=15,
-        rank=3,
-        n_clusters=3,
-        n_ratings=2_000,
-        n_rerated=20,
-        n_taggings=600,
-    )
-
-
-@pytest.fixture(scope="module")
-def published(prefect_server: str, demo_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def published(prefect_server: str, small_demo_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("out")
-    return Path(train_embeddings(str(demo_spec), str(out), overrides=SMALL_TRAINING))
+    return Path(train_embeddings(str(small_demo_spec), str(out), overrides=SMALL_TRAINING))
 
 
 def test_publishes_a_version_and_moves_latest_to_it(published: Path):
@@ -92,7 +76,7 @@ def test_embeddings_are_readable_with_duckdb(published: Path):
     assert metadata["hyperlearn.config_hash"] == config.config_hash() == manifest["config_hash"]
 
 
-def test_metrics_and_manifest_describe_the_run(published: Path, demo_spec: Path):
+def test_metrics_and_manifest_describe_the_run(published: Path, small_demo_spec: Path):
     metrics = json.loads((published / "metrics.json").read_text())
     assert metrics["mode"] == "distributed" and metrics["device"] == "cpu"
     assert 0 < metrics["metrics"]["test_rmse"] < 2
@@ -100,7 +84,7 @@ def test_metrics_and_manifest_describe_the_run(published: Path, demo_spec: Path)
     assert [row["round"] for row in metrics["history"]][:2] == [0, 1]
 
     manifest = json.loads((published / "manifest.json").read_text())
-    assert manifest["spec"]["path"] == str(demo_spec.resolve())
+    assert manifest["spec"]["path"] == str(small_demo_spec.resolve())
     assert manifest["spec"]["hash"] == manifest["ingest"]["spec_hash"]
     assert manifest["version"] == published.name
     assert set(manifest["graphs"]) == {"user", "item"}
@@ -112,7 +96,7 @@ def test_metrics_and_manifest_describe_the_run(published: Path, demo_spec: Path)
     assert on_disk - set(listed) == {"manifest.json"}
 
 
-def test_a_failed_run_changes_nothing_published(published: Path, demo_spec: Path, monkeypatch):
+def test_a_failed_run_changes_nothing_published(published: Path, small_demo_spec: Path, monkeypatch):
     dataset_dir = published.parent
     before = _snapshot(dataset_dir)
 
@@ -121,16 +105,16 @@ def test_a_failed_run_changes_nothing_published(published: Path, demo_spec: Path
 
     monkeypatch.setattr(hyperlearn_flow, "train", training_fails)
     with pytest.raises(RuntimeError, match="trainer crashed"):
-        train_embeddings(str(demo_spec), str(dataset_dir.parent), overrides=SMALL_TRAINING)
+        train_embeddings(str(small_demo_spec), str(dataset_dir.parent), overrides=SMALL_TRAINING)
     assert _snapshot(dataset_dir) == before
     assert not list(dataset_dir.glob(".staging-*"))
 
 
-def test_bad_parameters_fail_before_anything_is_written(prefect_server: str, demo_spec: Path, tmp_path: Path):
+def test_bad_parameters_fail_before_anything_is_written(prefect_server: str, small_demo_spec: Path, tmp_path: Path):
     with pytest.raises(ValueError, match=r"overrides\.rank"):
-        train_embeddings(str(demo_spec), str(tmp_path), overrides={"rank": 0})
+        train_embeddings(str(small_demo_spec), str(tmp_path), overrides={"rank": 0})
     with pytest.raises(Exception, match="mode"):
-        train_embeddings(str(demo_spec), str(tmp_path), mode="sequential")
+        train_embeddings(str(small_demo_spec), str(tmp_path), mode="sequential")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -85,23 +85,6 @@ def test_settings_not_given_are_not_overrides():
     assert training_overrides(build_parser().parse_args(["run", "spec.yaml"])) == {}
 
 
-@pytest.fixture(scope="module")
-def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.sources.synthetic import generate_demo
-
-    return generate_demo(
-        tmp_path_factory.mktemp("data"),
-        n_users=80,
-        n_items=60,
-        n_tags=10,
-        rank=3,
-        n_clusters=3,
-        n_ratings=1_200,
-        n_rerated=10,
-        n_taggings=300,
-    )
-
-
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -111,9 +94,9 @@ def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--data-root", "/nonexistent"], "/nonexistent"),
     ],
 )
-def test_mistakes_fail_in_one_line_before_anything_starts(tiny_spec, arguments, message, capsys):
+def test_mistakes_fail_in_one_line_before_anything_starts(small_demo_spec, arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", str(tiny_spec), *arguments])
+        main(["run", str(small_demo_spec), *arguments])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -129,11 +112,11 @@ def test_an_unreadable_spec_fails_in_one_line(tmp_path, capsys):
 
 @pytest.mark.prefect
 @pytest.mark.slow
-def test_run_trains_publishes_and_prints_the_test_metrics(prefect_server, tiny_spec, tmp_path, capsys):
+def test_run_trains_publishes_and_prints_the_test_metrics(prefect_server, small_demo_spec, tmp_path, capsys):
     code = main(
         [
             "run",
-            str(tiny_spec),
+            str(small_demo_spec),
             "--out",
             str(tmp_path / "out"),
             "--mode",
