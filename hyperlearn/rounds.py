@@ -100,10 +100,9 @@ def run_rounds(
             log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
             break
     train_seconds = time.perf_counter() - start
-    test = {}
+    test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
     for relation in problem.relations:
         test.update(evaluate(relation, best_states, "test", config.seed))
-        test.update(evaluate(relation, best_states, "validation", config.seed))
     summary = _headline(primary.meta.name, primary.meta.loss, test)
     rounds_run = len(history) - 1
     summary.update(
