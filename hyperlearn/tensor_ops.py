@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-DEFAULT_CHUNK = 16_384
+DEFAULT_CHUNK = 4_096
 
 
 def khatri_rao_rows(factors: Sequence[torch.Tensor], coords: torch.Tensor, skip: int | None = None) -> torch.Tensor:
@@ -27,9 +27,34 @@ def khatri_rao_rows(factors: Sequence[torch.Tensor], coords: torch.Tensor, skip:
     return product
 
 
-def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
-    """X̂(i_1…i_K) = Σ_r Π_k A_k[i_k, r] at each coordinate column (the CP model with identity core)."""
-    return khatri_rao_rows(factors, coords).sum(dim=1)
+def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """X̂(i_1…i_K) = Σ_r Π_k A_k[i_k, r] at each coordinate column (the CP model with identity core).
+
+    Differentiable; the gradient with respect to A_k is the MTTKRP of the output gradient, and both directions
+    run `chunk` entries at a time, so no nnz×R intermediate is kept for backward (at rank 500 on MovieLens
+    that is several times faster than autograd through the gathers)."""
+    return _CPPredict.apply(coords, chunk, *factors)
+
+
+class _CPPredict(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, coords: torch.Tensor, chunk: int, *factors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(coords, *factors)
+        ctx.chunk = chunk
+        out = factors[0].new_empty(coords.shape[1])
+        for start in range(0, coords.shape[1], chunk):
+            part = slice(start, start + chunk)
+            out[part] = khatri_rao_rows(factors, coords[:, part]).sum(dim=1)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        coords, *factors = ctx.saved_tensors
+        grads = [
+            mttkrp(factors, coords, grad, mode, ctx.chunk) if ctx.needs_input_grad[2 + mode] else None
+            for mode in range(len(factors))
+        ]
+        return (None, None, *grads)
 
 
 def mttkrp(

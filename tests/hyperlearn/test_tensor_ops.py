@@ -65,10 +65,12 @@ def test_mttkrp_is_the_gradient_of_the_masked_loss():
         torch.testing.assert_close(leaves[mode].grad, -mttkrp(factors, coords, residual, mode))
 
 
-def test_cp_predict_gradcheck():
+@pytest.mark.parametrize("chunk", [3, 4096])
+def test_cp_predict_gradcheck(chunk):
+    """The hand-written backward (MTTKRP of the output gradient), chunk boundaries included."""
     factors, coords, _ = random_problem((4, 3, 3), rank=2, nnz=8, seed=2)
     leaves = tuple(f.clone().requires_grad_(True) for f in factors)
-    assert torch.autograd.gradcheck(lambda *fs: cp_predict(fs, coords), leaves)
+    assert torch.autograd.gradcheck(lambda *fs: cp_predict(fs, coords, chunk), leaves)
 
 
 def test_row_gram_sums_weighted_outer_products():
