@@ -142,15 +142,21 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     hints = typing.get_type_hints(TrainingConfig)
     for field in dataclasses.fields(TrainingConfig):
+        option = f"--{field.name.replace('_', '-')}"
+        help_text = f"{field.metadata['help']} (default: {field.default})"
+        if isinstance(field.default, tuple):
+            group.add_argument(option, dest=field.name, nargs="*", metavar="NAME", default=argparse.SUPPRESS,
+                               help=help_text)
+            continue
         choices = typing.get_args(hints[field.name]) or None
         group.add_argument(
-            f"--{field.name.replace('_', '-')}",
+            option,
             dest=field.name,
             type=None if choices else type(field.default),
             choices=choices,
             default=argparse.SUPPRESS,
             metavar=None if choices else _METAVARS[type(field.default)],
-            help=f"{field.metadata['help']} (default: {field.default})",
+            help=help_text,
         )
 
 

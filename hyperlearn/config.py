@@ -26,7 +26,20 @@ class TrainingConfig:
         default="chebyshev-lstm",
         metadata={"help": "factor encoder: chebyshev-lstm (the method), chebyshev (no LSTM), none (plain CP)"},
     )
+    projected: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "modalities whose starting factor is σ(X_(θ)P + c), a learned projection of their "
+                  "unfolding (hyperlearn.projection), instead of free rows"},
+    )
+    projection_l2: float = field(
+        default=10.0, metadata={"help": "weight decay on those projections, scaled as I-AutoRec's λ for a sum of squared errors"}
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    encoder_lr_scale: float = field(
+        default=1.0,
+        metadata={"help": "the encoder's learning rate relative to learning_rate: its few weights move every "
+                  "entity at once, so at a high rank they should move slower than the factors"},
+    )
     rounds: int = field(default=50, metadata={"help": "maximum number of exchange rounds"})
     local_steps: int = field(default=10, metadata={"help": "optimiser steps per worker per round"})
     graph_weight: float = field(default=0.1, metadata={"help": "weight of the Dirichlet energy ½tr(AᵀLA)/n (graph smoothness per entity)"})
@@ -54,6 +67,8 @@ class TrainingConfig:
             expected = type(getattr(defaults, name))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if expected is tuple and isinstance(value, list) and all(isinstance(item, str) for item in value):
+                value = tuple(value)
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
                 raise ValueError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
             checked[name] = value
@@ -70,12 +85,14 @@ class TrainingConfig:
         for name in ["cheb_order", "diffusion_steps", "negatives", "seed"]:
             if getattr(self, name) < 0:
                 raise ValueError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ["learning_rate"]:
+        for name in ["learning_rate", "encoder_lr_scale"]:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{where}.{name}: must be > 0, got {getattr(self, name)}")
-        for name in ["graph_weight", "l2", "proximal"]:
+        for name in ["graph_weight", "l2", "proximal", "projection_l2"]:
             if getattr(self, name) < 0:
                 raise ValueError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        if len(set(self.projected)) != len(self.projected):
+            raise ValueError(f"{where}.projected: names a modality twice: {list(self.projected)}")
         choices = {"encoder": EncoderKind, "init": InitKind, "device": Device}
         for name, kind in choices.items():
             if getattr(self, name) not in kind.__args__:

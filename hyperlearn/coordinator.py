@@ -58,6 +58,8 @@ def train_distributed(
         for modality, address in placement.items()
     }
     actors = {modality: future.result() for modality, future in creations.items()}
+    starts = {modality: actor.state() for modality, actor in actors.items()}
+    states = {modality: call.result() for modality, call in starts.items()}
     timings["trainer_start_seconds"] = time.perf_counter() - clock - timings["start_seconds"]
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")

@@ -6,7 +6,6 @@ The yardstick for the distributed trainer (paper claim 1: no accuracy lost by di
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +29,14 @@ def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None
     states = initial_states(problem, config)
     timings = {"start_seconds": time.perf_counter() - clock}
     device = resolve_device(config.device)
-    models = {m: build_model(m, states[m], problem.laplacians[m], config, device) for m in problem.modalities}
-    relations = [
-        Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations
-    ]
-    parameters = itertools.chain.from_iterable(model.parameters() for model in models.values())
-    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    relations = [Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations]
+    models = {
+        m: build_model(m, states[m], problem.laplacians[m], [r for r in relations if m in r.meta.modalities],
+                       config, device)
+        for m in problem.modalities
+    }
+    states = {m: model.state() for m, model in models.items()}
+    optimizer = torch.optim.Adam([group for model in models.values() for group in model.parameter_groups()])
     generator = torch.Generator().manual_seed(modality_seed(config.seed + 1, "joint"))
 
     def advance(_: States) -> States:
@@ -49,9 +50,10 @@ def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None
                 config.l2,
                 config.negatives,
                 generator,
+                config.projected,
             )
             for m, model in models.items():
-                loss = loss + config.graph_weight * model.dirichlet_energy(factors[m])
+                loss = loss + model.regulariser(factors[m])
             loss.backward()
             optimizer.step()
         return {m: model.state() for m, model in models.items()}

@@ -2,7 +2,7 @@
 
 A relation's score for a tuple is  μ + Σ_θ b_θ[i_θ] + Σ_r Π_θ A_θ[i_θ, r]  (μ: the train mean for ratings,
 0 for observed/unobserved tuples). Squared-error relations regress values; logistic relations separate
-observed tuples from sampled unobserved ones. Both add a ridge penalty on the rows and biases each observed
+observed tuples from sampled unobserved ones. Both add a ridge penalty on the free rows and biases each observed
 entry touches, so frequent entities are regularised in proportion to their data (ALS-WR style).
 The same function serves the per-modality loss (other factors frozen) and the joint loss, so their gradients
 with respect to a modality's parameters agree exactly.
@@ -10,7 +10,7 @@ with respect to a modality's parameters agree exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +29,23 @@ def tuple_scores(
     return total
 
 
-def ridge(factors: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
-    """Mean over entries of Σ_θ (‖A_θ[i_θ]‖² + b_θ[i_θ]²)."""
+def ridge(
+    factors: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    coords: torch.Tensor,
+    free: Sequence[bool] | None = None,
+) -> torch.Tensor:
+    """Mean over entries of Σ_θ (‖A_θ[i_θ]‖² + b_θ[i_θ]²), the factor part only for modes whose rows are
+    free (`free[θ]`; a projected factor is regularised through its projection instead).
+
+    Each row is weighted by its entry count, not gathered per entry: the same number for O(n·R) work."""
     total = coords.new_zeros((), dtype=factors[0].dtype)
     for mode, (factor, bias) in enumerate(zip(factors, biases)):
-        total = total + factor.index_select(0, coords[mode]).pow(2).sum() + bias.index_select(0, coords[mode]).pow(2).sum()
+        counts = torch.bincount(coords[mode], minlength=factor.shape[0]).to(factor.dtype)
+        squares = bias.pow(2)
+        if free is None or free[mode]:
+            squares = squares + factor.pow(2).sum(1)
+        total = total + (counts * squares).sum()
     return total / max(coords.shape[1], 1)
 
 
@@ -56,8 +68,10 @@ def relation_loss(
     l2: float,
     negatives: int,
     generator: torch.Generator,
+    free: Sequence[bool] | None = None,
 ) -> torch.Tensor:
-    """Weighted cross-modal loss of one relation on its training entries; factors/biases in its mode order."""
+    """Weighted cross-modal loss of one relation on its training entries; factors/biases in its mode order,
+    `free` as in `ridge`."""
     observed = relation.train
     if observed.nnz == 0:
         return factors[0].new_zeros(())
@@ -67,7 +81,7 @@ def relation_loss(
     else:
         negative = corrupt(observed.coords, relation.meta.shape, max(negatives, 1), generator)
         fit = F.softplus(-scores).mean() + F.softplus(tuple_scores(factors, biases, negative, offset)).mean()
-    return relation.meta.weight * (fit + l2 * ridge(factors, biases, observed.coords))
+    return relation.meta.weight * (fit + l2 * ridge(factors, biases, observed.coords, free))
 
 
 def cross_modal_loss(
@@ -77,8 +91,10 @@ def cross_modal_loss(
     l2: float,
     negatives: int,
     generator: torch.Generator,
+    projected: Collection[str] = (),
 ) -> torch.Tensor:
-    """Σ over relations of their weighted losses; `biases[modality][relation]` are the entity biases."""
+    """Σ over relations of their weighted losses; `biases[modality][relation]` are the entity biases, and the
+    `projected` modalities' factors are left out of the ridge (their projections carry weight decay)."""
     total = next(iter(factors.values())).new_zeros(())
     for relation in relations:
         names = relation.meta.modalities
@@ -90,6 +106,7 @@ def cross_modal_loss(
             l2,
             negatives,
             generator,
+            [m not in projected for m in names],
         )
     return total
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,8 @@ from hyperlearn.chebconv import symmetric_sparse_product, to_torch_csr
 from hyperlearn.config import TrainingConfig
 from hyperlearn.encoder import FactorEncoder
 from hyperlearn.graphs import rescaled_laplacian
+from hyperlearn.problem import Relation
+from hyperlearn.projection import UnfoldingProjection
 
 
 @dataclass
@@ -25,18 +28,26 @@ class ModalityState:
 
 
 class ModalityModel(nn.Module):
-    """Parameters of one modality θ: A_θ⁰ (learned, starting from the cheap decomposition), the encoder
-    weights, and a bias per entity for each relation spanning θ. `forward()` gives the embeddings A_θ."""
+    """Parameters of one modality θ: A_θ⁰ (free rows starting from the cheap decomposition, or the learned
+    projection of θ's unfolding for the modalities in `config.projected`), the encoder weights, and a bias per
+    entity for each relation spanning θ. `forward()` gives the embeddings A_θ."""
 
     def __init__(
         self,
+        modality: str,
         state: ModalityState,
         laplacian: scipy.sparse.csr_matrix | None,
+        relations: Sequence[Relation],
         config: TrainingConfig,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
-        self.base = nn.Parameter(torch.as_tensor(state.factor, dtype=torch.float32).clone())
+        self.config = config
+        self.base: nn.Parameter | UnfoldingProjection = (
+            UnfoldingProjection(relations, modality, config.rank, device)
+            if modality in config.projected
+            else nn.Parameter(torch.as_tensor(state.factor, dtype=torch.float32).clone())
+        )
         self.biases = nn.ParameterDict(
             {name: nn.Parameter(torch.as_tensor(b, dtype=torch.float32).clone()) for name, b in state.biases.items()}
         )
@@ -60,15 +71,33 @@ class ModalityModel(nn.Module):
         self.to(device)
 
     def forward(self) -> torch.Tensor:
+        start = self.base() if isinstance(self.base, UnfoldingProjection) else self.base
         if self.encoder is None:
-            return self.base
-        return self.encoder(self.rescaled, self.base)
+            return start
+        return self.encoder(self.rescaled, start)
 
     def dirichlet_energy(self, factor: torch.Tensor) -> torch.Tensor:
         """½ tr(AᵀLA) / n: the graph smoothness of the embeddings, per entity so its weight is scale-free."""
         if self.laplacian is None:
             return factor.new_zeros(())
         return 0.5 * (factor * symmetric_sparse_product(self.laplacian, factor)).sum() / factor.shape[0]
+
+    def regulariser(self, factor: torch.Tensor) -> torch.Tensor:
+        """The modality's own terms of the objective besides the relations: γ · Dirichlet energy of its
+        embeddings, plus weight decay on its projection when it has one."""
+        total = self.config.graph_weight * self.dirichlet_energy(factor)
+        if isinstance(self.base, UnfoldingProjection):
+            total = total + self.config.projection_l2 * self.base.weight_penalty()
+        return total
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser parameter groups: the start and biases at `learning_rate`, the encoder at its scaled rate."""
+        encoder = [] if self.encoder is None else list(self.encoder.parameters())
+        own = [p for p in self.parameters() if all(p is not q for q in encoder)]
+        groups = [{"params": own, "lr": self.config.learning_rate}]
+        if encoder:
+            groups.append({"params": encoder, "lr": self.config.learning_rate * self.config.encoder_lr_scale})
+        return groups
 
     def state(self) -> ModalityState:
         with torch.no_grad():
@@ -91,13 +120,15 @@ def build_model(
     modality: str,
     state: ModalityState,
     laplacian: scipy.sparse.csr_matrix | None,
+    relations: Sequence[Relation],
     config: TrainingConfig,
     device: torch.device | str,
 ) -> ModalityModel:
-    """A modality's model with encoder weights drawn from its own seed, identical in joint and distributed runs."""
+    """A modality's model with weights drawn from its own seed, identical in joint and distributed runs.
+    `relations` are those spanning the modality (a projected modality projects their training entries)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(modality_seed(config.seed, modality))
-        return ModalityModel(state, laplacian, config, device)
+        return ModalityModel(modality, state, laplacian, relations, config, device)
 
 
 def resolve_device(device: str) -> torch.device:

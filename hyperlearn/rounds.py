@@ -38,7 +38,9 @@ def training_objective(problem: Problem, states: States, config: TrainingConfig)
     factors, biases = _tensors(states)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
-        cross = cross_modal_loss(problem.relations, factors, biases, config.l2, config.negatives, generator)
+        cross = cross_modal_loss(
+            problem.relations, factors, biases, config.l2, config.negatives, generator, config.projected
+        )
     smoothness = sum(
         dirichlet_energy(laplacian, states[m].factor) / problem.sizes[m]
         for m, laplacian in problem.laplacians.items()

@@ -1,6 +1,6 @@
 """One worker's job: minimise its modality's loss with every other factor frozen (method.md §3).
 
-Loss_θ = Σ_{relations ∋ θ} (cross-modal term) + γ · Dirichlet energy of A_θ, plus a proximal term towards
+Loss_θ = Σ_{relations ∋ θ} (cross-modal term) + γ · Dirichlet energy of A_θ (+ projection weight decay), plus a proximal term towards
 the state it published last round, which damps the parallel (Jacobi) rounds. The trainer holds the modality's
 graph, encoder, optimiser and the observed entries of the relations spanning it; it receives the other
 modalities' published states and returns only its own. It runs as a long-lived Dask actor on its own worker.
@@ -34,8 +34,8 @@ class ModalityTrainer:
             Relation(meta=r.meta, splits={s: o.to(self.device) for s, o in r.splits.items()})
             for r in problem.relations_of(modality)
         )
-        self.model = build_model(modality, initial, problem.laplacians[modality], config, self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameter_groups())
         self.generator = torch.Generator().manual_seed(modality_seed(config.seed + 1, modality))
 
     def update(self, states: dict[str, ModalityState]) -> ModalityState:
@@ -60,11 +60,16 @@ class ModalityTrainer:
                 self.config.l2,
                 self.config.negatives,
                 self.generator,
+                self.config.projected,
             )
-            loss = loss + self.config.graph_weight * self.model.dirichlet_energy(own)
+            loss = loss + self.model.regulariser(own)
             loss = loss + self.config.proximal * proximal_term(
                 self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases
             )
             loss.backward()
             self.optimizer.step()
+        return self.model.state()
+
+    def state(self) -> ModalityState:
+        """What the model outputs now: round 0's published state (the start, or the untrained projection)."""
         return self.model.state()

@@ -339,13 +339,17 @@ def _dataset(document: Any, spec_path: Path, base: Path) -> DatasetSpec:
     for i, modality in enumerate(modalities):
         if modality.name not in used:
             raise _Invalid(_at(_at("modalities", i), "name"), f"modality {modality.name!r} is in no relation")
+    training = _training(top.get("training", {}), "training")
+    unknown = sorted(set(training.projected) - known)
+    if unknown:
+        raise _Invalid("training.projected", f"unknown modality(ies) {unknown}; known: {sorted(known)}")
     return DatasetSpec(
         name=name,
         spec_path=spec_path,
         modalities=modalities,
         relations=relations,
         split=_split(top.get("split", {}), "split"),
-        training=_training(top.get("training", {}), "training"),
+        training=training,
         spec_hash=hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest(),
     )
 

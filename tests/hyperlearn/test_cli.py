@@ -63,6 +63,8 @@ def test_training_options_parse_into_a_training_config():
             "chebyshev",
             "--device",
             "cpu",
+            "--projected",
+            "item",
             "--mode",
             "joint",
             "--data-root",
@@ -70,9 +72,12 @@ def test_training_options_parse_into_a_training_config():
         ]
     )
     overrides = training_overrides(args)
-    assert overrides == {"rank": 16, "rounds": 30, "learning_rate": 0.01, "encoder": "chebyshev", "device": "cpu"}
+    assert overrides == {
+        "rank": 16, "rounds": 30, "learning_rate": 0.01, "encoder": "chebyshev", "device": "cpu", "projected": ["item"]
+    }
     config = TrainingConfig.from_dict(overrides)
     assert (config.rank, config.rounds, config.learning_rate, config.encoder) == (16, 30, 0.01, "chebyshev")
+    assert config.projected == ("item",)
     assert (args.spec, args.mode, args.data_root, args.out) == (
         Path("spec.yaml"),
         "joint",

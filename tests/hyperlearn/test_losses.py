@@ -1,10 +1,11 @@
 """The per-modality loss has the same gradient as the global objective with respect to that modality."""
 
+import pytest
 import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.init import initial_states
-from hyperlearn.losses import corrupt, cross_modal_loss, proximal_term, tuple_scores
+from hyperlearn.losses import corrupt, cross_modal_loss, proximal_term, ridge, tuple_scores
 from hyperlearn.model import build_model
 from hyperlearn.problem import load_problem
 
@@ -17,6 +18,16 @@ def test_tuple_scores_add_offset_biases_and_cp():
     torch.testing.assert_close(tuple_scores(factors, biases, coords, 3.5), expected)
 
 
+def test_ridge_counts_each_row_once_per_entry_and_skips_projected_factors():
+    coords = torch.tensor([[0, 0, 2], [1, 1, 0]])
+    factors = [torch.tensor([[1.0, 2.0], [5.0, 5.0], [0.0, 3.0]]), torch.tensor([[1.0, 0.0], [0.0, 2.0]])]
+    biases = [torch.tensor([1.0, 7.0, 2.0]), torch.tensor([0.5, 1.0])]
+    per_entry = [(f[c].pow(2).sum(1) + b[c].pow(2)).sum() for f, b, c in zip(factors, biases, coords)]
+    assert ridge(factors, biases, coords).item() == pytest.approx(float(sum(per_entry)) / 3)
+    without_first = float(biases[0][coords[0]].pow(2).sum() + per_entry[1]) / 3
+    assert ridge(factors, biases, coords, free=[False, True]).item() == pytest.approx(without_first)
+
+
 def test_corrupt_changes_exactly_one_mode_within_range():
     coords = torch.tensor([[0, 1, 2], [3, 4, 0], [1, 1, 1]])
     negative = corrupt(coords, (3, 5, 2), copies=4, generator=torch.Generator().manual_seed(0))
@@ -25,27 +36,34 @@ def test_corrupt_changes_exactly_one_mode_within_range():
     assert (negative < torch.tensor([[3], [5], [2]])).all() and (negative >= 0).all()
 
 
-def test_modality_loss_gradient_equals_joint_gradient(planted_run):
+@pytest.mark.parametrize("projected", [(), ("user",), ("user", "item")])
+def test_modality_loss_gradient_equals_joint_gradient(planted_run, projected):
     problem = load_problem(planted_run)
-    config = TrainingConfig(rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, device="cpu", init="random")
+    config = TrainingConfig(
+        rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, device="cpu", init="random", projected=projected
+    )
     states = initial_states(problem, config)
-    models = {m: build_model(m, states[m], problem.laplacians[m], config, "cpu") for m in problem.modalities}
+    models = {
+        m: build_model(m, states[m], problem.laplacians[m], problem.relations_of(m), config, "cpu")
+        for m in problem.modalities
+    }
 
     def loss_for(relations, seed):
         factors = {m: model() for m, model in models.items()}
         generator = torch.Generator().manual_seed(seed)
         biases = {m: model.biases for m, model in models.items()}
-        return cross_modal_loss(relations, factors, biases, config.l2, config.negatives, generator), factors
+        loss = cross_modal_loss(relations, factors, biases, config.l2, config.negatives, generator, projected)
+        return loss, factors
 
     joint, factors = loss_for(problem.relations, seed=3)
     for m, model in models.items():
-        joint = joint + model.dirichlet_energy(factors[m])
+        joint = joint + model.regulariser(factors[m])
     joint.backward()
     expected = {n: p.grad.clone() for n, p in models["user"].named_parameters()}
     for model in models.values():
         model.zero_grad()
     own, factors = loss_for(problem.relations_of("user"), seed=3)
-    (own + models["user"].dirichlet_energy(factors["user"])).backward()
+    (own + models["user"].regulariser(factors["user"])).backward()
     for name, parameter in models["user"].named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], msg=name)
 

@@ -100,7 +100,8 @@ def test_example_spec_reads_the_written_files(tmp_path: Path):
         "train": "u1.base", "test": "u1.test"
     }
     assert {*rating.key_columns, rating.value, rating.time} <= set(rating.sources["train"].names)
-    assert rating.loss == "squared" and spec.training.rank == 10 and spec.split.validation == 0.05
+    assert rating.loss == "squared" and spec.split.validation == 0.05
+    assert spec.training.projected == ("movie",) and spec.training.rank == 500
 
 
 def test_unreachable_index_gives_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

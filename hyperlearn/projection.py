@@ -1,0 +1,80 @@
+"""Projected starting factors: A⁰_θ = σ(X_(θ) P_θ + c_θ), a learned projection of the mode-θ unfolding.
+
+Truncated SVD, the method's cheap decomposition for K = 2, computes its left factor as a linear projection of
+the matrix it decomposes (U = X V Σ⁻¹). A projected modality learns that projection instead, squashed by a
+sigmoid, as the encoder of I-AutoRec does: an entity's starting embedding becomes a function of its observed
+entries rather than a free row, so rarely observed entities share the statistical strength of one projection.
+That is what lets a large rank generalise where free rows over-fit.
+
+For a relation of any order the unfolding's columns are projected mode by mode: X_(θ) P becomes
+Σ_{k≠θ} M_θk P_k, where M_θk (n_θ × n_k, sparse) sums the observed values over the remaining modes; for
+K = 2 that is exactly X P. Only the relation's observed entries enter, and no other modality's factor does,
+so a modality's parameters stay its own and per-modality training (method.md §3) is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from hyperlearn.problem import Relation
+
+INITIAL_SCALE = 0.01  # small, so that every entity starts near σ(0) = ½ whatever its number of entries
+
+
+def mode_marginals(relation: Relation, modality: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """For each other mode k of `relation`: M_θk as a CSR tensor, M_θk[i, j] = Σ values of the training
+    entries with i_θ = i and i_k = j."""
+    observed = relation.train
+    names = relation.meta.modalities
+    own = names.index(modality)
+    marginals = {}
+    for mode, name in enumerate(names):
+        if mode == own:
+            continue
+        shape = (relation.meta.shape[own], relation.meta.shape[mode])
+        index = observed.coords[[own, mode]].cpu()
+        coo = torch.sparse_coo_tensor(index, observed.values.cpu(), shape, check_invariants=True).coalesce()
+        marginals[name] = coo.to_sparse_csr().to(device)
+    return marginals
+
+
+class UnfoldingProjection(nn.Module):
+    """A⁰ = σ(Σ_relations Σ_{k≠θ} M_θk P_k + c): the starting factor of a projected modality."""
+
+    def __init__(
+        self, relations: Sequence[Relation], modality: str, rank: int, device: torch.device | str = "cpu"
+    ) -> None:
+        super().__init__()
+        self.marginals = {r.meta.name: mode_marginals(r, modality, device) for r in relations}
+        self.weights = nn.ParameterDict()
+        for relation in relations:
+            for name, marginal in self.marginals[relation.meta.name].items():
+                weight = torch.empty(marginal.shape[1], rank, device=device)
+                nn.init.normal_(weight, std=INITIAL_SCALE)
+                self.weights[_key(relation.meta.name, name)] = nn.Parameter(weight)
+        self.offset = nn.Parameter(torch.zeros(rank, device=device))
+        self.penalty_scale = {r.meta.name: r.meta.weight / max(r.train.nnz, 1) for r in relations}
+
+    def forward(self) -> torch.Tensor:
+        total = self.offset
+        for relation, per_mode in self.marginals.items():
+            for name, marginal in per_mode.items():
+                total = total + marginal @ self.weights[_key(relation, name)]
+        return torch.sigmoid(total)
+
+    def weight_penalty(self) -> torch.Tensor:
+        """½ Σ w ‖P_k‖² / nnz over its relations: weight decay on the per-entry scale of the data term, so
+        `projection_l2` means what I-AutoRec's λ means for a sum of squared errors."""
+        total = self.offset.new_zeros(())
+        for relation, per_mode in self.marginals.items():
+            for name in per_mode:
+                weight = self.weights[_key(relation, name)]
+                total = total + 0.5 * self.penalty_scale[relation] * weight.pow(2).sum()
+        return total
+
+
+def _key(relation: str, modality: str) -> str:
+    return f"{relation}__{modality}"
