@@ -9,18 +9,20 @@ u{k}.test, then `ingest` + `build_graphs`), and every run gets its own copy of i
 1. Claim 1, "no accuracy lost by distributing": HyperLearn distributed (a LocalCluster of 2 process workers with
    1 thread each, one per modality) against the same model trained jointly in this process: test RMSE
    difference, seconds per round, and rounds/seconds until a common validation target.
-2. Ablations, each a `TrainingConfig` change or a run-directory change: no graphs (plain CP/MF with biases:
-   encoder "none", graph_weight 0), the graph regulariser only (encoder "none"), the encoder without its LSTM
-   (encoder "chebyshev"), and no feature graphs (the run directory without graphs/).
-3. Peers (benchmarks/peers.py): TensorLy masked CP at the same rank, and a sRGCNN-style model written as
-   Monti's code computes it (dense Chebyshev matrices, Dirichlet term on the dense completed matrix); the
-   per-iteration time ratio against one HyperLearn optimiser step (claim 3: ≈4.5×).
+2. Ablations, each a `TrainingConfig` change or a run-directory change: the movie factor as free rows at rank
+   10 from the ALS start (the model without projected starts), no graphs (encoder "none", graph_weight 0), the
+   graph regulariser only (encoder "none"), the encoder without its LSTM (encoder "chebyshev"), and no feature
+   graphs (the run directory without graphs/).
+3. Peers (benchmarks/peers.py), at sRGCNN's sizes (rank 10): TensorLy masked CP, and a sRGCNN-style model
+   written as Monti's code computes it (dense Chebyshev matrices, Dirichlet term on the dense completed
+   matrix); the per-iteration time ratio against one HyperLearn optimiser step at the same sizes (claim 3:
+   ≈4.5×).
 4. Seeds (3 on u1) and folds (u1…u5) of the headline setting.
 
-Every choice uses validation entries (carved out of u{k}.base by the spec), never test: `graph_weight` and `l2`
-are picked on u1 validation by the RMSE of the ALS start over a small grid (the ALS start solves the same
-graph-regularised objective in closed form, so it ranks settings in seconds); HyperLearn early-stops on
-validation; the peers' settings and iteration counts are picked on validation too. Test RMSE is read once per
+Every choice uses validation entries (carved out of u{k}.base by the spec), never test: `l2` and
+`projection_l2` are picked on u1 validation over a small grid, one joint run each on a copy whose test splits
+are empty; HyperLearn early-stops on validation; the peers' settings and iteration counts are picked on
+validation too. Test RMSE is read once per
 run, at the state validation chose. The rounds-vs-RMSE plot shows validation RMSE (the training loop never
 sees test data).
 
@@ -47,13 +49,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
 if __package__ in (None, ""):  # run as a script: the repository root is not on sys.path, benchmarks/ is
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+import sparse
 import torch
 from distributed import Client, LocalCluster
 
@@ -68,10 +71,10 @@ from benchmarks.peers import (
 )
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
+from hyperlearn.data import load_relation_split, save_relation_split
 from hyperlearn.init import initial_states
 from hyperlearn.joint import train_joint
 from hyperlearn.losses import cross_modal_loss
-from hyperlearn.metrics import evaluate
 from hyperlearn.model import ModalityState, build_model
 from hyperlearn.problem import Problem, load_problem
 from hyperlearn.result import TrainResult
@@ -99,9 +102,8 @@ class Plan:
     folds: tuple[int, ...]
     seeds: tuple[int, ...]
     max_rounds: int | None  # caps TrainingConfig.rounds; None keeps the spec's
-    graph_weights: tuple[float, ...]  # validation grid for graph_weight ...
-    l2s: tuple[float, ...]  # ... and l2, ranked by the ALS start
-    plain_l2s: tuple[float, ...]  # validation grid for l2 of plain CP/MF (graph_weight 0)
+    l2s: tuple[float, ...]  # validation grid for l2 ...
+    projection_l2s: tuple[float, ...]  # ... and projection_l2, each point one joint run
     tensorly_ridges: tuple[float, ...]
     tensorly_iterations: int
     srgcnn_iterations: int
@@ -112,16 +114,22 @@ class Plan:
 
 
 FULL = Plan(
-    folds=(1, 2, 3, 4, 5), seeds=(0, 1, 2), max_rounds=None,
-    graph_weights=(0.01, 0.1, 0.2, 0.3, 1.0), l2s=(0.05, 0.08, 0.12), plain_l2s=(0.05, 0.12, 0.2, 0.5),
+    folds=(1, 2, 3, 4, 5), seeds=(0, 1, 2), max_rounds=None, l2s=(0.3, 0.5), projection_l2s=(100.0, 300.0),
     tensorly_ridges=(1.0, 10.0, 30.0), tensorly_iterations=200,
     srgcnn_iterations=1000, srgcnn_evaluate_every=50, timing_threads=(1,), timing_blocks=4, timing_per_block=5,
 )
 QUICK = Plan(
-    folds=(1,), seeds=(0,), max_rounds=6, graph_weights=(0.2, 1.0), l2s=(0.05,), plain_l2s=(0.05, 0.5),
+    folds=(1,), seeds=(0,), max_rounds=4, l2s=(0.3,), projection_l2s=(100.0,),
     tensorly_ridges=(10.0,), tensorly_iterations=30,
     srgcnn_iterations=30, srgcnn_evaluate_every=10, timing_threads=(1,), timing_blocks=2, timing_per_block=2,
 )
+
+# The model before projected starts (the previous headline): free rows at sRGCNN's rank 10 from the ALS start,
+# l2 and graph_weight chosen on u1 validation by the RMSE of that start. Also the sizes the peers run at.
+FREE_ROWS: dict[str, Any] = {
+    "projected": (), "rank": 10, "init": "als", "l2": 0.05, "graph_weight": 0.2, "learning_rate": 1e-3,
+    "encoder_lr_scale": 1.0, "diffusion_steps": 10, "local_steps": 10, "rounds": 30, "patience": 10,
+}
 
 
 @dataclass(frozen=True)
@@ -146,30 +154,20 @@ class Variant:
 
 HEADLINE = "HyperLearn distributed"
 JOINT = "HyperLearn joint"
-DEFAULT_DISTRIBUTED = "distributed, spec defaults"
-DEFAULT_JOINT = "joint, spec defaults"
-CONVERGED_DISTRIBUTED = "HyperLearn distributed, rounds ≤ 100"
-CONVERGED_JOINT = "HyperLearn joint, rounds ≤ 100"
-CONVERGENCE_ROUNDS = 100  # a cap that early stopping (on validation), not the cap, ends the run at
+FREE = "free rows, rank 10 (no projection)"
 MONTI = "sRGCNN as Monti's code (dense Chebyshev, dense Dirichlet)"
 
 
-def variants(plain_l2: float) -> list[Variant]:
-    """The u1 rows: claim 1 with the tuned settings and with the spec's, then the ablations (`plain_l2`: the l2
-    chosen on validation for plain CP/MF, so that the graphs are not credited with what is only regularisation)."""
+def variants() -> list[Variant]:
+    """The u1 rows: claim 1 with the settings chosen on validation, the model without projected starts, then
+    the ablations of the graph parts."""
     return [
-        Variant(HEADLINE, "distributed", note="the method: one worker per modality, tuned settings"),
+        Variant(HEADLINE, "distributed", note="the method: one worker per modality, settings chosen on validation"),
         Variant(JOINT, "joint", note="same model and objective, all encoders in one process"),
-        Variant(CONVERGED_DISTRIBUTED, "distributed", {"rounds": CONVERGENCE_ROUNDS},
-                note="as the headline, ended by early stopping rather than the spec's round cap"),
-        Variant(CONVERGED_JOINT, "joint", {"rounds": CONVERGENCE_ROUNDS},
-                note="as joint, ended by early stopping rather than the spec's round cap"),
-        Variant(DEFAULT_DISTRIBUTED, "distributed", tuned=False, note="examples/movielens-100k.yaml as is"),
-        Variant(DEFAULT_JOINT, "joint", tuned=False, note="examples/movielens-100k.yaml as is"),
-        Variant("no graphs: plain CP/MF + biases", "distributed", {"encoder": "none", "graph_weight": 0.0},
-                note="encoder none, graph_weight 0"),
-        Variant("no graphs, own l2", "distributed", {"encoder": "none", "graph_weight": 0.0, "l2": plain_l2},
-                note=f"as above with l2={plain_l2} (chosen on validation for graph_weight 0)"),
+        Variant(FREE, "distributed", FREE_ROWS, tuned=False,
+                note="movie factor as free rows from the ALS start, rank 10, l2 0.05, graph_weight 0.2"),
+        Variant("no graphs", "distributed", {"encoder": "none", "graph_weight": 0.0},
+                note="encoder none, graph_weight 0: projection + CP + biases"),
         Variant("graph regulariser only", "distributed", {"encoder": "none"},
                 note="encoder none, Dirichlet term kept"),
         Variant("encoder without LSTM", "distributed", {"encoder": "chebyshev"}, note="encoder chebyshev"),
@@ -209,29 +207,34 @@ def run_copy(prepared: Path, destination: Path, graphs: bool) -> Path:
 # --- choosing settings on validation ------------------------------------------------------------------------
 
 
-def choose_settings(run_dir: Path, base: TrainingConfig, plan: Plan, log: Log) -> dict[str, Any]:
-    """On validation only (test entries are not even loaded), by the RMSE of the ALS start: graph_weight and l2
-    of the model over the grid of `plan`, and l2 of plain CP/MF (graph_weight 0) over `plan.plain_l2s`."""
-    problem = load_problem(run_dir, splits=("train", "validation"))
-    graph_grid = [(l2, weight) for l2 in plan.l2s for weight in plan.graph_weights]
-    search = [_start_rmse(problem, base, l2, weight, log) for l2, weight in graph_grid]
-    plain = [_start_rmse(problem, base, l2, 0.0, log) for l2 in plan.plain_l2s]
-    best = min(search, key=lambda row: row["validation_rmse_at_start"])
-    best_plain = min(plain, key=lambda row: row["validation_rmse_at_start"])
-    return {"chosen": {"l2": best["l2"], "graph_weight": best["graph_weight"]}, "plain_l2": best_plain["l2"],
-            "search": search + plain, "split": "u1 validation (5% of u1.base)",
-            "criterion": "validation RMSE of the ALS start"}
+def choose_settings(run_dir: Path, base: TrainingConfig, plan: Plan, scratch: Path, log: Log) -> dict[str, Any]:
+    """On validation only: l2 × projection_l2 over the grid of `plan`, one joint run each (early-stopped on
+    validation) on a copy of `run_dir` whose test splits are empty, so no choice can see a test entry."""
+    search = []
+    for number, (l2, projection_l2) in enumerate((a, b) for a in plan.l2s for b in plan.projection_l2s):
+        config = base.replace(l2=l2, projection_l2=projection_l2, device="cpu",
+                              rounds=min(base.rounds, plan.max_rounds or base.rounds))
+        copy = without_test(run_copy(run_dir, scratch / f"select-{number:02d}", graphs=True))
+        start = time.perf_counter()
+        result = train_joint(copy, config, log=lambda line: None)
+        best = result.history[int(result.metrics["best_round"])]
+        rmse = best[_validation_key(best)]
+        log(f"[select] l2={l2} projection_l2={projection_l2}: validation RMSE {rmse:.4f} "
+            f"(round {int(result.metrics['best_round'])})")
+        search.append({"l2": l2, "projection_l2": projection_l2, "validation_rmse": rmse,
+                       "best_round": result.metrics["best_round"], "seconds": time.perf_counter() - start})
+    best = min(search, key=lambda row: row["validation_rmse"])
+    return {"chosen": {"l2": best["l2"], "projection_l2": best["projection_l2"]}, "search": search,
+            "split": "u1 validation (5% of u1.base)", "criterion": "best validation RMSE of a joint run"}
 
 
-def _start_rmse(problem: Problem, base: TrainingConfig, l2: float, graph_weight: float, log: Log) -> dict[str, float]:
-    relation = problem.primary_relation()
-    config = base.replace(l2=l2, graph_weight=graph_weight)
-    start = time.perf_counter()
-    states = initial_states(problem, config)
-    rmse = evaluate(relation, states, "validation", config.seed)[f"validation/{relation.meta.name}/rmse"]
-    log(f"[select] l2={l2} graph_weight={graph_weight}: validation RMSE of the ALS start {rmse:.4f}")
-    return {"l2": l2, "graph_weight": graph_weight, "validation_rmse_at_start": rmse,
-            "seconds": time.perf_counter() - start}
+def without_test(run_dir: Path) -> Path:
+    """Replace every relation's test split in `run_dir` by an empty one."""
+    for path in (run_dir / "relations").glob("*/test.npz"):
+        tensor = load_relation_split(path)
+        save_relation_split(path, sparse.COO(np.empty((tensor.ndim, 0), np.int64), np.empty(0, np.float32),
+                                             shape=tensor.shape))
+    return run_dir
 
 
 # --- HyperLearn runs -----------------------------------------------------------------------------------------
@@ -334,17 +337,22 @@ def hyperlearn_steppers(problem: Problem, run_dir: Path, config: TrainingConfig)
 
 def _joint_stepper(problem: Problem, states: dict[str, ModalityState], config: TrainingConfig) -> Callable[[], None]:
     """The inner step of `hyperlearn.joint.train_joint`: all encoders, global objective, one Adam step."""
-    models = {m: build_model(m, states[m], problem.laplacians[m], config, "cpu") for m in problem.modalities}
-    optimizer = torch.optim.Adam(chain.from_iterable(m.parameters() for m in models.values()), lr=config.learning_rate)
+    models = {
+        m: build_model(m, states[m], problem.laplacians[m], problem.relations_of(m), config, "cpu")
+        for m in problem.modalities
+    }
+    optimizer = torch.optim.Adam([group for model in models.values() for group in model.parameter_groups()])
     generator = torch.Generator().manual_seed(config.seed)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         factors = {m: model() for m, model in models.items()}
         biases = {m: model.biases for m, model in models.items()}
-        loss = cross_modal_loss(problem.relations, factors, biases, config.l2, config.negatives, generator)
+        loss = cross_modal_loss(
+            problem.relations, factors, biases, config.l2, config.negatives, generator, config.projected
+        )
         for m, model in models.items():
-            loss = loss + config.graph_weight * model.dirichlet_energy(factors[m])
+            loss = loss + model.regulariser(factors[m])
         loss.backward()
         optimizer.step()
 
@@ -464,7 +472,7 @@ def markdown(results: Mapping[str, Any]) -> str:
              f"{' (+ uncommitted changes)' if results['git']['changed'] else ''}; effective cores (two CPU-bound "
              f"processes vs one) at start / end: {results['machine']['parallelism_at_start']['effective_cores']:.2f}"
              f" / {results['parallelism_at_end']['effective_cores']:.2f}.", "",
-             f"Settings chosen on u1 validation (ALS start): `{json.dumps(results['selection']['chosen'])}`; "
+             f"Settings chosen on u1 validation: `{json.dumps(results['selection']['chosen'])}`; "
              f"spec defaults otherwise: `{json.dumps(results['spec_training'])}`.", "",
              "## u1.base → u1.test", "",
              "| variant | mode | test RMSE | test MAE | val RMSE | best round | rounds | s/round | train s | total s | notes |",
@@ -484,7 +492,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     lines += ["", "total s = the whole training call (ALS start, worker/actor setup, rounds, final test scoring); "
               "train s = the rounds only. Val RMSE is at the best round (the one test RMSE is read at).", ""]
     lines += _claim1_lines(results["claim1"])
-    lines += ["## Seeds and folds (headline: HyperLearn distributed, tuned settings)", "",
+    lines += ["## Seeds and folds (headline: HyperLearn distributed, settings chosen on validation)", "",
               "| what | test RMSE mean | std | values |", "|---|---|---|---|"]
     for label, summary in (("seeds on u1", results["seeds"]), ("folds u1…u5", results["folds"])):
         values = ", ".join(f"{v:.4f}" for v in summary["values"])
@@ -502,15 +510,15 @@ def markdown(results: Mapping[str, Any]) -> str:
 def _selection_lines(selection: Mapping[str, Any]) -> list[str]:
     lines = ["## HyperLearn settings tried on validation", "",
              f"Criterion: {selection['criterion']}, on {selection['split']}.", "",
-             "| l2 | graph_weight | validation RMSE |", "|---|---|---|"]
+             "| l2 | projection_l2 | validation RMSE | best round |", "|---|---|---|---|"]
     for row in selection["search"]:
-        lines.append(f"| {row['l2']} | {row['graph_weight']} | {row['validation_rmse_at_start']:.4f} |")
+        lines.append(f"| {row['l2']} | {row['projection_l2']} | {row['validation_rmse']:.4f} | {row['best_round']:.0f} |")
     return lines + [""]
 
 
 def _timing_lines(timing: Mapping[str, Any]) -> list[str]:
     threads = list(timing["by_threads"])
-    lines = ["", "## Time per optimiser step (interleaved, same process, same data)", "",
+    lines = ["", "## Time per optimiser step at sRGCNN's sizes (rank 10, free rows; interleaved, same data)", "",
              "| model | " + " | ".join(f"ms/step, {t} thread(s): median (q1–q3)" for t in threads) + " |",
              "|---|" + "---|" * len(threads)]
     for name in timing["by_threads"][threads[0]]["per_step"]:
@@ -560,7 +568,7 @@ def plot_curves(results: Mapping[str, Any], out: Path) -> list[Path]:
         figure = Figure(figsize=(9, 5.5), layout="constrained")
         FigureCanvasAgg(figure)
         ax = figure.subplots()
-        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])  # 13 curves: tab10 would repeat
+        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
         for run in u1:
             xs = [row["round"] if name == "rounds" else row["seconds"] + run["setup_seconds"] for row in run["history"]]
             ax.plot(xs, [row["validation_rmse"] for row in run["history"]], marker="." if run["mode"] == "joint" else "o",
@@ -595,11 +603,10 @@ def run_benchmark(data_dir: Path, out: Path, plan: Plan, quick: bool, command: s
         root = Path(scratch)
         prepared = {fold: prepare_fold(spec, data_dir, fold, root / "prepared") for fold in plan.folds}
         log(f"[data] prepared folds {list(prepared)} in {time.perf_counter() - started:.1f}s")
-        selection = choose_settings(prepared[1], spec.training, plan, log)
-        tuned = selection["chosen"]
-        log(f"[select] chosen on u1 validation: {tuned}; plain CP/MF l2={selection['plain_l2']}")
+        selection = choose_settings(prepared[1], spec.training, plan, root / "select", log)
+        log(f"[select] chosen on u1 validation: {selection['chosen']}")
         runs = _hyperlearn_runs(spec.training, selection, plan, prepared, root / "runs", log)
-        peers, timing = _peer_runs(spec.training.replace(**tuned, device="cpu"), prepared[1], plan, log)
+        peers, timing = _peer_runs(spec.training.replace(**FREE_ROWS, device="cpu"), prepared[1], plan, log)
     headline = [r for r in runs if r["variant"] == HEADLINE]
     by_name = {r["variant"]: r for r in runs if r["fold"] == 1 and r["seed"] == plan.seeds[0]}
     results = {
@@ -616,12 +623,7 @@ def run_benchmark(data_dir: Path, out: Path, plan: Plan, quick: bool, command: s
         "spec_training": spec.training.to_dict(),
         "selection": selection,
         "runs": runs,
-        "claim1": {
-            "tuned settings": compare_modes(by_name[HEADLINE], by_name[JOINT]),
-            f"tuned settings, rounds ≤ {CONVERGENCE_ROUNDS}": compare_modes(by_name[CONVERGED_DISTRIBUTED],
-                                                                         by_name[CONVERGED_JOINT]),
-            "spec defaults": compare_modes(by_name[DEFAULT_DISTRIBUTED], by_name[DEFAULT_JOINT]),
-        },
+        "claim1": {"settings chosen on validation": compare_modes(by_name[HEADLINE], by_name[JOINT])},
         "seeds": {**spread([r["test_rmse"] for r in headline if r["fold"] == 1]), "values_of_seeds": list(plan.seeds)},
         "folds": {**spread([r["test_rmse"] for r in headline if r["seed"] == plan.seeds[0]]), "folds": list(plan.folds)},
         "peers": peers,
@@ -639,7 +641,7 @@ def run_benchmark(data_dir: Path, out: Path, plan: Plan, quick: bool, command: s
 def _hyperlearn_runs(base: TrainingConfig, selection: Mapping[str, Any], plan: Plan, prepared: Mapping[int, Path],
                      scratch: Path, log: Log) -> list[dict[str, Any]]:
     """The u1 variants, then the headline on the other seeds and folds, on one 2-worker cluster."""
-    rows = variants(selection["plain_l2"])
+    rows = variants()
     headline = next(v for v in rows if v.name == HEADLINE)
     jobs = [(v, 1, plan.seeds[0]) for v in rows]
     jobs += [(headline, 1, seed) for seed in plan.seeds[1:]]
