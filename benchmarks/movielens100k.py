@@ -6,7 +6,7 @@ DIR holds MovieLens-100K (fetched there with `fetch_movielens_100k` when missing
 prepared once with the real pipeline (the example spec with its relation's sources swapped to u{k}.base /
 u{k}.test, then `ingest` + `build_graphs`), and every run gets its own copy of it. What runs (method.md §3, §5):
 
-1. Claim 1, "no accuracy lost by distributing": HyperLearn distributed (a LocalCluster of 2 process workers with
+1. Claim 1, "no accuracy lost by distributing": HyperLearn distributed (flows.cluster: 2 process workers with
    1 thread each, one per modality) against the same model trained jointly in this process: test RMSE
    difference, seconds per round, and rounds/seconds until a common validation target.
 2. Ablations, each a `TrainingConfig` change or a run-directory change: the movie factor as free rows at rank
@@ -58,7 +58,7 @@ if __package__ in (None, ""):  # run as a script: the repository root is not on 
 import numpy as np
 import sparse
 import torch
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from benchmarks.peers import (
     RatingData,
@@ -69,6 +69,7 @@ from benchmarks.peers import (
     tensorly_masked_cp,
     train_srgcnn,
 )
+from flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
 from hyperlearn.data import load_relation_split, save_relation_split
@@ -646,10 +647,9 @@ def _hyperlearn_runs(base: TrainingConfig, selection: Mapping[str, Any], plan: P
     jobs = [(v, 1, plan.seeds[0]) for v in rows]
     jobs += [(headline, 1, seed) for seed in plan.seeds[1:]]
     jobs += [(headline, fold, plan.seeds[0]) for fold in plan.folds if fold != 1]
-    env = {name: str(WORKER_THREADS) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     records = []
-    with LocalCluster(n_workers=2, threads_per_worker=WORKER_THREADS, processes=True, dashboard_address=None,
-                      env=env) as cluster, Client(cluster) as client:
+    cluster, _ = make_cluster(2, threads_per_worker=WORKER_THREADS, log=log)
+    with cluster, Client(cluster) as client:
         for number, (variant, fold, seed) in enumerate(jobs):
             config = variant.config(base, selection["chosen"], seed, plan.max_rounds)
             run_dir = run_copy(prepared[fold], scratch / f"{number:02d}", variant.graphs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import dask
 import torch
 from dask.system import CPU_COUNT
 from dask_cuda import LocalCUDACluster
@@ -23,6 +24,18 @@ _logger = logging.getLogger(__name__)
 
 #: Thread-count variables a numerical library reads once, at import: set before the worker process starts.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_environ() -> dict[str, object]:
+    """Distributed's pre-spawn environment for worker processes, less MALLOC_TRIM_THRESHOLD_.
+
+    Setting that variable at all turns off glibc's adaptive mmap threshold, so every large temporary torch
+    allocates is a fresh mmap that page-faults in again: measured on MovieLens at rank 500, a trainer's local
+    steps took 6.3 s in a worker against 2.2 s without the variable (and 1.9 s in the parent process).
+    """
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return environ
 
 
 def visible_gpu_count() -> int:
@@ -57,15 +70,16 @@ def make_cluster(
         "dashboard_address": None,
         "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
     }
-    if gpus:
-        if gpus < n_workers:
-            log(f"{n_workers} trainers on {gpus} GPU(s): some GPU workers host more than one trainer")
-        cluster: Cluster = LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=list(range(workers)), n_workers=workers, threads_per_worker=threads, **options
-        )
-        device = "cuda"
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, **options)
-        device = "cpu"
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+        if gpus:
+            if gpus < n_workers:
+                log(f"{n_workers} trainers on {gpus} GPU(s): some GPU workers host more than one trainer")
+            cluster: Cluster = LocalCUDACluster(
+                CUDA_VISIBLE_DEVICES=list(range(workers)), n_workers=workers, threads_per_worker=threads, **options
+            )
+            device = "cuda"
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, **options)
+            device = "cpu"
     log(f"started a {device} cluster: {workers} worker(s) x {threads} thread(s)")
     return cluster, device

@@ -19,6 +19,7 @@ def _worker_state() -> dict:
 
     return {
         "omp": os.environ.get("OMP_NUM_THREADS"),
+        "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "torch_threads": torch.get_num_threads(),
         "prefect_imported": "prefect" in sys.modules,
     }
@@ -27,6 +28,7 @@ def _worker_state() -> dict:
 @pytest.mark.slow
 def test_cpu_cluster_has_one_process_worker_per_trainer_with_matching_threads(monkeypatch):
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     cluster, device = make_cluster(2, threads_per_worker=2)
     with cluster, Client(cluster) as client:
         assert device == "cpu"
@@ -37,7 +39,8 @@ def test_cpu_cluster_has_one_process_worker_per_trainer_with_matching_threads(mo
         states = client.run(_worker_state)
     assert len(states) == 2
     for state in states.values():
-        assert state == {"omp": "2", "torch_threads": 2, "prefect_imported": False}
+        # no malloc trim threshold: it would turn off glibc's adaptive mmap threshold (see worker_environ)
+        assert state == {"omp": "2", "malloc_trim": None, "torch_threads": 2, "prefect_imported": False}
 
 
 def test_default_threads_split_the_cores(monkeypatch):
