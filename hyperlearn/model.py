@@ -92,11 +92,11 @@ class ModalityModel(nn.Module):
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser parameter groups: the start and biases at `learning_rate`, the encoder at its scaled rate."""
-        encoder = [] if self.encoder is None else list(self.encoder.parameters())
-        own = [p for p in self.parameters() if all(p is not q for q in encoder)]
+        own = [p for name, p in self.named_parameters() if not name.startswith("encoder.")]
         groups = [{"params": own, "lr": self.config.learning_rate}]
-        if encoder:
-            groups.append({"params": encoder, "lr": self.config.learning_rate * self.config.encoder_lr_scale})
+        if self.encoder is not None:
+            scaled = self.config.learning_rate * self.config.encoder_lr_scale
+            groups.append({"params": list(self.encoder.parameters()), "lr": scaled})
         return groups
 
     def state(self) -> ModalityState:

@@ -34,7 +34,8 @@ def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[st
 
 def training_objective(problem: Problem, states: States, config: TrainingConfig) -> float:
     """The global objective (method.md §2) at the published states: cross-modal terms of every relation plus
-    the Dirichlet energy of every modality. The same number for joint and distributed runs."""
+    the Dirichlet energy of every modality. The same number for joint and distributed runs. A projection's
+    weight decay is not in it: the projection weights stay with their model and are not published."""
     factors, biases = _tensors(states)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
