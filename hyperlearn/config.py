@@ -34,6 +34,10 @@ class TrainingConfig:
     projection_l2: float = field(
         default=10.0, metadata={"help": "weight decay on those projections, scaled as I-AutoRec's λ for a sum of squared errors"}
     )
+    projection_dropout: float = field(
+        default=0.0,
+        metadata={"help": "in training, drop each observed entry from a projection's input with this probability"},
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     encoder_lr_scale: float = field(
         default=1.0,
@@ -91,6 +95,8 @@ class TrainingConfig:
         for name in ["graph_weight", "l2", "proximal", "projection_l2"]:
             if getattr(self, name) < 0:
                 raise ValueError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.projection_dropout < 1.0:
+            raise ValueError(f"{where}.projection_dropout: must be in [0, 1), got {self.projection_dropout}")
         if len(set(self.projected)) != len(self.projected):
             raise ValueError(f"{where}.projected: names a modality twice: {list(self.projected)}")
         choices = {"encoder": EncoderKind, "init": InitKind, "device": Device}

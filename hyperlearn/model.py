@@ -44,7 +44,9 @@ class ModalityModel(nn.Module):
         super().__init__()
         self.config = config
         self.base: nn.Parameter | UnfoldingProjection = (
-            UnfoldingProjection(relations, modality, config.rank, device)
+            UnfoldingProjection(
+                relations, modality, config.rank, config.projection_dropout, modality_seed(config.seed, modality), device
+            )
             if modality in config.projected
             else nn.Parameter(torch.as_tensor(state.factor, dtype=torch.float32).clone())
         )
@@ -100,11 +102,17 @@ class ModalityModel(nn.Module):
         return groups
 
     def state(self) -> ModalityState:
-        with torch.no_grad():
-            return ModalityState(
-                factor=self().detach().cpu().numpy().copy(),
-                biases={name: b.detach().cpu().numpy().copy() for name, b in self.biases.items()},
-            )
+        """The published state: embeddings in eval mode (no dropout) and biases, as numpy arrays."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return ModalityState(
+                    factor=self().detach().cpu().numpy().copy(),
+                    biases={name: b.detach().cpu().numpy().copy() for name, b in self.biases.items()},
+                )
+        finally:
+            self.train(was_training)
 
 
 def _empty_csr(n: int, device: torch.device | str) -> torch.Tensor:

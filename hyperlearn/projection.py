@@ -42,12 +42,24 @@ def mode_marginals(relation: Relation, modality: str, device: torch.device | str
 
 
 class UnfoldingProjection(nn.Module):
-    """A⁰ = σ(Σ_relations Σ_{k≠θ} M_θk P_k + c): the starting factor of a projected modality."""
+    """A⁰ = σ(Σ_relations Σ_{k≠θ} M_θk P_k + c): the starting factor of a projected modality.
+
+    In training mode each forward pass drops every observed entry of the marginals with probability `dropout`
+    (and scales the rest by 1/(1 − dropout)), so an embedding must hold up when some of the entity's entries
+    are missing, as a denoising autoencoder's code does; in eval mode all entries are used."""
 
     def __init__(
-        self, relations: Sequence[Relation], modality: str, rank: int, device: torch.device | str = "cpu"
+        self,
+        relations: Sequence[Relation],
+        modality: str,
+        rank: int,
+        dropout: float = 0.0,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
+        self.dropout = dropout
+        self.generator = torch.Generator().manual_seed(seed)
         self.marginals = {r.meta.name: mode_marginals(r, modality, device) for r in relations}
         self.weights = nn.ParameterDict()
         for relation in relations:
@@ -62,8 +74,16 @@ class UnfoldingProjection(nn.Module):
         total = self.offset
         for relation, per_mode in self.marginals.items():
             for name, marginal in per_mode.items():
-                total = total + marginal @ self.weights[_key(relation, name)]
+                total = total + self._dropped(marginal) @ self.weights[_key(relation, name)]
         return torch.sigmoid(total)
+
+    def _dropped(self, marginal: torch.Tensor) -> torch.Tensor:
+        """The marginal with entries dropped at rate `dropout` in training mode (a CPU draw, so runs repeat)."""
+        if not self.training or self.dropout == 0.0:
+            return marginal
+        keep = torch.rand(marginal.values().shape, generator=self.generator) >= self.dropout
+        values = marginal.values() * keep.to(marginal.device) / (1.0 - self.dropout)
+        return torch.sparse_csr_tensor(marginal.crow_indices(), marginal.col_indices(), values, marginal.shape)
 
     def weight_penalty(self) -> torch.Tensor:
         """½ Σ w ‖P_k‖² / nnz over its relations: weight decay on the per-entry scale of the data term, so

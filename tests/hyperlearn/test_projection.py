@@ -7,6 +7,7 @@ import torch
 from hyperlearn.config import TrainingConfig
 from hyperlearn.data import RelationMeta
 from hyperlearn.joint import train_joint
+from hyperlearn.model import ModalityState, build_model
 from hyperlearn.problem import Observations, Relation
 from hyperlearn.projection import UnfoldingProjection, mode_marginals
 
@@ -54,6 +55,42 @@ def test_entities_with_the_same_entries_start_with_the_same_embedding():
     start = UnfoldingProjection([relation_of(coords, values, (3, 4), ["user", "item"])], "user", rank=3)()
     torch.testing.assert_close(start[0], start[2])
     assert not torch.allclose(start[0], start[1])
+
+
+def test_dropout_drops_entries_in_training_only_and_keeps_the_input_unbiased():
+    coords = np.array([[0, 0, 1, 2, 2, 1], [1, 3, 0, 1, 2, 2]])
+    values = np.array([5.0, 3.0, 4.0, 1.0, 2.0, 3.0])
+    relation = relation_of(coords, values, (3, 4), ["user", "item"])
+    projection = UnfoldingProjection([relation], "user", rank=2, dropout=0.5, seed=7)
+    with torch.no_grad():
+        projection.weights["r__item"].normal_(std=0.1)
+    full = projection.eval()()
+    torch.testing.assert_close(projection(), full)
+    projection.train()
+    with torch.no_grad():
+        draws = torch.stack([torch.logit(projection()) for _ in range(4000)])
+    assert not torch.allclose(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), torch.logit(full), atol=0.1, rtol=0.0)
+    twins = [UnfoldingProjection([relation], "user", rank=2, dropout=0.5, seed=7) for _ in range(2)]
+    for twin in twins:
+        twin.load_state_dict(projection.state_dict())
+    torch.testing.assert_close(twins[0](), twins[1]())
+
+
+def test_a_model_publishes_its_state_without_dropout_and_stays_in_training_mode():
+    coords = np.array([[0, 0, 1, 2, 2], [1, 3, 0, 1, 2]])
+    relation = relation_of(coords, [5.0, 3.0, 4.0, 1.0, 2.0], (3, 4), ["user", "item"])
+    config = TrainingConfig(rank=2, projected=("user",), projection_dropout=0.5, encoder="none", device="cpu")
+    start = ModalityState(np.zeros((3, 2), np.float32), {"r": np.zeros(3, np.float32)})
+    model = build_model("user", start, None, [relation], config, "cpu")
+    published = model.state().factor
+    assert model.training
+    np.testing.assert_allclose(published, model.eval()().detach().numpy())
+
+
+def test_dropout_rate_must_be_below_one():
+    with pytest.raises(ValueError, match="projection_dropout"):
+        TrainingConfig(projection_dropout=1.0).validate()
 
 
 def test_joint_training_with_a_projected_modality_learns_the_planted_ratings(planted_run):
