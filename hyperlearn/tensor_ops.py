@@ -30,10 +30,45 @@ def khatri_rao_rows(factors: Sequence[torch.Tensor], coords: torch.Tensor, skip:
 def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """X̂(i_1…i_K) = Σ_r Π_k A_k[i_k, r] at each coordinate column (the CP model with identity core).
 
-    Differentiable; the gradient with respect to A_k is the MTTKRP of the output gradient, and both directions
-    run `chunk` entries at a time, so no nnz×R intermediate is kept for backward (at rank 500 on MovieLens
-    that is several times faster than autograd through the gathers)."""
+    Differentiable; the gradient with respect to A_k is the MTTKRP of the output gradient. A matrix (K = 2) is
+    a sampled dense-dense product with sparse-dense products as its backward (on MovieLens at rank 500 about
+    10× faster than gathering rows); higher orders run `chunk` entries at a time, so no nnz×R intermediate is
+    kept for backward."""
+    if len(factors) == 2:
+        return _MatrixPredict.apply(coords, *factors)
     return _CPPredict.apply(coords, chunk, *factors)
+
+
+class _MatrixPredict(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, coords: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(coords, rows, columns)
+        pattern, order = _csr(coords, 0, (rows.shape[0], columns.shape[0]), rows.new_ones(coords.shape[1]))
+        sampled = torch.sparse.sampled_addmm(pattern, rows, columns.t(), beta=0.0).values()
+        return torch.empty_like(sampled).index_copy_(0, order, sampled)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        coords, rows, columns = ctx.saved_tensors
+        shape = (rows.shape[0], columns.shape[0])
+        grad_rows = _csr(coords, 0, shape, grad)[0] @ columns if ctx.needs_input_grad[1] else None
+        grad_columns = _csr(coords, 1, shape[::-1], grad)[0] @ rows if ctx.needs_input_grad[2] else None
+        return None, grad_rows, grad_columns
+
+
+def _csr(
+    coords: torch.Tensor, mode: int, shape: tuple[int, int], values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries of a matrix as a CSR tensor with rows from coordinate row `mode`, and the permutation that
+    took them into CSR order (entry `order[k]` is stored at position k)."""
+    row, column = coords[mode], coords[1 - mode]
+    order = torch.argsort(row * shape[1] + column, stable=True)
+    counts = torch.bincount(row, minlength=shape[0])
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    matrix = torch.sparse_csr_tensor(crow, column[order], values[order], shape, check_invariants=False)
+    return matrix, order
 
 
 class _CPPredict(torch.autograd.Function):

@@ -73,6 +73,20 @@ def test_cp_predict_gradcheck(chunk):
     assert torch.autograd.gradcheck(lambda *fs: cp_predict(fs, coords, chunk), leaves)
 
 
+def test_matrix_prediction_and_its_gradient_with_repeated_and_unsorted_entries():
+    """The K = 2 path (sampled product, CSR backward) on coordinates in no order and with repeats, as sampled
+    negatives can be: each repeat is predicted and differentiated on its own."""
+    factors, coords, _ = random_problem((5, 4), rank=3, nnz=12, seed=4)
+    coords = torch.cat([coords, coords[:, [3, 0, 3]]], dim=1)
+    weights = torch.randn(coords.shape[1], dtype=torch.float64)
+    leaves = [f.clone().requires_grad_(True) for f in factors]
+    (cp_predict(leaves, coords) * weights).sum().backward()
+    torch.testing.assert_close(cp_predict(factors, coords), (factors[0][coords[0]] * factors[1][coords[1]]).sum(1))
+    for mode in range(2):
+        torch.testing.assert_close(leaves[mode].grad, mttkrp(factors, coords, weights, mode))
+    assert torch.autograd.gradcheck(lambda *fs: cp_predict(fs, coords), tuple(leaves))
+
+
 def test_row_gram_sums_weighted_outer_products():
     factors, coords, _ = random_problem((5, 4, 3), rank=2, nnz=15, seed=3)
     weights = torch.rand(15, dtype=torch.float64)
