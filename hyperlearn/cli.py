@@ -144,6 +144,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainingConfig):
         option = f"--{field.name.replace('_', '-')}"
         help_text = f"{field.metadata['help']} (default: {field.default})"
+        if isinstance(field.default, bool):
+            group.add_argument(option, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+            continue
         if isinstance(field.default, tuple):
             group.add_argument(option, dest=field.name, nargs="*", metavar="NAME", default=argparse.SUPPRESS,
                                help=help_text)

@@ -54,6 +54,11 @@ class TrainingConfig:
     negatives: int = field(default=4, metadata={"help": "sampled negatives per positive for logistic relations"})
     init: InitKind = field(default="als", metadata={"help": "starting factors: als (CP-ALS on observed entries) or random"})
     init_iterations: int = field(default=10, metadata={"help": "ALS sweeps for the starting factors"})
+    refit: bool = field(
+        default=False,
+        metadata={"help": "after early stopping, train again from the start on training + validation entries for "
+                  "the best round's number of rounds, and publish that model"},
+    )
     patience: int = field(default=5, metadata={"help": "rounds without a lower validation loss before stopping"})
     seed: int = field(default=0, metadata={"help": "random seed (same seed and inputs give the same embeddings on CPU)"})
     device: Device = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when a GPU is visible)"})

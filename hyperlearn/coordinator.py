@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from distributed import Client
+from distributed import Client, Future
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.init import initial_states
-from hyperlearn.problem import load_problem
+from hyperlearn.problem import load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
-from hyperlearn.rounds import States, run_rounds
+from hyperlearn.rounds import Advance, States, run_rounds
 from hyperlearn.trainer import ModalityTrainer
 
 
@@ -33,46 +33,56 @@ def train_distributed(
     config: TrainingConfig,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state."""
+    """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state
+    (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers)."""
     run_dir = Path(run_dir)
     clock = time.perf_counter()
     problem = load_problem(run_dir)
-    states = initial_states(problem, config)
     timings = {"start_seconds": time.perf_counter() - clock}
     workers = client.scheduler_info()["workers"]
     placement = place_modalities(problem.modalities, list(workers))
-    per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
-    creations = {
-        modality: client.submit(
-            ModalityTrainer,
-            str(run_dir),
-            modality,
-            config,
-            states[modality],
-            max(1, workers[address]["nthreads"] // per_worker[address]),
-            actor=True,
-            workers=[address],
-            allow_other_workers=False,
-            pure=False,
-        )
-        for modality, address in placement.items()
-    }
-    actors = {modality: future.result() for modality, future in creations.items()}
-    starts = {modality: actor.state() for modality, actor in actors.items()}
-    states = {modality: call.result() for modality, call in starts.items()}
-    timings["trainer_start_seconds"] = time.perf_counter() - clock - timings["start_seconds"]
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
+    started: list[Future] = []
 
-    def advance(current: States) -> States:
-        pending = {modality: actor.update(current) for modality, actor in actors.items()}
-        return {modality: call.result() for modality, call in pending.items()}
+    def start(fit_validation: bool) -> tuple[States, Advance]:
+        fitted = with_validation_in_training(problem) if fit_validation else problem
+        states = initial_states(fitted, config)
+        per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
+        creations = {
+            modality: client.submit(
+                ModalityTrainer,
+                str(run_dir),
+                modality,
+                config,
+                states[modality],
+                max(1, workers[address]["nthreads"] // per_worker[address]),
+                fit_validation,
+                actor=True,
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+            )
+            for modality, address in placement.items()
+        }
+        started.extend(creations.values())
+        actors = {modality: future.result() for modality, future in creations.items()}
+        starts = {modality: actor.state() for modality, actor in actors.items()}
+
+        def advance(current: States) -> States:
+            pending = {modality: actor.update(current) for modality, actor in actors.items()}
+            return {modality: call.result() for modality, call in pending.items()}
+
+        return {modality: call.result() for modality, call in starts.items()}, advance
 
     try:
+        states, advance = start(fit_validation=False)
+        timings["trainer_start_seconds"] = time.perf_counter() - clock - timings["start_seconds"]
         result = run_rounds(
-            problem, states, advance, config, "distributed", log, checkpoint=run_dir / "checkpoints" / "best.npz"
+            problem, states, advance, config, "distributed", log, checkpoint=run_dir / "checkpoints" / "best.npz",
+            refit=(lambda: start(fit_validation=True)) if config.refit else None,
         )
     finally:
-        client.cancel(list(creations.values()))  # releases the actors and their memory on the workers
+        client.cancel(started)  # releases the actors and their memory on the workers
     result.timings = timings
     return result

@@ -16,18 +16,31 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.init import initial_states
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.model import build_model, modality_seed, resolve_device
-from hyperlearn.problem import Relation, load_problem
+from hyperlearn.problem import Problem, Relation, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
-from hyperlearn.rounds import States, run_rounds
+from hyperlearn.rounds import Advance, States, run_rounds
 
 
 def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Train every modality's encoder together on the global objective; returns the best-on-validation state."""
+    """Train every modality's encoder together on the global objective; returns the best-on-validation state
+    (or, with `config.refit`, the model trained again on training + validation entries)."""
     run_dir = Path(run_dir)
     clock = time.perf_counter()
     problem = load_problem(run_dir)
-    states = initial_states(problem, config)
+    states, advance = joint_training(problem, config)
     timings = {"start_seconds": time.perf_counter() - clock}
+    refit = (lambda: joint_training(with_validation_in_training(problem), config)) if config.refit else None
+    result = run_rounds(
+        problem, states, advance, config, "joint", log, checkpoint=run_dir / "checkpoints" / "best.npz", refit=refit
+    )
+    result.timings = timings
+    return result
+
+
+def joint_training(problem: Problem, config: TrainingConfig) -> tuple[States, Advance]:
+    """Fresh models for every modality of `problem` (fitting its training entries) and the optimiser over all
+    of them: the round-0 states and the function that runs one round."""
+    states = initial_states(problem, config)
     device = resolve_device(config.device)
     relations = [Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations]
     models = {
@@ -35,7 +48,6 @@ def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None
                        config, device)
         for m in problem.modalities
     }
-    states = {m: model.state() for m, model in models.items()}
     optimizer = torch.optim.Adam([group for model in models.values() for group in model.parameter_groups()])
     generator = torch.Generator().manual_seed(modality_seed(config.seed + 1, "joint"))
 
@@ -58,6 +70,4 @@ def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None
             optimizer.step()
         return {m: model.state() for m, model in models.items()}
 
-    result = run_rounds(problem, states, advance, config, "joint", log, checkpoint=run_dir / "checkpoints" / "best.npz")
-    result.timings = timings
-    return result
+    return {m: model.state() for m, model in models.items()}, advance

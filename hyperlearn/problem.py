@@ -77,6 +77,20 @@ class Problem:
         return next((r for r in self.relations if r.meta.loss == "squared"), self.relations[0])
 
 
+def with_validation_in_training(problem: Problem) -> Problem:
+    """The problem with each relation's validation entries added to its training entries: what a refit trains
+    on once early stopping has chosen the number of rounds."""
+    relations = tuple(
+        Relation(meta=r.meta, splits={**r.splits, "train": _concatenated(r.train, r.splits["validation"])})
+        for r in problem.relations
+    )
+    return Problem(sizes=problem.sizes, relations=relations, laplacians=problem.laplacians)
+
+
+def _concatenated(first: Observations, second: Observations) -> Observations:
+    return Observations(torch.cat([first.coords, second.coords], dim=1), torch.cat([first.values, second.values]))
+
+
 def load_problem(run_dir: Path, splits: tuple[str, ...] = SPLITS, modalities: set[str] | None = None) -> Problem:
     """Read relations (only those spanning `modalities`, when given) and Laplacians from a run directory."""
     run_dir = Path(run_dir)

@@ -2,8 +2,10 @@
 
 A round is one call of `advance` (every worker's local steps, then the exchange). The best round is the one
 with the lowest validation loss — the cross-modal terms of the objective, each relation weighted as in
-training, on the validation entries — so several relations are traded off as the spec's weights say. Test
-data is read only once, for the best state, after training has stopped.
+training, on the validation entries — so several relations are traded off as the spec's weights say. With a
+refit, the model is then trained again from the start on training + validation entries for that many rounds,
+so the published model has seen every training entry while its round count was still chosen on held-out
+data. Test data is read only once, for the final state, after training has stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hyperlearn.result import TrainResult, save_checkpoint
 
 States = dict[str, ModalityState]
 Advance = Callable[[States], States]
+Refit = Callable[[], tuple[States, Advance]]  # a fresh start and its round, fitting training + validation
 
 
 def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
@@ -75,8 +78,11 @@ def run_rounds(
     mode: str,
     log: Callable[[str], None] = print,
     checkpoint: Path | None = None,
+    refit: Refit | None = None,
 ) -> TrainResult:
-    """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain."""
+    """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain; then,
+    given `refit`, train its fresh start for the best round's number of rounds and return that instead of the
+    best state (validation metrics stay those of the best round, when validation was still held out)."""
     primary = problem.primary_relation()
     start = time.perf_counter()
     metrics = validation_metrics(problem, states, config)
@@ -102,6 +108,11 @@ def run_rounds(
         if round_number - best_round >= config.patience:
             log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
             break
+    search_seconds = time.perf_counter() - start
+    if refit is not None and best_round > 0:
+        best_states = _refit(refit, best_round, mode, log)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, best_states, best_round)
     train_seconds = time.perf_counter() - start
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
     for relation in problem.relations:
@@ -112,12 +123,24 @@ def run_rounds(
         {
             "best_round": float(best_round),
             "rounds_run": float(rounds_run),
+            "refit_rounds": float(best_round if refit is not None else 0),
             "train_seconds": train_seconds,
-            "seconds_per_round": train_seconds / max(rounds_run, 1),
+            "refit_seconds": train_seconds - search_seconds,
+            "seconds_per_round": search_seconds / max(rounds_run, 1),
         }
     )
     log(f"[{mode}] best round {best_round}: {_describe({k: v for k, v in test.items() if k.startswith('test/')})}")
     return TrainResult(states=best_states, history=history, metrics={**summary, **test}, mode=mode)
+
+
+def _refit(refit: Refit, rounds: int, mode: str, log: Callable[[str], None]) -> States:
+    states, advance = refit()
+    clock = time.perf_counter()
+    for round_number in range(1, rounds + 1):
+        states = advance(states)
+        log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
+            f"({time.perf_counter() - clock:.1f}s)")
+    return states
 
 
 def _headline(relation: str, loss: str, metrics: dict[str, float]) -> dict[str, float]:

@@ -15,21 +15,31 @@ import torch
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import cross_modal_loss, proximal_term
 from hyperlearn.model import ModalityState, build_model, modality_seed, resolve_device
-from hyperlearn.problem import Relation, load_problem
+from hyperlearn.problem import Relation, load_problem, with_validation_in_training
 
 
 class ModalityTrainer:
     """Owns modality `modality`: its encoder and optimiser never leave this object."""
 
     def __init__(
-        self, run_dir: str | Path, modality: str, config: TrainingConfig, initial: ModalityState, threads: int = 0
+        self,
+        run_dir: str | Path,
+        modality: str,
+        config: TrainingConfig,
+        initial: ModalityState,
+        threads: int = 0,
+        fit_validation: bool = False,
     ) -> None:
+        """`fit_validation`: fit training + validation entries (a refit) instead of the training entries."""
         if threads > 0:
             torch.set_num_threads(threads)
         self.modality = modality
         self.config = config
         self.device = resolve_device(config.device)
-        problem = load_problem(Path(run_dir), splits=("train",), modalities={modality})
+        splits = ("train", "validation") if fit_validation else ("train",)
+        problem = load_problem(Path(run_dir), splits=splits, modalities={modality})
+        if fit_validation:
+            problem = with_validation_in_training(problem)
         self.relations = tuple(
             Relation(meta=r.meta, splits={s: o.to(self.device) for s, o in r.splits.items()})
             for r in problem.relations_of(modality)

@@ -86,6 +86,13 @@ def test_training_options_parse_into_a_training_config():
     )
 
 
+@pytest.mark.parametrize(("flag", "refit"), [("--refit", True), ("--no-refit", False)])
+def test_a_switch_setting_is_a_flag_pair(flag, refit):
+    overrides = training_overrides(build_parser().parse_args(["run", "spec.yaml", flag]))
+    assert overrides == {"refit": refit}
+    assert TrainingConfig.from_dict(overrides).refit is refit
+
+
 def test_settings_not_given_are_not_overrides():
     assert training_overrides(build_parser().parse_args(["run", "spec.yaml"])) == {}
 

@@ -7,7 +7,9 @@ from distributed import Client, LocalCluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import place_modalities, train_distributed
 from hyperlearn.data import load_relation_split, save_relation_split
-from hyperlearn.joint import train_joint
+from hyperlearn.joint import joint_training, train_joint
+from hyperlearn.metrics import evaluate
+from hyperlearn.problem import load_problem, with_validation_in_training
 from tests.hyperlearn.planted import NOISE, write_planted_run
 
 # From a random start, so the test measures what training learns, not what ALS already found.
@@ -51,17 +53,21 @@ def test_distributed_and_joint_reach_the_noise_level_and_agree(dense_planted_run
     assert gap < 0.05
 
 
-def test_distributed_training_is_deterministic(planted_run, process_client):
-    config = FROM_SCRATCH.replace(rounds=3, patience=3)
-    first = train_distributed(process_client, planted_run, config, log=lambda line: None)
+def test_distributed_training_and_its_refit_are_deterministic(planted_run, process_client):
+    config = FROM_SCRATCH.replace(rounds=3, patience=3, refit=True)
+    logged = []
+    first = train_distributed(process_client, planted_run, config, log=logged.append)
     second = train_distributed(process_client, planted_run, config, log=lambda line: None)
+    assert first.metrics["refit_rounds"] == first.metrics["best_round"] > 0
+    assert sum("refit on training + validation" in line for line in logged) == first.metrics["best_round"]
     for modality in first.factors:
         np.testing.assert_array_equal(first.factors[modality], second.factors[modality])
     untimed = lambda metrics: {k: v for k, v in metrics.items() if "seconds" not in k}
     assert untimed(first.metrics) == untimed(second.metrics)
 
 
-def test_early_stopping_never_reads_test_data(tmp_path):
+@pytest.mark.parametrize("refit", [False, True])
+def test_early_stopping_and_refit_never_read_test_data(tmp_path, refit):
     """Garbage in the test split changes nothing about training: same history, same best round and state."""
     clean = write_planted_run(tmp_path / "clean")
     poisoned = write_planted_run(tmp_path / "poisoned")
@@ -69,7 +75,9 @@ def test_early_stopping_never_reads_test_data(tmp_path):
     tensor = load_relation_split(test_path)
     tensor.data[:] = np.nan
     save_relation_split(test_path, tensor)
-    config = TrainingConfig(rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, rounds=4, patience=2, device="cpu")
+    config = TrainingConfig(
+        rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, rounds=4, patience=2, refit=refit, device="cpu"
+    )
     a = train_joint(clean, config, log=lambda line: None)
     b = train_joint(poisoned, config, log=lambda line: None)
     strip = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
@@ -77,6 +85,26 @@ def test_early_stopping_never_reads_test_data(tmp_path):
     assert a.metrics["best_round"] == b.metrics["best_round"]
     np.testing.assert_array_equal(a.factors["user"], b.factors["user"])
     assert np.isnan(b.metrics["test_rmse"]) and not np.isnan(a.metrics["test_rmse"])
+
+
+def test_refit_trains_the_best_round_count_afresh_on_training_and_validation_entries(planted_run):
+    config = FROM_SCRATCH.replace(rounds=4, patience=4)
+    chosen = train_joint(planted_run, config, log=lambda line: None)
+    refitted = train_joint(planted_run, config.replace(refit=True), log=lambda line: None)
+    best_round = int(chosen.metrics["best_round"])
+    assert refitted.metrics["best_round"] == best_round == refitted.metrics["refit_rounds"]
+    untimed = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert untimed(refitted.history) == untimed(chosen.history)
+    problem = load_problem(planted_run)
+    states, advance = joint_training(with_validation_in_training(problem), config)
+    for _ in range(best_round):
+        states = advance(states)
+    for modality, state in states.items():
+        np.testing.assert_array_equal(refitted.factors[modality], state.factor)
+    fit = {name: evaluate(problem.relations[0], result.states, "validation", 0)
+           for name, result in (("chosen", chosen), ("refitted", refitted))}
+    assert fit["refitted"]["validation/rating/rmse"] < fit["chosen"]["validation/rating/rmse"]
+    assert refitted.metrics["validation/rating/rmse"] == chosen.metrics["validation/rating/rmse"]
 
 
 @pytest.mark.gpu
