@@ -83,7 +83,9 @@ class UnfoldingProjection(nn.Module):
             return marginal
         keep = torch.rand(marginal.values().shape, generator=self.generator) >= self.dropout
         values = marginal.values() * keep.to(marginal.device) / (1.0 - self.dropout)
-        return torch.sparse_csr_tensor(marginal.crow_indices(), marginal.col_indices(), values, marginal.shape)
+        return torch.sparse_csr_tensor(
+            marginal.crow_indices(), marginal.col_indices(), values, marginal.shape, check_invariants=False
+        )
 
     def weight_penalty(self) -> torch.Tensor:
         """½ Σ w ‖P_k‖² / nnz over its relations: weight decay on the per-entry scale of the data term, so
