@@ -20,11 +20,12 @@ u{k}.test, then `ingest` + `build_graphs`), and every run gets its own copy of i
 4. Seeds (3 on u1) and folds (u1…u5) of the headline setting.
 
 Every choice uses validation entries (carved out of u{k}.base by the spec), never test: `l2` and
-`projection_l2` are picked on u1 validation over a small grid, one joint run each on a copy whose test splits
-are empty; HyperLearn early-stops on validation; the peers' settings and iteration counts are picked on
+`projection_dropout` are picked on u1 validation over a small grid, one joint run each on a copy whose test
+splits are empty; HyperLearn early-stops on validation; the peers' settings and iteration counts are picked on
 validation too. Test RMSE is read once per
-run, at the state validation chose. The rounds-vs-RMSE plot shows validation RMSE (the training loop never
-sees test data).
+run, from the model validation chose: with the spec's `refit`, the model trained again on training +
+validation entries for the chosen number of rounds. The rounds-vs-RMSE plot shows validation RMSE (the
+training loop never sees test data).
 
 Outputs in --out: results.json (every number, the exact configs, versions, machine), results.md (the tables),
 rmse_vs_time.png, rmse_vs_rounds.png. RMSEs are deterministic (CPU, fixed seeds): rerunning the command gives
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -73,10 +75,7 @@ from flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
 from hyperlearn.data import load_relation_split, save_relation_split
-from hyperlearn.init import initial_states
-from hyperlearn.joint import train_joint
-from hyperlearn.losses import cross_modal_loss
-from hyperlearn.model import ModalityState, build_model
+from hyperlearn.joint import joint_training, train_joint
 from hyperlearn.problem import Problem, load_problem
 from hyperlearn.result import TrainResult
 from hyperlearn.trainer import ModalityTrainer
@@ -103,8 +102,7 @@ class Plan:
     folds: tuple[int, ...]
     seeds: tuple[int, ...]
     max_rounds: int | None  # caps TrainingConfig.rounds; None keeps the spec's
-    l2s: tuple[float, ...]  # validation grid for l2 ...
-    projection_l2s: tuple[float, ...]  # ... and projection_l2, each point one joint run
+    grid: Mapping[str, tuple[float, ...]]  # TrainingConfig settings tried on validation, every combination
     tensorly_ridges: tuple[float, ...]
     tensorly_iterations: int
     srgcnn_iterations: int
@@ -115,12 +113,13 @@ class Plan:
 
 
 FULL = Plan(
-    folds=(1, 2, 3, 4, 5), seeds=(0, 1, 2), max_rounds=None, l2s=(0.3, 0.5), projection_l2s=(100.0, 300.0),
+    folds=(1, 2, 3, 4, 5), seeds=(0, 1, 2), max_rounds=None,
+    grid={"l2": (0.5, 1.0, 1.5), "projection_dropout": (0.0, 0.3)},
     tensorly_ridges=(1.0, 10.0, 30.0), tensorly_iterations=200,
     srgcnn_iterations=1000, srgcnn_evaluate_every=50, timing_threads=(1,), timing_blocks=4, timing_per_block=5,
 )
 QUICK = Plan(
-    folds=(1,), seeds=(0,), max_rounds=4, l2s=(0.3,), projection_l2s=(100.0,),
+    folds=(1,), seeds=(0,), max_rounds=4, grid={"l2": (1.0,), "projection_dropout": (0.3,)},
     tensorly_ridges=(10.0,), tensorly_iterations=30,
     srgcnn_iterations=30, srgcnn_evaluate_every=10, timing_threads=(1,), timing_blocks=2, timing_per_block=2,
 )
@@ -130,6 +129,7 @@ QUICK = Plan(
 FREE_ROWS: dict[str, Any] = {
     "projected": (), "rank": 10, "init": "als", "l2": 0.05, "graph_weight": 0.2, "learning_rate": 1e-3,
     "encoder_lr_scale": 1.0, "diffusion_steps": 10, "local_steps": 10, "rounds": 30, "patience": 10,
+    "proximal": 1.0,
 }
 
 
@@ -209,23 +209,24 @@ def run_copy(prepared: Path, destination: Path, graphs: bool) -> Path:
 
 
 def choose_settings(run_dir: Path, base: TrainingConfig, plan: Plan, scratch: Path, log: Log) -> dict[str, Any]:
-    """On validation only: l2 × projection_l2 over the grid of `plan`, one joint run each (early-stopped on
-    validation) on a copy of `run_dir` whose test splits are empty, so no choice can see a test entry."""
+    """On validation only: every combination of `plan.grid`, one joint run each (early-stopped on validation,
+    no refit) on a copy of `run_dir` whose test splits are empty, so no choice can see a test entry."""
+    names = list(plan.grid)
     search = []
-    for number, (l2, projection_l2) in enumerate((a, b) for a in plan.l2s for b in plan.projection_l2s):
-        config = base.replace(l2=l2, projection_l2=projection_l2, device="cpu",
+    for number, values in enumerate(itertools.product(*plan.grid.values())):
+        setting = dict(zip(names, values))
+        config = base.replace(**setting, device="cpu", refit=False,
                               rounds=min(base.rounds, plan.max_rounds or base.rounds))
         copy = without_test(run_copy(run_dir, scratch / f"select-{number:02d}", graphs=True))
         start = time.perf_counter()
         result = train_joint(copy, config, log=lambda line: None)
         best = result.history[int(result.metrics["best_round"])]
         rmse = best[_validation_key(best)]
-        log(f"[select] l2={l2} projection_l2={projection_l2}: validation RMSE {rmse:.4f} "
-            f"(round {int(result.metrics['best_round'])})")
-        search.append({"l2": l2, "projection_l2": projection_l2, "validation_rmse": rmse,
-                       "best_round": result.metrics["best_round"], "seconds": time.perf_counter() - start})
+        log(f"[select] {setting}: validation RMSE {rmse:.4f} (round {int(result.metrics['best_round'])})")
+        search.append({**setting, "validation_rmse": rmse, "best_round": result.metrics["best_round"],
+                       "seconds": time.perf_counter() - start})
     best = min(search, key=lambda row: row["validation_rmse"])
-    return {"chosen": {"l2": best["l2"], "projection_l2": best["projection_l2"]}, "search": search,
+    return {"chosen": {name: best[name] for name in names}, "search": search,
             "split": "u1 validation (5% of u1.base)", "criterion": "best validation RMSE of a joint run"}
 
 
@@ -275,6 +276,7 @@ def _record(variant: Variant, config: TrainingConfig, fold: int, result: TrainRe
         "validation_rmse": metrics[key],
         "best_round": int(metrics["best_round"]),
         "rounds_run": int(metrics["rounds_run"]),
+        "refit_rounds": int(metrics["refit_rounds"]),
         "train_seconds": metrics["train_seconds"],
         "seconds_per_round": metrics["seconds_per_round"],
         "seconds_per_step": metrics["seconds_per_round"] / config.local_steps,
@@ -325,39 +327,15 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 
 
 def hyperlearn_steppers(problem: Problem, run_dir: Path, config: TrainingConfig) -> dict[str, Callable[[], Any]]:
-    """One optimiser step of the joint model (as `hyperlearn.joint` takes it) and one local step of each
-    modality's worker (`ModalityTrainer.update` with local_steps=1), from the same ALS start."""
-    states = initial_states(problem, config)
-    steppers: dict[str, Callable[[], Any]] = {"HyperLearn joint step": _joint_stepper(problem, states, config)}
+    """One optimiser step of the joint model (`hyperlearn.joint.joint_training`'s round with local_steps=1) and
+    one local step of each modality's worker (`ModalityTrainer.update` with local_steps=1), from the same start."""
     single = config.replace(local_steps=1)
+    states, joint_step = joint_training(problem, single)
+    steppers: dict[str, Callable[[], Any]] = {"HyperLearn joint step": lambda: joint_step(states)}
     for modality in problem.modalities:
         trainer = ModalityTrainer(run_dir, modality, single, states[modality])
         steppers[f"HyperLearn worker step ({modality})"] = lambda trainer=trainer: trainer.update(states)
     return steppers
-
-
-def _joint_stepper(problem: Problem, states: dict[str, ModalityState], config: TrainingConfig) -> Callable[[], None]:
-    """The inner step of `hyperlearn.joint.train_joint`: all encoders, global objective, one Adam step."""
-    models = {
-        m: build_model(m, states[m], problem.laplacians[m], problem.relations_of(m), config, "cpu")
-        for m in problem.modalities
-    }
-    optimizer = torch.optim.Adam([group for model in models.values() for group in model.parameter_groups()])
-    generator = torch.Generator().manual_seed(config.seed)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        factors = {m: model() for m, model in models.items()}
-        biases = {m: model.biases for m, model in models.items()}
-        loss = cross_modal_loss(
-            problem.relations, factors, biases, config.l2, config.negatives, generator, config.projected
-        )
-        for m, model in models.items():
-            loss = loss + model.regulariser(factors[m])
-        loss.backward()
-        optimizer.step()
-
-    return step
 
 
 def srgcnn_variants(config: TrainingConfig) -> dict[str, SRGCNNSettings]:
@@ -476,22 +454,25 @@ def markdown(results: Mapping[str, Any]) -> str:
              f"Settings chosen on u1 validation: `{json.dumps(results['selection']['chosen'])}`; "
              f"spec defaults otherwise: `{json.dumps(results['spec_training'])}`.", "",
              "## u1.base → u1.test", "",
-             "| variant | mode | test RMSE | test MAE | val RMSE | best round | rounds | s/round | train s | total s | notes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| variant | mode | test RMSE | test MAE | val RMSE | best round | rounds | refit rounds | s/round | train s "
+             "| total s | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in results["runs"]:
         if run["fold"] != 1 or run["seed"] != results["seeds"]["values_of_seeds"][0]:
             continue
         lines.append(f"| {run['variant']} | {run['mode']} | {_fmt(run['test_rmse'])} | {_fmt(run['test_mae'])} | "
-                     f"{_fmt(run['validation_rmse'])} | {run['best_round']} | {run['rounds_run']} | "
+                     f"{_fmt(run['validation_rmse'])} | {run['best_round']} | {run['rounds_run']} | {run['refit_rounds']} | "
                      f"{_fmt(run['seconds_per_round'], 2)} | {_fmt(run['train_seconds'], 1)} | "
                      f"{_fmt(run['wall_seconds'], 1)} | {run['note']} |")
     for peer in results["peers"]["results"]:
         lines.append(f"| {peer['name']} | peer | {_fmt(peer['test_rmse'])} | {_fmt(peer['test_mae'])} | "
                      f"{_fmt(peer['validation_rmse'])} | {peer['setting'].get('best_iteration', peer['iterations'])} (iter.) | "
-                     f"{peer['iterations']} (iter.) | {_fmt(peer['seconds_per_iteration'], 3)} (s/iter.) | "
+                     f"{peer['iterations']} (iter.) | – | {_fmt(peer['seconds_per_iteration'], 3)} (s/iter.) | "
                      f"{_fmt(peer['train_seconds'], 1)} | – | {peer.get('note', '')} |")
-    lines += ["", "total s = the whole training call (ALS start, worker/actor setup, rounds, final test scoring); "
-              "train s = the rounds only. Val RMSE is at the best round (the one test RMSE is read at).", ""]
+    lines += ["", "total s = the whole training call (start, worker/actor setup, rounds, refit, final test scoring); "
+              "train s = the rounds and the refit; s/round = the early-stopped rounds only. Val RMSE is at the best "
+              "round, while validation was held out; test RMSE is read once, from the refit model (trained on "
+              "training + validation entries for the best round's number of rounds).", ""]
     lines += _claim1_lines(results["claim1"])
     lines += ["## Seeds and folds (headline: HyperLearn distributed, settings chosen on validation)", "",
               "| what | test RMSE mean | std | values |", "|---|---|---|---|"]
@@ -509,11 +490,13 @@ def markdown(results: Mapping[str, Any]) -> str:
 
 
 def _selection_lines(selection: Mapping[str, Any]) -> list[str]:
+    names = list(selection["chosen"])
     lines = ["## HyperLearn settings tried on validation", "",
              f"Criterion: {selection['criterion']}, on {selection['split']}.", "",
-             "| l2 | projection_l2 | validation RMSE | best round |", "|---|---|---|---|"]
+             "| " + " | ".join(names) + " | validation RMSE | best round |", "|---|" + "---|" * (len(names) + 1)]
     for row in selection["search"]:
-        lines.append(f"| {row['l2']} | {row['projection_l2']} | {row['validation_rmse']:.4f} | {row['best_round']:.0f} |")
+        cells = " | ".join(str(row[name]) for name in names)
+        lines.append(f"| {cells} | {row['validation_rmse']:.4f} | {row['best_round']:.0f} |")
     return lines + [""]
 
 
