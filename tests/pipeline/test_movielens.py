@@ -102,6 +102,7 @@ def test_example_spec_reads_the_written_files(tmp_path: Path):
     assert {*rating.key_columns, rating.value, rating.time} <= set(rating.sources["train"].names)
     assert rating.loss == "squared" and spec.split.validation == 0.05
     assert spec.training.projected == ("movie",) and spec.training.rank == 500
+    assert spec.training.refit and spec.training.projection_dropout == 0.3 and spec.training.proximal == 0.0
 
 
 def test_unreachable_index_gives_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
