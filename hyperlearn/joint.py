@@ -6,6 +6,7 @@ The yardstick for the distributed trainer (paper claim 1: no accuracy lost by di
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,10 +43,11 @@ def joint_training(problem: Problem, config: TrainingConfig) -> tuple[States, Ad
     of them: the round-0 states and the function that runs one round."""
     states = initial_states(problem, config)
     device = resolve_device(config.device)
-    relations = [Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations]
+    on_device = dataclasses.replace(
+        problem, relations=tuple(Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations)
+    )
     models = {
-        m: build_model(m, states[m], problem.laplacians[m], [r for r in relations if m in r.meta.modalities],
-                       config, device)
+        m: build_model(m, states[m], problem.laplacians[m], on_device.relations_of(m), config, device)
         for m in problem.modalities
     }
     optimizer = torch.optim.Adam([group for model in models.values() for group in model.parameter_groups()])
@@ -56,7 +58,7 @@ def joint_training(problem: Problem, config: TrainingConfig) -> tuple[States, Ad
             optimizer.zero_grad(set_to_none=True)
             factors = {m: model() for m, model in models.items()}
             loss = cross_modal_loss(
-                relations,
+                on_device.relations,
                 factors,
                 {m: model.biases for m, model in models.items()},
                 config.l2,

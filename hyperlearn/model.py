@@ -27,6 +27,22 @@ class ModalityState:
     biases: dict[str, np.ndarray]
 
 
+class FreeRows(nn.Module):
+    """A⁰_θ as one free row per entity, from the cheap decomposition (or a random start)."""
+
+    def __init__(self, start: np.ndarray) -> None:
+        super().__init__()
+        self.rows = nn.Parameter(torch.as_tensor(start, dtype=torch.float32).clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.rows
+
+    def weight_penalty(self) -> torch.Tensor:
+        """Nothing of its own: free rows are regularised by the relations' ridge, which weights each row by its
+        entries."""
+        return self.rows.new_zeros(())
+
+
 class ModalityModel(nn.Module):
     """Parameters of one modality θ: A_θ⁰ (free rows starting from the cheap decomposition, or the learned
     projection of θ's unfolding for the modalities in `config.projected`), the encoder weights, and a bias per
@@ -43,12 +59,12 @@ class ModalityModel(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
-        self.base: nn.Parameter | UnfoldingProjection = (
+        self.base: FreeRows | UnfoldingProjection = (
             UnfoldingProjection(
                 relations, modality, config.rank, config.projection_dropout, modality_seed(config.seed, modality), device
             )
             if modality in config.projected
-            else nn.Parameter(torch.as_tensor(state.factor, dtype=torch.float32).clone())
+            else FreeRows(state.factor)
         )
         self.biases = nn.ParameterDict(
             {name: nn.Parameter(torch.as_tensor(b, dtype=torch.float32).clone()) for name, b in state.biases.items()}
@@ -73,10 +89,9 @@ class ModalityModel(nn.Module):
         self.to(device)
 
     def forward(self) -> torch.Tensor:
-        start = self.base() if isinstance(self.base, UnfoldingProjection) else self.base
         if self.encoder is None:
-            return start
-        return self.encoder(self.rescaled, start)
+            return self.base()
+        return self.encoder(self.rescaled, self.base())
 
     def dirichlet_energy(self, factor: torch.Tensor) -> torch.Tensor:
         """½ tr(AᵀLA) / n: the graph smoothness of the embeddings, per entity so its weight is scale-free."""
@@ -87,10 +102,9 @@ class ModalityModel(nn.Module):
     def regulariser(self, factor: torch.Tensor) -> torch.Tensor:
         """The modality's own terms of the objective besides the relations: γ · Dirichlet energy of its
         embeddings, plus weight decay on its projection when it has one."""
-        total = self.config.graph_weight * self.dirichlet_energy(factor)
-        if isinstance(self.base, UnfoldingProjection):
-            total = total + self.config.projection_l2 * self.base.weight_penalty()
-        return total
+        return self.config.graph_weight * self.dirichlet_energy(factor) + (
+            self.config.projection_l2 * self.base.weight_penalty()
+        )
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser parameter groups: the start and biases at `learning_rate`, the encoder at its scaled rate."""
