@@ -327,8 +327,9 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 
 
 def hyperlearn_steppers(problem: Problem, run_dir: Path, config: TrainingConfig) -> dict[str, Callable[[], Any]]:
-    """One optimiser step of the joint model (`hyperlearn.joint.joint_training`'s round with local_steps=1) and
-    one local step of each modality's worker (`ModalityTrainer.update` with local_steps=1), from the same start."""
+    """One round of one optimiser step, as training runs it: of the joint model (`joint_training` with
+    local_steps=1) and of each modality's worker (`ModalityTrainer.update`), from the same start; each includes
+    computing the state it publishes (one more forward pass)."""
     single = config.replace(local_steps=1)
     states, joint_step = joint_training(problem, single)
     steppers: dict[str, Callable[[], Any]] = {"HyperLearn joint step": lambda: joint_step(states)}

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse
 import torch
 
-from hyperlearn.chebconv import ChebConv, chebyshev_sum, symmetric_sparse_product, to_torch_csr
+from hyperlearn.chebconv import ChebConv, chebyshev_basis, chebyshev_sum, symmetric_sparse_product, to_torch_csr
 
 
 def ring_rescaled_laplacian(n=6):
@@ -28,11 +28,23 @@ def test_chebyshev_sum_matches_dense_polynomials(order):
     np.testing.assert_allclose(got.numpy(), sum(t[j] @ blocks[j] for j in range(order + 1)), atol=1e-5)
 
 
-def test_chebconv_equals_sum_of_polynomials_times_weights():
+def test_chebyshev_basis_matches_dense_polynomials():
+    dense = ring_rescaled_laplacian()
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    terms = chebyshev_basis(to_torch_csr(dense), torch.tensor(x, dtype=torch.float32), order=4)
+    t = [np.eye(6), dense]
+    for _ in range(2, 5):
+        t.append(2 * dense @ t[-1] - t[-2])
+    for got, poly in zip(terms, t):
+        np.testing.assert_allclose(got.numpy(), poly @ x, atol=1e-5)
+
+
+@pytest.mark.parametrize("widths", [(3, 4), (5, 2)], ids=["basis-on-the-input", "clenshaw-on-the-output"])
+def test_chebconv_equals_sum_of_polynomials_times_weights(widths):
     dense = ring_rescaled_laplacian()
     torch.manual_seed(0)
-    conv = ChebConv(3, 4, order=3)
-    x = torch.randn(6, 3)
+    conv = ChebConv(*widths, order=3)
+    x = torch.randn(6, widths[0])
     t = [np.eye(6), dense]
     for _ in range(2, 4):
         t.append(2 * dense @ t[-1] - t[-2])
