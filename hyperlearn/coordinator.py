@@ -46,6 +46,8 @@ def train_distributed(
     started: list[Future] = []
 
     def start(fit_validation: bool) -> tuple[States, Advance]:
+        client.cancel(started)  # a refit's trainers replace the search's: free their workers' memory first
+        started.clear()
         fitted = with_validation_in_training(problem) if fit_validation else problem
         states = initial_states(fitted, config)
         per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
