@@ -111,6 +111,10 @@ class Plan:
     timing_blocks: int
     timing_per_block: int
 
+    def capped(self, rounds: int) -> int:
+        """A run's round limit under this plan's cap."""
+        return rounds if self.max_rounds is None else min(rounds, self.max_rounds)
+
 
 FULL = Plan(
     folds=(1, 2, 3, 4, 5), seeds=(0, 1, 2), max_rounds=None,
@@ -144,13 +148,12 @@ class Variant:
     tuned: bool = True  # start from the settings chosen on validation (False: the spec's training block as is)
     note: str = ""
 
-    def config(self, base: TrainingConfig, tuned: Mapping[str, Any], seed: int, max_rounds: int | None) -> TrainingConfig:
+    def config(self, base: TrainingConfig, tuned: Mapping[str, Any], seed: int, plan: Plan) -> TrainingConfig:
         """The spec's config, plus the tuned settings (when `tuned`), this variant's changes, the seed and the
-        round cap; always on the CPU."""
+        plan's round cap; always on the CPU."""
         changes: dict[str, Any] = {**(tuned if self.tuned else {}), **self.overrides, "seed": seed, "device": "cpu"}
-        if max_rounds is not None:
-            changes["rounds"] = min(base.rounds, max_rounds)
-        return base.replace(**changes)
+        config = base.replace(**changes)
+        return config.replace(rounds=plan.capped(config.rounds))
 
 
 HEADLINE = "HyperLearn distributed"
@@ -215,8 +218,7 @@ def choose_settings(run_dir: Path, base: TrainingConfig, plan: Plan, scratch: Pa
     search = []
     for number, values in enumerate(itertools.product(*plan.grid.values())):
         setting = dict(zip(names, values))
-        config = base.replace(**setting, device="cpu", refit=False,
-                              rounds=min(base.rounds, plan.max_rounds or base.rounds))
+        config = base.replace(**setting, device="cpu", refit=False, rounds=plan.capped(base.rounds))
         copy = without_test(run_copy(run_dir, scratch / f"select-{number:02d}", graphs=True))
         start = time.perf_counter()
         result = train_joint(copy, config, log=lambda line: None)
@@ -635,7 +637,7 @@ def _hyperlearn_runs(base: TrainingConfig, selection: Mapping[str, Any], plan: P
     cluster, _ = make_cluster(2, threads_per_worker=WORKER_THREADS, log=log)
     with cluster, Client(cluster) as client:
         for number, (variant, fold, seed) in enumerate(jobs):
-            config = variant.config(base, selection["chosen"], seed, plan.max_rounds)
+            config = variant.config(base, selection["chosen"], seed, plan)
             run_dir = run_copy(prepared[fold], scratch / f"{number:02d}", variant.graphs)
             record = run_hyperlearn(variant, config, run_dir, client, fold, log)
             log(f"[run] {variant.name} u{fold} seed {seed}: test RMSE {record['test_rmse']:.4f}, "
