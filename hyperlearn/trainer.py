@@ -1,9 +1,10 @@
 """One worker's job: minimise its modality's loss with every other factor frozen (method.md §3).
 
 Loss_θ = Σ_{relations ∋ θ} (cross-modal term) + γ · Dirichlet energy of A_θ (+ projection weight decay), plus
-a proximal term towards the state it published last round, which damps the parallel (Jacobi) rounds. The trainer holds the modality's
-graph, encoder, optimiser and the observed entries of the relations spanning it; it receives the other
-modalities' published states and returns only its own. It runs as a long-lived Dask actor on its own worker.
+a proximal term towards the state it published last round, which damps the parallel (Jacobi) rounds. The
+trainer holds the modality's graph, encoder, optimiser and the observed entries of the relations spanning it;
+it receives the other modalities' published states and returns only its own. It runs as a long-lived Dask
+actor on its own worker.
 """
 
 from __future__ import annotations
