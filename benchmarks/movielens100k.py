@@ -6,7 +6,7 @@ DIR holds MovieLens-100K (fetched there with `fetch_movielens_100k` when missing
 prepared once with the real pipeline (the example spec with its relation's sources swapped to u{k}.base /
 u{k}.test, then `ingest` + `build_graphs`), and every run gets its own copy of it. What runs (method.md §3, §5):
 
-1. Claim 1, "no accuracy lost by distributing": HyperLearn distributed (flows.cluster: 2 process workers with
+1. Claim 1, "no accuracy lost by distributing": HyperLearn distributed (hyperlearn.flows.cluster: 2 process workers with
    1 thread each, one per modality) against the same model trained jointly in this process: test RMSE
    difference, seconds per round, and rounds/seconds until a common validation target.
 2. Ablations, each a `TrainingConfig` change or a run-directory change: the movie factor as free rows at rank
@@ -71,7 +71,7 @@ from benchmarks.peers import (
     tensorly_masked_cp,
     train_srgcnn,
 )
-from flows.cluster import make_cluster
+from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
 from hyperlearn.data import load_relation_split, save_relation_split
@@ -79,10 +79,10 @@ from hyperlearn.joint import joint_training, train_joint
 from hyperlearn.problem import Problem, load_problem
 from hyperlearn.result import TrainResult
 from hyperlearn.trainer import ModalityTrainer
-from pipeline.graph_build import build_graphs
-from pipeline.ingest import ingest
-from pipeline.sources.movielens import fetch_movielens_100k
-from pipeline.spec import DatasetSpec, load_spec
+from hyperlearn.pipeline.graph_build import build_graphs
+from hyperlearn.pipeline.ingest import ingest
+from hyperlearn.pipeline.sources.movielens import fetch_movielens_100k
+from hyperlearn.pipeline.spec import DatasetSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "examples" / "movielens-100k.yaml"

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
-from flows.hyperlearn_flow import train_embeddings
+from hyperlearn.flows.hyperlearn_flow import train_embeddings
 
 
 def build_deployment(

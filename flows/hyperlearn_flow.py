@@ -1,6 +1,6 @@
 """The Prefect flow: ingest → build graphs → train → publish, into a staging folder published atomically.
 
-Tasks are thin wrappers over `pipeline`, `flows.training` and `flows.outputs`, and pass paths and small JSON
+Tasks are thin wrappers over `pipeline`, `hyperlearn.flows.training` and `hyperlearn.flows.outputs`, and pass paths and small JSON
 summaries, never arrays. Every step writes files as its side effect, so none may be answered from a cache.
 A run that fails anywhere removes its staging folder and changes nothing published.
 """
@@ -16,19 +16,19 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.outputs import (
+from hyperlearn.flows.outputs import (
     staged_run_dir,
     training_summary,
     write_manifest,
     write_metrics,
     write_training_outputs,
 )
-from flows.training import Mode, train, training_config
+from hyperlearn.flows.training import Mode, train, training_config
 from hyperlearn.config import TrainingConfig
-from pipeline.graph_build import build_graphs
-from pipeline.ingest import ingest
-from pipeline.publish import CATALOG, new_version, publish
-from pipeline.spec import DatasetSpec, load_spec
+from hyperlearn.pipeline.graph_build import build_graphs
+from hyperlearn.pipeline.ingest import ingest
+from hyperlearn.pipeline.publish import CATALOG, new_version, publish
+from hyperlearn.pipeline.spec import DatasetSpec, load_spec
 
 
 @task(name="ingest", cache_policy=NO_CACHE)

@@ -22,8 +22,8 @@ import numpy as np
 from hyperlearn.config import TrainingConfig
 from hyperlearn.report import plot_training_curves
 from hyperlearn.result import TrainResult
-from pipeline.catalog import EntityCatalog
-from pipeline.publish import staging_dir_for, write_embeddings, write_json_atomic
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.publish import staging_dir_for, write_embeddings, write_json_atomic
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"

@@ -12,13 +12,13 @@ from typing import Any, Literal, get_args
 
 from distributed import Client
 
-from flows.cluster import make_cluster
+from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
 from hyperlearn.joint import train_joint
 from hyperlearn.model import resolve_device
 from hyperlearn.result import TrainResult
-from pipeline.spec import DatasetSpec
+from hyperlearn.pipeline.spec import DatasetSpec
 
 Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)

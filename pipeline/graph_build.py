@@ -20,10 +20,10 @@ import scipy.sparse
 
 from hyperlearn.data import save_laplacian
 from hyperlearn.graphs import knn_graph, normalized_laplacian
-from pipeline.catalog import EntityCatalog
-from pipeline.readers import ROW_NUMBER, read_source
-from pipeline.spec import DatasetSpec, FeatureSpec, ModalitySpec, PairsSpec
-from pipeline.validation import RowChecks, write_quarantine
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.readers import ROW_NUMBER, read_source
+from hyperlearn.pipeline.spec import DatasetSpec, FeatureSpec, ModalitySpec, PairsSpec
+from hyperlearn.pipeline.validation import RowChecks, write_quarantine
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 
-from pipeline.catalog import EntityCatalog
-from pipeline.readers import ROW_NUMBER, SOURCE_FILE, read_source
-from pipeline.relations import build_relation, write_relation
-from pipeline.spec import DatasetSpec, RelationSpec, SourceSpec
-from pipeline.validation import (
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.readers import ROW_NUMBER, SOURCE_FILE, read_source
+from hyperlearn.pipeline.relations import build_relation, write_relation
+from hyperlearn.pipeline.spec import DatasetSpec, RelationSpec, SourceSpec
+from hyperlearn.pipeline.validation import (
     FIELD,
     REASON,
     deduplicate,

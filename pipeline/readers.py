@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from dask.bytes import read_bytes
 
-from pipeline.spec import SourceSpec
+from hyperlearn.pipeline.spec import SourceSpec
 
 SOURCE_FILE = "source_file"
 ROW_NUMBER = "row_number"

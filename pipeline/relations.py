@@ -16,9 +16,9 @@ import pandas as pd
 import sparse
 
 from hyperlearn.data import SPLITS, RelationMeta, save_relation_split
-from pipeline.catalog import EntityCatalog
-from pipeline.spec import RelationSpec, SplitSpec
-from pipeline.validation import VALUE, key_column
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.spec import RelationSpec, SplitSpec
+from hyperlearn.pipeline.validation import VALUE, key_column
 
 
 def assign_splits(entries: pd.DataFrame, order: int, source: str, split: SplitSpec) -> np.ndarray:

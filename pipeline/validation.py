@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.readers import RAW_RECORD, READ_ERROR, ROW_NUMBER, SOURCE_FILE
-from pipeline.spec import RelationSpec
+from hyperlearn.pipeline.readers import RAW_RECORD, READ_ERROR, ROW_NUMBER, SOURCE_FILE
+from hyperlearn.pipeline.spec import RelationSpec
 
 ROW_FIELD = "(row)"  # the `field` of a problem with the row as a whole, e.g. a wrong number of fields
 FIELD, REASON, RAW = "field", "reason", "raw"

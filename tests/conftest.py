@@ -77,7 +77,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def small_demo_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic demo dataset (3 modalities, ratings and taggings) and its spec, for end-to-end runs."""
-    from pipeline.sources.synthetic import generate_demo
+    from hyperlearn.pipeline.sources.synthetic import generate_demo
 
     return generate_demo(
         tmp_path_factory.mktemp("demo-data"),

@@ -7,8 +7,8 @@ import sys
 import pytest
 from distributed import Client, LocalCluster
 
-from flows import cluster as cluster_module
-from flows.cluster import make_cluster
+from hyperlearn.flows import cluster as cluster_module
+from hyperlearn.flows.cluster import make_cluster
 
 
 def _worker_state() -> dict:

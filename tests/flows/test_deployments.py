@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.schedules import CronSchedule
 
-from flows.deployments import build_deployment
+from hyperlearn.flows.deployments import build_deployment
 
 
 def test_builds_a_cron_deployment_of_the_training_flow(tmp_path, monkeypatch):
@@ -17,7 +17,7 @@ def test_builds_a_cron_deployment_of_the_training_flow(tmp_path, monkeypatch):
     )
     assert deployment.name == "nightly"
     assert deployment.flow_name == "hyperlearn-train-embeddings"
-    assert deployment.entrypoint == "flows.hyperlearn_flow.train_embeddings"
+    assert deployment.entrypoint == "hyperlearn.flows.hyperlearn_flow.train_embeddings"
     [schedule] = deployment.schedules
     assert isinstance(schedule.schedule, CronSchedule)
     assert schedule.schedule.cron == "0 3 * * *"

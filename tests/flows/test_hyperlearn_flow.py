@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows import hyperlearn_flow
-from flows.hyperlearn_flow import train_embeddings
+from hyperlearn.flows import hyperlearn_flow
+from hyperlearn.flows.hyperlearn_flow import train_embeddings
 from hyperlearn.config import TrainingConfig
-from pipeline.sources.synthetic import TRAINING as DEMO_TRAINING
+from hyperlearn.pipeline.sources.synthetic import TRAINING as DEMO_TRAINING
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 

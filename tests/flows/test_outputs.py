@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flows.outputs import json_ready, staged_run_dir
+from hyperlearn.flows.outputs import json_ready, staged_run_dir
 
 
 def test_a_staging_folder_is_removed_when_the_run_fails(tmp_path):

@@ -3,7 +3,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.catalog import CATALOG_SCHEMA, CatalogError, EntityCatalog
+from hyperlearn.pipeline.catalog import CATALOG_SCHEMA, CatalogError, EntityCatalog
 
 
 def test_new_keys_are_appended_in_sorted_order(tmp_path):

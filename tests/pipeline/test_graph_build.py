@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from hyperlearn.data import load_laplacian
-from pipeline.catalog import EntityCatalog
-from pipeline.graph_build import build_graphs
-from pipeline.spec import load_spec
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.graph_build import build_graphs
+from hyperlearn.pipeline.spec import load_spec
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from hyperlearn.data import RelationMeta, load_relation_split
-from pipeline.catalog import EntityCatalog
-from pipeline.ingest import IngestError, ingest
-from pipeline.spec import load_spec
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.ingest import IngestError, ingest
+from hyperlearn.pipeline.spec import load_spec
 
 
 def _check_accounting(report) -> None:

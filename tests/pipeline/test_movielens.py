@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.sources import movielens
-from pipeline.sources.movielens import (
+from hyperlearn.pipeline.sources import movielens
+from hyperlearn.pipeline.sources.movielens import (
     GENRE_COLUMNS,
     ITEM_COLUMNS,
     DownloadError,
@@ -15,7 +15,7 @@ from pipeline.sources.movielens import (
     read_ratings,
     ratings_text,
 )
-from pipeline.spec import load_spec
+from hyperlearn.pipeline.spec import load_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "movielens-100k.yaml"
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import publish as publish_module
-from pipeline.publish import (
+from hyperlearn.pipeline import publish as publish_module
+from hyperlearn.pipeline.publish import (
     new_version,
     publish,
     staging_dir_for,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.readers import SourceError, read_source
-from pipeline.spec import SourceSpec
+from hyperlearn.pipeline.readers import SourceError, read_source
+from hyperlearn.pipeline.spec import SourceSpec
 
 
 def _rows(frame) -> pd.DataFrame:

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from hyperlearn.data import RelationMeta, load_relation_split
-from pipeline.catalog import EntityCatalog
-from pipeline.relations import assign_splits, build_relation, write_relation
-from pipeline.spec import RelationSpec, SourceSpec, SplitSpec
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.relations import assign_splits, build_relation, write_relation
+from hyperlearn.pipeline.spec import RelationSpec, SourceSpec, SplitSpec
 
 
 def _entries(n: int, order: int = 2, offset: int = 0) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from hyperlearn.config import TrainingConfig
-from pipeline.spec import DatasetSpec, SourceSpec, SpecError, SplitSpec, load_spec
+from hyperlearn.pipeline.spec import DatasetSpec, SourceSpec, SpecError, SplitSpec, load_spec
 
 
 def test_valid_spec_loads_into_dataclasses(demo_document, write_spec, tmp_path):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from hyperlearn.graphs import knn_graph
-from pipeline.sources.synthetic import GENRES, MALFORMED_RATINGS, generate_demo
-from pipeline.spec import load_spec
+from hyperlearn.pipeline.sources.synthetic import GENRES, MALFORMED_RATINGS, generate_demo
+from hyperlearn.pipeline.spec import load_spec
 
 FILES = ("users.csv", "items.csv", "ratings.csv", "taggings.csv", "truth.json", "demo.yaml")
 

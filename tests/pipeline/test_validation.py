@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.readers import read_source
-from pipeline.spec import RelationSpec, SourceSpec
-from pipeline.validation import (
+from hyperlearn.pipeline.readers import read_source
+from hyperlearn.pipeline.spec import RelationSpec, SourceSpec
+from hyperlearn.pipeline.validation import (
     QUARANTINE_SCHEMA,
     deduplicate,
     relation_columns,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperlearn.cli import build_parser, main, training_overrides
+from hyperlearn.flows.cli import build_parser, main, training_overrides
 from hyperlearn.config import TrainingConfig
 
 
@@ -155,7 +155,7 @@ def test_run_trains_publishes_and_prints_the_test_metrics(prefect_server, small_
 
 
 def test_the_mode_choices_are_the_training_modes():
-    from flows.training import MODES
+    from hyperlearn.flows.training import MODES
 
     run = dict(_commands(build_parser()))[("run",)]
     [mode] = [action for action in run._actions if action.dest == "mode"]

@@ -188,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """The training overrides, checked together with the spec they apply to, so that a mistake in either fails
     now, in one line, before any server or cluster starts."""
-    from flows.training import training_config
-    from pipeline.spec import load_spec
+    from hyperlearn.flows.training import training_config
+    from hyperlearn.pipeline.spec import load_spec
 
     overrides = training_overrides(args)
     try:
@@ -200,7 +200,7 @@ def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from flows.hyperlearn_flow import train_embeddings
+    from hyperlearn.flows.hyperlearn_flow import train_embeddings
 
     overrides = _checked_overrides(parser, args)
     published = train_embeddings(
@@ -215,8 +215,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from flows.hyperlearn_flow import train_embeddings
-    from pipeline.sources.synthetic import generate_demo
+    from hyperlearn.flows.hyperlearn_flow import train_embeddings
+    from hyperlearn.pipeline.sources.synthetic import generate_demo
 
     spec = generate_demo(args.data)
     print(f"demo data and spec: {spec}")
@@ -226,7 +226,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from flows.deployments import build_deployment, serve_schedule
+    from hyperlearn.flows.deployments import build_deployment, serve_schedule
 
     deployment = build_deployment(
         args.spec,
@@ -242,7 +242,7 @@ def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _datasets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from pipeline.sources.movielens import FetchError, fetch_movielens_100k
+    from hyperlearn.pipeline.sources.movielens import FetchError, fetch_movielens_100k
 
     try:
         dest = fetch_movielens_100k(args.dest)
