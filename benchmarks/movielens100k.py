@@ -58,7 +58,6 @@ if __package__ in (None, ""):  # run as a script: the repository root is not on 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import sparse
 import torch
 from distributed import Client
 
@@ -74,10 +73,10 @@ from benchmarks.peers import (
 from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
-from hyperlearn.data import load_relation_split, save_relation_split
 from hyperlearn.joint import joint_training, train_joint
 from hyperlearn.problem import Problem, load_problem
 from hyperlearn.result import TrainResult
+from hyperlearn.rundir import SPLITS, Entries, RunDir
 from hyperlearn.trainer import ModalityTrainer
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
@@ -192,26 +191,26 @@ def fold_spec(spec: DatasetSpec, data_dir: Path, fold: int) -> DatasetSpec:
     return dataclasses.replace(spec, relations=(dataclasses.replace(relation, sources=sources), *spec.relations[1:]))
 
 
-def prepare_fold(spec: DatasetSpec, data_dir: Path, fold: int, root: Path) -> Path:
+def prepare_fold(spec: DatasetSpec, data_dir: Path, fold: int, root: Path) -> RunDir:
     """Ingest fold `fold` and build its graphs into `root/u{fold}` with the real pipeline; return that run dir."""
-    run_dir = root / f"u{fold}"
+    run = RunDir(root / f"u{fold}")
     specific = fold_spec(spec, data_dir, fold)
-    ingest(specific, run_dir, root / f"u{fold}-catalog")
-    build_graphs(specific, run_dir)
-    return run_dir
+    ingest(specific, run, root / f"u{fold}-catalog")
+    build_graphs(specific, run)
+    return run
 
 
-def run_copy(prepared: Path, destination: Path, graphs: bool) -> Path:
+def run_copy(prepared: RunDir, destination: Path, graphs: bool) -> RunDir:
     """A private copy of a prepared run directory (its own checkpoints/), without graphs/ when `graphs` is False."""
     ignored = ["checkpoints"] + ([] if graphs else ["graphs"])
-    shutil.copytree(prepared, destination, ignore=shutil.ignore_patterns(*ignored))
-    return destination
+    shutil.copytree(prepared.path, destination, ignore=shutil.ignore_patterns(*ignored))
+    return RunDir(destination)
 
 
 # --- choosing settings on validation ------------------------------------------------------------------------
 
 
-def choose_settings(run_dir: Path, base: TrainingConfig, plan: Plan, scratch: Path, log: Log) -> dict[str, Any]:
+def choose_settings(run_dir: RunDir, base: TrainingConfig, plan: Plan, scratch: Path, log: Log) -> dict[str, Any]:
     """On validation only: every combination of `plan.grid`, one joint run each (early-stopped on validation,
     no refit) on a copy of `run_dir` whose test splits are empty, so no choice can see a test entry."""
     names = list(plan.grid)
@@ -232,20 +231,21 @@ def choose_settings(run_dir: Path, base: TrainingConfig, plan: Plan, scratch: Pa
             "split": "u1 validation (5% of u1.base)", "criterion": "best validation RMSE of a joint run"}
 
 
-def without_test(run_dir: Path) -> Path:
-    """Replace every relation's test split in `run_dir` by an empty one."""
-    for path in (run_dir / "relations").glob("*/test.npz"):
-        tensor = load_relation_split(path)
-        save_relation_split(path, sparse.COO(np.empty((tensor.ndim, 0), np.int64), np.empty(0, np.float32),
-                                             shape=tensor.shape))
-    return run_dir
+def without_test(run: RunDir) -> RunDir:
+    """Replace every relation's test split in `run` by an empty one."""
+    for name in run.relation_names():
+        meta = run.read_relation_meta(name)
+        splits = {split: run.read_relation_split(name, split) for split in SPLITS}
+        empty = Entries(np.empty((meta.order, 0), np.int64), np.empty(0, np.float32), meta.shape)
+        run.write_relation(meta, {**splits, "test": empty})
+    return run
 
 
 # --- HyperLearn runs -----------------------------------------------------------------------------------------
 
 
 def run_hyperlearn(
-    variant: Variant, config: TrainingConfig, run_dir: Path, client: Client, fold: int, log: Log
+    variant: Variant, config: TrainingConfig, run_dir: RunDir, client: Client, fold: int, log: Log
 ) -> dict[str, Any]:
     """Train one variant on one run directory; return its record (metrics, config, timings, per-round history)."""
     prefix = f"[u{fold} seed {config.seed} {variant.name}]"
@@ -328,7 +328,7 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 # --- per-iteration timing ------------------------------------------------------------------------------------
 
 
-def hyperlearn_steppers(problem: Problem, run_dir: Path, config: TrainingConfig) -> dict[str, Callable[[], Any]]:
+def hyperlearn_steppers(problem: Problem, run_dir: RunDir, config: TrainingConfig) -> dict[str, Callable[[], Any]]:
     """One round of one optimiser step, as training runs it: of the joint model (`joint_training` with
     local_steps=1) and of each modality's worker (`ModalityTrainer.update`), from the same start; each includes
     computing the state it publishes (one more forward pass)."""
@@ -352,7 +352,7 @@ def srgcnn_variants(config: TrainingConfig) -> dict[str, SRGCNNSettings]:
     }
 
 
-def time_iterations(data: RatingData, problem: Problem, run_dir: Path, config: TrainingConfig, plan: Plan,
+def time_iterations(data: RatingData, problem: Problem, run_dir: RunDir, config: TrainingConfig, plan: Plan,
                     log: Log) -> dict[str, Any]:
     """Seconds per optimiser step of the sRGCNN computations and of HyperLearn, measured interleaved, once per
     thread count of `plan.timing_threads` (dense products use threads better than sparse ones do)."""
@@ -646,7 +646,7 @@ def _hyperlearn_runs(base: TrainingConfig, selection: Mapping[str, Any], plan: P
     return records
 
 
-def _peer_runs(config: TrainingConfig, run_dir: Path, plan: Plan, log: Log) -> tuple[dict[str, Any], dict[str, Any]]:
+def _peer_runs(config: TrainingConfig, run_dir: RunDir, plan: Plan, log: Log) -> tuple[dict[str, Any], dict[str, Any]]:
     """TensorLy and sRGCNN on u1 (settings and iteration counts chosen on validation), then the step timing."""
     problem = load_problem(run_dir)
     data = RatingData.from_problem(problem)

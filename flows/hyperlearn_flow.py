@@ -1,7 +1,7 @@
 """The Prefect flow: ingest → build graphs → train → publish, into a staging folder published atomically.
 
-Tasks are thin wrappers over `pipeline`, `hyperlearn.flows.training` and `hyperlearn.flows.outputs`, and pass paths and small JSON
-summaries, never arrays. Every step writes files as its side effect, so none may be answered from a cache.
+Tasks are thin wrappers over `hyperlearn.pipeline` and `hyperlearn.flows.training`, and pass the run directory and
+small JSON summaries, never arrays. Every step writes files as its side effect, so none may be answered from a cache.
 A run that fails anywhere removes its staging folder and changes nothing published.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from hyperlearn.flows.outputs import (
+from hyperlearn.pipeline.outputs import (
     staged_run_dir,
     training_summary,
     write_manifest,
@@ -27,36 +27,37 @@ from hyperlearn.flows.training import Mode, train, training_config
 from hyperlearn.config import TrainingConfig
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
-from hyperlearn.pipeline.publish import CATALOG, new_version, publish
+from hyperlearn.pipeline.publish import new_version, publish
 from hyperlearn.pipeline.spec import DatasetSpec, load_spec
+from hyperlearn.rundir import DatasetDir, RunDir
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_step(spec: DatasetSpec, run_dir: str, catalog_dir: str) -> dict[str, Any]:
-    """Raw logs → validated, de-duplicated relation tensors and the catalog, in `run_dir`."""
-    return ingest(spec, Path(run_dir), Path(catalog_dir)).to_dict()
+def ingest_step(spec: DatasetSpec, run: RunDir, catalog_dir: Path) -> dict[str, Any]:
+    """Raw logs → validated, de-duplicated relation tensors and the catalog, in `run`."""
+    return ingest(spec, run, catalog_dir).to_dict()
 
 
 @task(name="build-graphs", cache_policy=NO_CACHE)
-def build_graphs_step(spec: DatasetSpec, run_dir: str) -> dict[str, Any]:
-    """One normalised Laplacian per modality with a graph recipe, in `run_dir/graphs/`."""
-    return {name: stats.to_dict() for name, stats in build_graphs(spec, Path(run_dir)).items()}
+def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
+    """One normalised Laplacian per modality with a graph recipe, in the run's `graphs/`."""
+    return {name: stats.to_dict() for name, stats in build_graphs(spec, run).items()}
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_step(spec: DatasetSpec, run_dir: str, version: str, config: TrainingConfig, mode: Mode) -> dict[str, Any]:
+def train_step(spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode) -> dict[str, Any]:
     """Train (on a fresh cluster in distributed mode), write embeddings and the report; return the summary."""
     logger = get_run_logger()
-    result, device = train(Path(run_dir), config, mode=mode, n_modalities=len(spec.modalities), log=logger.info)
-    write_training_outputs(Path(run_dir), dataset=spec.name, version=version, config=config, result=result)
+    result, device = train(run, config, mode=mode, n_modalities=len(spec.modalities), log=logger.info)
+    write_training_outputs(run, dataset=spec.name, version=version, config=config, result=result)
     return training_summary(result, device)
 
 
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_step(
     spec: DatasetSpec,
-    run_dir: str,
-    dataset_dir: str,
+    run: RunDir,
+    dataset_dir: Path,
     version: str,
     config: TrainingConfig,
     summary: dict[str, Any],
@@ -65,9 +66,9 @@ def publish_step(
     stage_seconds: dict[str, float],
 ) -> str:
     """Write metrics.json and manifest.json, then rename the staging folder into place and move `latest`."""
-    write_metrics(Path(run_dir), summary, stage_seconds)
+    write_metrics(run, summary, stage_seconds)
     write_manifest(
-        Path(run_dir),
+        run,
         spec_path=spec.spec_path,
         spec_hash=spec.spec_hash,
         dataset=spec.name,
@@ -78,7 +79,7 @@ def publish_step(
         ingest_report=ingest_report,
         graph_stats=graph_stats,
     )
-    published = publish(Path(run_dir), Path(dataset_dir), version, catalog_source=Path(run_dir) / CATALOG)
+    published = publish(run.path, dataset_dir, version, catalog_source=run.catalog)
     return str(published)
 
 
@@ -109,16 +110,15 @@ def train_embeddings(
         logger.info("%s: %.1f s", stage, seconds[stage])
 
     logger.info("%s version %s (%s mode), staging in %s", spec.name, version, mode, dataset_dir)
-    with staged_run_dir(dataset_dir, version) as staging:
-        run_dir = str(staging)
+    with staged_run_dir(dataset_dir, version) as run:
         with timed("ingest"):
-            report = ingest_step(spec, run_dir, str(dataset_dir / CATALOG))
+            report = ingest_step(spec, run, DatasetDir(dataset_dir).catalog)
         with timed("graphs"):
-            graphs = build_graphs_step(spec, run_dir)
+            graphs = build_graphs_step(spec, run)
         with timed("train"):
-            summary = train_step(spec, run_dir, version, config, mode)
+            summary = train_step(spec, run, version, config, mode)
         with timed("publish"):
-            published = publish_step(spec, run_dir, str(dataset_dir), version, config, summary, report, graphs, seconds)
+            published = publish_step(spec, run, dataset_dir, version, config, summary, report, graphs, seconds)
     test_metrics = [
         f"{name}={value:.4f}"
         for name, value in summary["metrics"].items()

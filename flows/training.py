@@ -7,7 +7,6 @@ trains every encoder in this process, the yardstick the distributed mode is comp
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 from distributed import Client
@@ -19,6 +18,7 @@ from hyperlearn.joint import train_joint
 from hyperlearn.model import resolve_device
 from hyperlearn.result import TrainResult
 from hyperlearn.pipeline.spec import DatasetSpec
+from hyperlearn.rundir import RunDir
 
 Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -31,18 +31,18 @@ def training_config(spec: DatasetSpec, overrides: Mapping[str, Any] | None = Non
 
 
 def train(
-    run_dir: Path,
+    run: RunDir,
     config: TrainingConfig,
     *,
     mode: Mode,
     n_modalities: int,
     log: Callable[[str], None] = print,
 ) -> tuple[TrainResult, str]:
-    """Train the run in `run_dir`; return the result and the device it ran on ("cpu" or "cuda")."""
+    """Train the run in `run`; return the result and the device it ran on ("cpu" or "cuda")."""
     if mode == "joint":
-        return train_joint(run_dir, config, log=log), resolve_device(config.device).type
+        return train_joint(run, config, log=log), resolve_device(config.device).type
     if mode != "distributed":
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     cluster, device = make_cluster(n_modalities, log=log)
     with cluster, Client(cluster) as client:
-        return train_distributed(client, run_dir, config, log=log), device
+        return train_distributed(client, run, config, log=log), device

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from distributed import Client, Future
 
@@ -16,6 +15,7 @@ from hyperlearn.init import initial_states
 from hyperlearn.problem import load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Advance, States, run_rounds
+from hyperlearn.rundir import RunDir
 from hyperlearn.trainer import ModalityTrainer
 
 
@@ -29,15 +29,14 @@ def place_modalities(modalities: list[str], workers: list[str]) -> dict[str, str
 
 def train_distributed(
     client: Client,
-    run_dir: Path,
+    run: RunDir,
     config: TrainingConfig,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state
     (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers)."""
-    run_dir = Path(run_dir)
     clock = time.perf_counter()
-    problem = load_problem(run_dir)
+    problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
     workers = client.scheduler_info()["workers"]
     placement = place_modalities(problem.modalities, list(workers))
@@ -54,7 +53,7 @@ def train_distributed(
         creations = {
             modality: client.submit(
                 ModalityTrainer,
-                str(run_dir),
+                run,
                 modality,
                 config,
                 states[modality],
@@ -81,7 +80,7 @@ def train_distributed(
         states, advance = start(fit_validation=False)
         timings["trainer_start_seconds"] = time.perf_counter() - clock - timings["start_seconds"]
         result = run_rounds(
-            problem, states, advance, config, "distributed", log, checkpoint=run_dir / "checkpoints" / "best.npz",
+            problem, states, advance, config, "distributed", log, checkpoints=run,
             refit=(lambda: start(fit_validation=True)) if config.refit else None,
         )
     finally:

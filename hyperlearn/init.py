@@ -22,7 +22,7 @@ import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import corrupt, tuple_scores
-from hyperlearn.model import ModalityState
+from hyperlearn.rundir import ModalityState
 from hyperlearn.problem import Problem, Relation
 from hyperlearn.tensor_ops import mttkrp, row_gram
 

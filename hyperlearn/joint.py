@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -20,19 +19,19 @@ from hyperlearn.model import build_model, modality_seed, resolve_device
 from hyperlearn.problem import Problem, Relation, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Advance, States, run_rounds
+from hyperlearn.rundir import RunDir
 
 
-def train_joint(run_dir: Path, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainResult:
+def train_joint(run: RunDir, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train every modality's encoder together on the global objective; returns the best-on-validation state
     (or, with `config.refit`, the model trained again on training + validation entries)."""
-    run_dir = Path(run_dir)
     clock = time.perf_counter()
-    problem = load_problem(run_dir)
+    problem = load_problem(run)
     states, advance = joint_training(problem, config)
     timings = {"start_seconds": time.perf_counter() - clock}
     refit = (lambda: joint_training(with_validation_in_training(problem), config)) if config.refit else None
     result = run_rounds(
-        problem, states, advance, config, "joint", log, checkpoint=run_dir / "checkpoints" / "best.npz", refit=refit
+        problem, states, advance, config, "joint", log, checkpoints=run, refit=refit
     )
     result.timings = timings
     return result

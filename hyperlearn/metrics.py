@@ -7,7 +7,7 @@ import scipy.stats
 import torch
 
 from hyperlearn.losses import corrupt, tuple_scores
-from hyperlearn.model import ModalityState
+from hyperlearn.rundir import ModalityState
 from hyperlearn.problem import Relation
 
 EVALUATION_NEGATIVES = 4

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
@@ -17,14 +16,7 @@ from hyperlearn.encoder import FactorEncoder
 from hyperlearn.graphs import rescaled_laplacian
 from hyperlearn.problem import Relation
 from hyperlearn.projection import UnfoldingProjection
-
-
-@dataclass
-class ModalityState:
-    """What a worker publishes each round: its embeddings (encoder output) and its entity biases per relation."""
-
-    factor: np.ndarray
-    biases: dict[str, np.ndarray]
+from hyperlearn.rundir import ModalityState
 
 
 class FreeRows(nn.Module):

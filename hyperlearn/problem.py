@@ -6,13 +6,11 @@ Loaded from a run directory written by the pipeline, so a Dask task or actor rec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import scipy.sparse
-import sparse
 import torch
 
-from hyperlearn.data import SPLITS, RelationMeta, load_laplacian, load_relation_split
+from hyperlearn.rundir import SPLITS, Entries, RelationMeta, RunDir
 
 
 @dataclass(frozen=True)
@@ -23,10 +21,10 @@ class Observations:
     values: torch.Tensor
 
     @classmethod
-    def from_coo(cls, tensor: sparse.COO, device: torch.device | str = "cpu") -> "Observations":
+    def from_entries(cls, entries: Entries, device: torch.device | str = "cpu") -> "Observations":
         return cls(
-            coords=torch.as_tensor(tensor.coords, dtype=torch.int64, device=device),
-            values=torch.as_tensor(tensor.data, dtype=torch.float32, device=device),
+            coords=torch.as_tensor(entries.coords, dtype=torch.int64, device=device),
+            values=torch.as_tensor(entries.values, dtype=torch.float32, device=device),
         )
 
     @property
@@ -91,24 +89,19 @@ def _concatenated(first: Observations, second: Observations) -> Observations:
     return Observations(torch.cat([first.coords, second.coords], dim=1), torch.cat([first.values, second.values]))
 
 
-def load_problem(run_dir: Path, splits: tuple[str, ...] = SPLITS, modalities: set[str] | None = None) -> Problem:
+def load_problem(run: RunDir, splits: tuple[str, ...] = SPLITS, modalities: set[str] | None = None) -> Problem:
     """Read relations (only those spanning `modalities`, when given) and Laplacians from a run directory."""
-    run_dir = Path(run_dir)
     relations = []
     sizes: dict[str, int] = {}
-    for directory in sorted(p for p in (run_dir / "relations").iterdir() if p.is_dir()):
-        meta = RelationMeta.load(directory)
-        for name, size in zip(meta.modalities, meta.shape):
-            sizes[name] = max(sizes.get(name, 0), size)
+    for name in run.relation_names():
+        meta = run.read_relation_meta(name)
+        for modality, size in zip(meta.modalities, meta.shape):
+            sizes[modality] = max(sizes.get(modality, 0), size)
         if modalities is not None and not modalities & set(meta.modalities):
             continue
-        loaded = {split: Observations.from_coo(load_relation_split(directory / f"{split}.npz")) for split in splits}
+        loaded = {split: Observations.from_entries(run.read_relation_split(name, split)) for split in splits}
         relations.append(Relation(meta=meta, splits=loaded))
     if not sizes:
-        raise FileNotFoundError(f"{run_dir / 'relations'}: no relations found")
-    graph_dir = run_dir / "graphs"
-    laplacians = {
-        name: load_laplacian(graph_dir / f"{name}.npz") if (graph_dir / f"{name}.npz").exists() else None
-        for name in sorted(sizes)
-    }
+        raise FileNotFoundError(f"{run.relations}: no relations found")
+    laplacians = {name: run.read_laplacian(name) for name in sorted(sizes)}
     return Problem(sizes=dict(sorted(sizes.items())), relations=tuple(relations), laplacians=laplacians)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -20,9 +19,9 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.graphs import dirichlet_energy
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.metrics import evaluate
-from hyperlearn.model import ModalityState
 from hyperlearn.problem import Problem, Relation
-from hyperlearn.result import TrainResult, save_checkpoint
+from hyperlearn.result import TrainResult
+from hyperlearn.rundir import ModalityState, RunDir
 
 States = dict[str, ModalityState]
 Advance = Callable[[States], States]
@@ -77,7 +76,7 @@ def run_rounds(
     config: TrainingConfig,
     mode: str,
     log: Callable[[str], None] = print,
-    checkpoint: Path | None = None,
+    checkpoints: RunDir | None = None,
     refit: Refit | None = None,
 ) -> TrainResult:
     """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain; then,
@@ -99,8 +98,8 @@ def run_rounds(
         improved = score < best_score
         if improved:
             best_score, best_round, best_states = score, round_number, states
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, states, round_number)
+            if checkpoints is not None:
+                checkpoints.save_checkpoint(states, round_number)
         log(
             f"[{mode}] round {round_number}/{config.rounds}: loss {train_loss:.4f} {_describe(metrics)}"
             f" ({seconds:.1f}s){' *' if improved else ''}"
@@ -111,8 +110,8 @@ def run_rounds(
     search_seconds = time.perf_counter() - start
     if refit is not None and best_round > 0:
         best_states = _refit(refit, best_round, mode, log)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, best_states, best_round)
+        if checkpoints is not None:
+            checkpoints.save_checkpoint(best_states, best_round)
     train_seconds = time.perf_counter() - start
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
     for relation in problem.relations:

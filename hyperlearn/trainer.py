@@ -9,14 +9,13 @@ actor on its own worker.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import cross_modal_loss, proximal_term
-from hyperlearn.model import ModalityState, build_model, modality_seed, resolve_device
+from hyperlearn.model import build_model, modality_seed, resolve_device
 from hyperlearn.problem import Relation, load_problem, with_validation_in_training
+from hyperlearn.rundir import ModalityState, RunDir
 
 
 class ModalityTrainer:
@@ -24,7 +23,7 @@ class ModalityTrainer:
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run: RunDir,
         modality: str,
         config: TrainingConfig,
         initial: ModalityState,
@@ -38,7 +37,7 @@ class ModalityTrainer:
         self.config = config
         self.device = resolve_device(config.device)
         splits = ("train", "validation") if fit_validation else ("train",)
-        problem = load_problem(Path(run_dir), splits=splits, modalities={modality})
+        problem = load_problem(run, splits=splits, modalities={modality})
         if fit_validation:
             problem = with_validation_in_training(problem)
         self.relations = tuple(

@@ -1,5 +1,5 @@
 """Intra-modal graphs: per modality with a `graph:` recipe, k-NN over its features and/or given pairs, united
-(max of weights) into one graph whose normalised Laplacian is written to `run_dir/graphs/<modality>.npz`.
+(max of weights) into one graph whose normalised Laplacian is written into the run directory's `graphs/`.
 
 The graph's nodes are the entities of the run's catalog (written by ingest, built from the relations). Side data
 cannot add entities: a feature or pair row whose key is in no relation has no entity to attach to, so it is
@@ -10,7 +10,6 @@ entities without a feature row have no k-NN edges: they are isolated unless a gi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from hyperlearn.data import save_laplacian
+from hyperlearn.rundir import RunDir
 from hyperlearn.graphs import knn_graph, normalized_laplacian
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.readers import ROW_NUMBER, read_source
@@ -45,12 +44,11 @@ class GraphStats:
         return asdict(self) | {"sources": list(self.sources)}
 
 
-def build_graphs(spec: DatasetSpec, run_dir: Path) -> dict[str, GraphStats]:
+def build_graphs(spec: DatasetSpec, run: RunDir) -> dict[str, GraphStats]:
     """Build and write the Laplacian of every modality that has a `graph:` recipe, over the catalog that
-    ingest wrote to `run_dir/catalog/`; return their stats by modality name."""
-    run_dir = Path(run_dir)
+    ingest wrote to the run's `catalog/`; return their stats by modality name."""
     modalities = [m for m in spec.modalities if m.graph is not None]
-    catalogs = {modality.name: _catalog(run_dir, modality.name) for modality in modalities}
+    catalogs = {modality.name: _catalog(run, modality.name) for modality in modalities}
     lazy = {}
     for modality in modalities:
         if modality.graph.knn is not None:
@@ -65,16 +63,16 @@ def build_graphs(spec: DatasetSpec, run_dir: Path) -> dict[str, GraphStats]:
     stats = {}
     for modality in modalities:
         features, pairs = computed.get((modality.name, "features")), computed.get((modality.name, "pairs"))
-        stats[modality.name] = _build_graph(modality, catalogs[modality.name], features, pairs, run_dir)
+        stats[modality.name] = _build_graph(modality, catalogs[modality.name], features, pairs, run)
     return stats
 
 
-def _catalog(run_dir: Path, modality: str) -> EntityCatalog:
+def _catalog(run: RunDir, modality: str) -> EntityCatalog:
     """The catalog ingest wrote into the run (an absent one is an error, not an empty graph)."""
-    path = EntityCatalog.path(run_dir / "catalog", modality)
+    path = EntityCatalog.path(run.catalog, modality)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no catalog for modality {modality!r}; run ingest first")
-    return EntityCatalog.load(run_dir / "catalog", modality)
+    return EntityCatalog.load(run.catalog, modality)
 
 
 def _build_graph(
@@ -82,7 +80,7 @@ def _build_graph(
     catalog: EntityCatalog,
     feature_rows: pd.DataFrame | None,
     pair_rows: pd.DataFrame | None,
-    run_dir: Path,
+    run: RunDir,
 ) -> GraphStats:
     """Unite one modality's k-NN and pair weights; write its Laplacian and quarantine file."""
     n = len(catalog)
@@ -99,9 +97,9 @@ def _build_graph(
         weights, pair_edges = weights.maximum(given), given.nnz // 2
         quarantined.append(rejected)
         rows_read += len(pair_rows)
-    save_laplacian(run_dir / "graphs" / f"{modality.name}.npz", normalized_laplacian(weights))
+    run.write_laplacian(modality.name, normalized_laplacian(weights))
     rejected = pd.concat(quarantined, ignore_index=True)
-    path = write_quarantine(rejected, run_dir / "quarantine" / f"graph-{modality.name}.parquet")
+    path = write_quarantine(rejected, run.graph_quarantine(modality.name))
     degrees = np.asarray(weights.sum(axis=1)).ravel()
     return GraphStats(
         modality=modality.name,
@@ -113,7 +111,7 @@ def _build_graph(
         pair_edges=pair_edges,
         rows_read=rows_read,
         rows_quarantined=len(rejected),
-        quarantine_file=str(path.relative_to(run_dir)),
+        quarantine_file=run.relative(path),
     )
 
 

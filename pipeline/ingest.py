@@ -16,9 +16,10 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 
+from hyperlearn.rundir import RunDir
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.readers import ROW_NUMBER, SOURCE_FILE, read_source
-from hyperlearn.pipeline.relations import build_relation, write_relation
+from hyperlearn.pipeline.relations import build_relation
 from hyperlearn.pipeline.spec import DatasetSpec, RelationSpec, SourceSpec
 from hyperlearn.pipeline.validation import (
     FIELD,
@@ -81,10 +82,9 @@ class IngestReport:
         }
 
 
-def ingest(spec: DatasetSpec, run_dir: Path, catalog_dir: Path) -> IngestReport:
+def ingest(spec: DatasetSpec, run: RunDir, catalog_dir: Path) -> IngestReport:
     """Read, validate and de-duplicate every relation of `spec`; extend the catalog with their keys; write
-    quarantine files, relation tensors per split and the catalog into `run_dir`."""
-    run_dir = Path(run_dir)
+    quarantine files, relation tensors per split and the catalog into `run`."""
     lazy = {
         (relation.name, source_name): validated_source(relation, source)
         for relation in spec.relations
@@ -96,7 +96,7 @@ def ingest(spec: DatasetSpec, run_dir: Path, catalog_dir: Path) -> IngestReport:
     accounting: dict[str, dict[str, int | str]] = {}
     for relation in spec.relations:
         validated = {source_name: computed[relation.name, source_name] for source_name in relation.sources}
-        entries[relation.name], accounting[relation.name] = _accept(relation, validated, run_dir)
+        entries[relation.name], accounting[relation.name] = _accept(relation, validated, run)
 
     catalogs = {m.name: EntityCatalog.load(catalog_dir, m.name) for m in spec.modalities}
     for name, catalog in catalogs.items():
@@ -105,11 +105,11 @@ def ingest(spec: DatasetSpec, run_dir: Path, catalog_dir: Path) -> IngestReport:
     relation_reports = []
     for relation in spec.relations:
         tensors, meta = build_relation(relation, entries[relation.name], catalogs, spec.split)
-        write_relation(run_dir / "relations" / relation.name, tensors, meta)
+        run.write_relation(meta, tensors)
         counts = {split: int(tensor.nnz) for split, tensor in tensors.items()}
         relation_reports.append(RelationReport(name=relation.name, entries=counts, **accounting[relation.name]))
     for catalog in catalogs.values():
-        catalog.save(run_dir / "catalog")
+        catalog.save(run.catalog)
     return IngestReport(
         dataset=spec.name,
         spec_hash=spec.spec_hash,
@@ -128,7 +128,7 @@ def validated_source(relation: RelationSpec, source: SourceSpec) -> dd.DataFrame
 
 
 def _accept(
-    relation: RelationSpec, validated: dict[str, pd.DataFrame], run_dir: Path
+    relation: RelationSpec, validated: dict[str, pd.DataFrame], run: RunDir
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int | str]]:
     """Split validated rows into entries, de-duplicated within each source, and quarantined rows (written to
     the run); return the entries and the relation's row accounting. Raise IngestError when no row was accepted."""
@@ -142,7 +142,7 @@ def _accept(
         rows_accepted += len(accepted)
         merged += merged_here
     rejected = pd.concat(quarantined, ignore_index=True)
-    path = write_quarantine(rejected, run_dir / "quarantine" / f"{relation.name}.parquet")
+    path = write_quarantine(rejected, run.relation_quarantine(relation.name))
     if rows_accepted == 0:
         first = ""
         if len(rejected):
@@ -154,7 +154,7 @@ def _accept(
         rows_accepted=rows_accepted,
         rows_quarantined=len(rejected),
         duplicates_merged=merged,
-        quarantine_file=str(path.relative_to(run_dir)),
+        quarantine_file=run.relative(path),
     )
     return entries, accounting
 

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LATEST = "latest"
-CATALOG = "catalog"
+from hyperlearn.rundir import CATALOG, LATEST, DatasetDir, RunDir
+
 EMBEDDINGS_FILE = "part-0.parquet"
 METADATA_PREFIX = "hyperlearn."
 REQUIRED_METADATA = ("hyperlearn.dataset", "hyperlearn.version", "hyperlearn.config_hash")
@@ -38,11 +38,6 @@ REQUIRED_METADATA = ("hyperlearn.dataset", "hyperlearn.version", "hyperlearn.con
 def new_version() -> str:
     """A fresh version name: the current UTC time as `YYYYmmddTHHMMSSffffffZ` (sorts chronologically)."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-def staging_dir_for(dataset_dir: Path, version: str) -> Path:
-    """Where a run of `version` stages its files: `<dataset_dir>/.staging-<version>` (same filesystem, hidden)."""
-    return Path(dataset_dir) / f".staging-{version}"
 
 
 def embedding_schema(rank: int, metadata: Mapping[str, str] | None = None) -> pa.Schema:
@@ -58,7 +53,7 @@ def embedding_schema(rank: int, metadata: Mapping[str, str] | None = None) -> pa
 
 
 def write_embeddings(
-    path_dir: Path,
+    run: RunDir,
     *,
     modality: str,
     entity_ids: np.ndarray,
@@ -66,7 +61,8 @@ def write_embeddings(
     embeddings: np.ndarray,
     metadata: dict[str, str],
 ) -> Path:
-    """Write one modality's embeddings to `<path_dir>/modality=<modality>/part-0.parquet`; return the file.
+    """Write one modality's embeddings to the run's `embeddings/modality=<modality>/part-0.parquet`; return the
+    file.
 
     One row per entity, in the order given. `metadata` must carry `hyperlearn.dataset`, `hyperlearn.version`
     and `hyperlearn.config_hash`; `hyperlearn.modality` and `hyperlearn.rank` are filled in from the arguments
@@ -97,7 +93,7 @@ def write_embeddings(
         ],
         schema=embedding_schema(rank, file_metadata),
     )
-    directory = Path(path_dir) / f"modality={modality}"
+    directory = run.embedding_dir(modality)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / EMBEDDINGS_FILE
     pq.write_table(table, path)
@@ -129,7 +125,7 @@ def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: 
         raise ValueError(f"staging folder {staging_dir} must sit directly inside {dataset_dir} (same filesystem)")
     if not version or Path(version).name != version or version.startswith(".") or version in (LATEST, CATALOG):
         raise ValueError(f"invalid version name {version!r}")
-    published = dataset_dir / version
+    published = DatasetDir(dataset_dir).version(version).path
     if published.exists() or published.is_symlink():
         raise FileExistsError(f"version {published} already exists")
 
@@ -143,9 +139,9 @@ def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: 
 
     os.rename(staging_dir, published)
     if catalog is not None:
-        _replace_catalog(catalog, dataset_dir / CATALOG)
+        _replace_catalog(catalog, DatasetDir(dataset_dir).catalog)
 
-    _point_symlink(dataset_dir / LATEST, version)
+    _point_symlink(DatasetDir(dataset_dir).latest, version)
     return published
 
 

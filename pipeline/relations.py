@@ -1,4 +1,4 @@
-"""Relation tensors: de-duplicated entries mapped through the catalog into sparse COO tensors, one per split.
+"""Relation tensors: de-duplicated entries mapped through the catalog into sparse tensors, one per split.
 
 Splits are drawn per entry from a seeded hash of its key tuple rather than from a shuffled order: an entry
 lands in the same split whatever else the data holds, so when a later run adds rows, earlier test entries stay
@@ -9,13 +9,11 @@ tuples are held out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sparse
 
-from hyperlearn.data import SPLITS, RelationMeta, save_relation_split
+from hyperlearn.rundir import SPLITS, Entries, RelationMeta
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.spec import RelationSpec, SplitSpec
 from hyperlearn.pipeline.validation import VALUE, key_column
@@ -40,8 +38,8 @@ def build_relation(
     entries: Mapping[str, pd.DataFrame],
     catalogs: Mapping[str, EntityCatalog],
     split: SplitSpec,
-) -> tuple[dict[str, sparse.COO], RelationMeta]:
-    """One COO tensor per split and the relation's meta.
+) -> tuple[dict[str, Entries], RelationMeta]:
+    """One sparse tensor per split and the relation's meta.
 
     `entries` maps each source of the relation ("all", or "train" and "test") to its de-duplicated entries
     (key_0 … key_{K-1}, value); every key must already be in its modality's catalog. All splits have the shape
@@ -61,8 +59,8 @@ def build_relation(
     shape = tuple(len(catalogs[name]) for name in relation.modalities)
     values = labelled[VALUE].to_numpy(dtype=np.float32)
     labels = labelled["split"].to_numpy()
-    tensors = {name: _coo(coords[:, labels == name], values[labels == name], shape) for name in SPLITS}
-    train = tensors["train"].data
+    tensors = {name: _entries(coords[:, labels == name], values[labels == name], shape) for name in SPLITS}
+    train = tensors["train"].values
     meta = RelationMeta(
         name=relation.name,
         modalities=relation.modalities,
@@ -75,17 +73,10 @@ def build_relation(
     return tensors, meta
 
 
-def write_relation(directory: Path, tensors: Mapping[str, sparse.COO], meta: RelationMeta) -> None:
-    """Write `<split>.npz` for every split and `meta.json` into `directory`."""
-    for name in SPLITS:
-        save_relation_split(Path(directory) / f"{name}.npz", tensors[name])
-    meta.save(Path(directory))
-
-
-def _coo(coords: np.ndarray, values: np.ndarray, shape: tuple[int, ...]) -> sparse.COO:
-    """A COO tensor with coordinates in lexicographic order; explicit zeros are kept (they are observations)."""
+def _entries(coords: np.ndarray, values: np.ndarray, shape: tuple[int, ...]) -> Entries:
+    """Entries with coordinates in lexicographic order; explicit zeros are kept (they are observations)."""
     order = np.lexsort(coords[::-1])
-    return sparse.COO(coords[:, order], values[order], shape=shape, has_duplicates=False, sorted=True, prune=False)
+    return Entries(coords[:, order], values[order], shape)
 
 
 def _uniform(keys: pd.DataFrame, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.data import LossKind
+from hyperlearn.rundir import LossKind
 
 Format = Literal["csv", "tsv", "jsonl", "parquet"]
 Duplicates = Literal["last", "first", "mean", "sum", "max"]

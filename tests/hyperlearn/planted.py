@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import sparse
 
-from hyperlearn.data import RelationMeta, save_laplacian, save_relation_split
 from hyperlearn.graphs import knn_graph, normalized_laplacian
+from hyperlearn.rundir import Entries, RelationMeta, RunDir
 
 NOISE = 0.3
 
@@ -26,19 +25,20 @@ def _clustered(rng, n, rank, clusters):
     return latent, features
 
 
-def _write_splits(directory: Path, coords, values, shape, rng):
+def _write_splits(run: RunDir, meta: RelationMeta, coords, values, rng):
     order = rng.permutation(len(values))
     cut_test, cut_val = int(0.8 * len(order)), int(0.9 * len(order))
     parts = {"train": order[:cut_test], "validation": order[cut_test:cut_val], "test": order[cut_val:]}
-    for split, index in parts.items():
-        tensor = sparse.COO(coords[:, index], values[index].astype(np.float32), shape=shape, prune=False)
-        save_relation_split(directory / f"{split}.npz", tensor)
+    run.write_relation(
+        meta, {split: Entries(coords[:, index], values[index].astype(np.float32), meta.shape) for split, index in parts.items()}
+    )
 
 
 def write_planted_run(
     run_dir: Path, seed: int = 0, n_users: int = 240, n_items: int = 160, n_tags: int = 20, rank: int = 4, n_ratings: int = 6000,
     tagging_weight: float = 0.5,
-) -> Path:
+) -> RunDir:
+    run = RunDir(run_dir)
     rng = np.random.default_rng(seed)
     users, user_features = _clustered(rng, n_users, rank, 6)
     items, item_features = _clustered(rng, n_items, rank, 5)
@@ -49,19 +49,17 @@ def write_planted_run(
     ratings = 3.5 + 0.3 * rng.normal(size=n_users)[u] + 0.3 * rng.normal(size=n_items)[i]
     ratings = ratings + (users[u] * items[i]).sum(1) + rng.normal(scale=NOISE, size=len(u))
     shape2 = (n_users, n_items)
-    RelationMeta("rating", ("user", "item"), shape2, "squared", 1.0, float(ratings.min()), float(ratings.max())).save(
-        run_dir / "relations" / "rating"
-    )
-    _write_splits(run_dir / "relations" / "rating", np.stack([u, i]), ratings, shape2, rng)
+    rating = RelationMeta("rating", ("user", "item"), shape2, "squared", 1.0, float(ratings.min()), float(ratings.max()))
+    _write_splits(run, rating, np.stack([u, i]), ratings, rng)
 
     candidates = np.stack([rng.integers(n, size=20000) for n in (n_users, n_items, n_tags)])
     affinity = (users[candidates[0]] * items[candidates[1]] * tags[candidates[2]]).sum(1)
     keep = rng.random(len(affinity)) < 1 / (1 + np.exp(-(3 * affinity - 2)))
     triples = np.unique(candidates[:, keep], axis=1)[:, :2500]
     shape3 = (n_users, n_items, n_tags)
-    RelationMeta("tagging", ("user", "item", "tag"), shape3, "logistic", tagging_weight).save(run_dir / "relations" / "tagging")
-    _write_splits(run_dir / "relations" / "tagging", triples, np.ones(triples.shape[1]), shape3, rng)
+    tagging = RelationMeta("tagging", ("user", "item", "tag"), shape3, "logistic", tagging_weight)
+    _write_splits(run, tagging, triples, np.ones(triples.shape[1]), rng)
 
     for name, features in [("user", user_features), ("item", item_features)]:
-        save_laplacian(run_dir / "graphs" / f"{name}.npz", normalized_laplacian(knn_graph(features, 10)))
-    return run_dir
+        run.write_laplacian(name, normalized_laplacian(knn_graph(features, 10)))
+    return run

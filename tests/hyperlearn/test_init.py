@@ -2,14 +2,13 @@
 
 import numpy as np
 import scipy.sparse
-import sparse
 import torch
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.data import RelationMeta, save_relation_split
 from hyperlearn.init import initial_states
 from hyperlearn.metrics import evaluate
 from hyperlearn.problem import load_problem
+from hyperlearn.rundir import Entries, RelationMeta, RunDir
 
 
 def test_random_start_is_seeded_and_small(planted_run):
@@ -45,10 +44,9 @@ def test_als_recovers_pure_biases_of_an_order_three_tensor(tmp_path):
     coords = np.stack(np.unravel_index(np.arange(np.prod(shape)), shape))
     values = 2.0 + sum(o[c] for o, c in zip(offsets, coords))
     meta = RelationMeta("r", ("a", "b", "c"), shape, "squared")
-    meta.save(tmp_path / "relations" / "r")
-    for split in ("train", "validation", "test"):
-        save_relation_split(tmp_path / "relations" / "r" / f"{split}.npz", sparse.COO(coords, values, shape=shape))
-    problem = load_problem(tmp_path)
+    run = RunDir(tmp_path)
+    run.write_relation(meta, {split: Entries(coords, values, shape) for split in ("train", "validation", "test")})
+    problem = load_problem(run)
     states = initial_states(problem, TrainingConfig(rank=2, l2=1e-6, init_iterations=30))
     assert evaluate(problem.relations[0], states, "train")["train/r/rmse"] < 1e-3
     fitted = states["a"].biases["r"]

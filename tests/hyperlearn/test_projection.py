@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.data import RelationMeta
 from hyperlearn.joint import train_joint
-from hyperlearn.model import ModalityState, build_model
+from hyperlearn.model import build_model
 from hyperlearn.problem import Observations, Relation
 from hyperlearn.projection import UnfoldingProjection, mode_marginals
+from hyperlearn.rundir import ModalityState, RelationMeta
 
 
 def relation_of(coords, values, shape, names, weight=1.0):

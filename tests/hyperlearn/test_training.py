@@ -6,10 +6,10 @@ from distributed import Client, LocalCluster
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import place_modalities, train_distributed
-from hyperlearn.data import load_relation_split, save_relation_split
 from hyperlearn.joint import joint_training, train_joint
 from hyperlearn.metrics import evaluate
 from hyperlearn.problem import load_problem, with_validation_in_training
+from hyperlearn.rundir import Entries
 from tests.hyperlearn.planted import NOISE, write_planted_run
 
 # From a random start, so the test measures what training learns, not what ALS already found.
@@ -71,10 +71,10 @@ def test_early_stopping_and_refit_never_read_test_data(tmp_path, refit):
     """Garbage in the test split changes nothing about training: same history, same best round and state."""
     clean = write_planted_run(tmp_path / "clean")
     poisoned = write_planted_run(tmp_path / "poisoned")
-    test_path = poisoned / "relations" / "rating" / "test.npz"
-    tensor = load_relation_split(test_path)
-    tensor.data[:] = np.nan
-    save_relation_split(test_path, tensor)
+    meta = poisoned.read_relation_meta("rating")
+    splits = {split: poisoned.read_relation_split("rating", split) for split in ("train", "validation", "test")}
+    test = splits["test"]
+    poisoned.write_relation(meta, {**splits, "test": Entries(test.coords, np.full_like(test.values, np.nan), test.shape)})
     config = TrainingConfig(
         rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, rounds=4, patience=2, refit=refit, device="cpu"
     )

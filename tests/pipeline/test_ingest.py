@@ -4,10 +4,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from hyperlearn.data import RelationMeta, load_relation_split
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.ingest import IngestError, ingest
 from hyperlearn.pipeline.spec import load_spec
+from hyperlearn.rundir import RunDir
 
 
 def _check_accounting(report) -> None:
@@ -18,15 +18,15 @@ def _check_accounting(report) -> None:
 
 def test_ingest_writes_relations_quarantine_and_run_catalog(demo_document, write_spec, tmp_path):
     spec = load_spec(write_spec(demo_document))
-    run_dir, catalog_dir = tmp_path / "run", tmp_path / "catalog"
+    run, catalog_dir = RunDir(tmp_path / "run"), tmp_path / "catalog"
 
-    report = ingest(spec, run_dir, catalog_dir)
+    report = ingest(spec, run, catalog_dir)
 
     _check_accounting(report)
     (rating,) = report.relations
     assert (rating.rows_read, rating.rows_accepted, rating.rows_quarantined, rating.duplicates_merged) == (10, 6, 4, 1)
     assert rating.entries_total == 5
-    quarantine = pd.read_parquet(run_dir / rating.quarantine_file)
+    quarantine = pd.read_parquet(run.path / rating.quarantine_file)
     assert quarantine[["row_number", "field", "reason"]].values.tolist() == [
         [5, "rating", "not a number: 'abc'"],
         [6, "user_id", "empty key"],
@@ -39,27 +39,27 @@ def test_ingest_writes_relations_quarantine_and_run_catalog(demo_document, write
         "user": (4, 0, 4),
         "item": (4, 0, 4),
     }
-    assert EntityCatalog.load(run_dir / "catalog", "user").keys.tolist() == ["u1", "u2", "u5", "u6"]
+    assert EntityCatalog.load(run.catalog, "user").keys.tolist() == ["u1", "u2", "u5", "u6"]
     assert not catalog_dir.exists()  # the persistent catalog is only changed by publishing
 
-    meta = RelationMeta.load(run_dir / "relations" / "rating")
+    meta = run.read_relation_meta("rating")
     assert meta.modalities == ("user", "item") and meta.shape == (4, 4)
-    tensors = {s: load_relation_split(run_dir / "relations" / "rating" / f"{s}.npz") for s in rating.entries}
+    tensors = {s: run.read_relation_split("rating", s) for s in rating.entries}
     assert {s: t.nnz for s, t in tensors.items()} == rating.entries
-    dense = sum(t.todense() for t in tensors.values())
-    assert dense[1, 0] == 5.0  # (u2, i1): the later time wins over the later row
+    merged = {tuple(c): v for t in tensors.values() for c, v in zip(t.coords.T.tolist(), t.values.tolist())}
+    assert merged[1, 0] == 5.0  # (u2, i1): the later time wins over the later row
 
     assert json.loads(json.dumps(report.to_dict()))["relations"][0]["entries_total"] == 5
 
 
 def test_second_run_keeps_ids_and_appends_new_entities(demo_document, write_spec, write, tmp_path):
     spec = load_spec(write_spec(demo_document))
-    ingest(spec, tmp_path / "run1", tmp_path / "catalog")
+    ingest(spec, RunDir(tmp_path / "run1"), tmp_path / "catalog")
     shutil.copytree(tmp_path / "run1" / "catalog", tmp_path / "catalog")  # what publishing does
     before = EntityCatalog.load(tmp_path / "catalog", "user").keys.tolist()
 
     write("ratings.csv", "user_id,item_id,rating,timestamp\nu0,i1,3,1\nu2,i9,4,2\nu1,i1,5,3\n")
-    report = ingest(load_spec(write_spec(demo_document)), tmp_path / "run2", tmp_path / "catalog")
+    report = ingest(load_spec(write_spec(demo_document)), RunDir(tmp_path / "run2"), tmp_path / "catalog")
 
     after = EntityCatalog.load(tmp_path / "run2" / "catalog", "user").keys.tolist()
     assert after[: len(before)] == before and after[len(before) :] == ["u0"]
@@ -67,7 +67,7 @@ def test_second_run_keeps_ids_and_appends_new_entities(demo_document, write_spec
         "user": (5, 4, 1),
         "item": (5, 4, 1),
     }
-    assert RelationMeta.load(tmp_path / "run2" / "relations" / "rating").shape == (5, 5)
+    assert RunDir(tmp_path / "run2").read_relation_meta("rating").shape == (5, 5)
 
 
 def test_order_three_relation_from_given_splits_beside_an_order_two_one(demo_document, write_spec, write, tmp_path):
@@ -85,7 +85,7 @@ def test_order_three_relation_from_given_splits_beside_an_order_two_one(demo_doc
     )
     spec = load_spec(write_spec(demo_document))
 
-    report = ingest(spec, tmp_path / "run", tmp_path / "catalog")
+    report = ingest(spec, RunDir(tmp_path / "run"), tmp_path / "catalog")
 
     _check_accounting(report)
     tagging = report.relations[1]
@@ -93,25 +93,25 @@ def test_order_three_relation_from_given_splits_beside_an_order_two_one(demo_doc
     assert tagging.entries["test"] == 1 and tagging.entries["train"] + tagging.entries["validation"] == 12
     sizes = {m.name: m.entities for m in report.modalities}
     assert sizes["user"] == 5  # u0, u1, u2 from tags, u1, u2, u5, u6 from ratings; u9's tag row is quarantined
-    meta = RelationMeta.load(tmp_path / "run" / "relations" / "tagging")
+    meta = RunDir(tmp_path / "run").read_relation_meta("tagging")
     assert meta.shape == (sizes["user"], sizes["item"], sizes["tag"]) and meta.order == 3
-    assert RelationMeta.load(tmp_path / "run" / "relations" / "rating").shape == (sizes["user"], sizes["item"])
-    test = load_relation_split(tmp_path / "run" / "relations" / "tagging" / "test.npz")
+    assert RunDir(tmp_path / "run").read_relation_meta("rating").shape == (sizes["user"], sizes["item"])
+    test = RunDir(tmp_path / "run").read_relation_split("tagging", "test")
     users = EntityCatalog.load(tmp_path / "run" / "catalog", "user").keys
-    assert users[test.coords[0, 0]] == "u1" and test.data.tolist() == [1.0]
+    assert users[test.coords[0, 0]] == "u1" and test.values.tolist() == [1.0]
 
 
 def test_relation_without_a_valid_row_fails_after_writing_its_quarantine(demo_document, write_spec, write, tmp_path):
     write("ratings.csv", "user_id,item_id,rating,timestamp\nu1,i1,x,1\n")
     message = r"relation 'rating': none of its 1 rows passed validation; first: .*ratings\.csv row 1, rating: not a"
     with pytest.raises(IngestError, match=message):
-        ingest(load_spec(write_spec(demo_document)), tmp_path / "run", tmp_path / "catalog")
+        ingest(load_spec(write_spec(demo_document)), RunDir(tmp_path / "run"), tmp_path / "catalog")
     assert len(pd.read_parquet(tmp_path / "run" / "quarantine" / "rating.parquet")) == 1
 
 
 def test_same_result_on_a_distributed_client(demo_document, write_spec, tmp_path, dask_client):
     spec = load_spec(write_spec(demo_document))
     with dask_client.as_current():
-        distributed = ingest(spec, tmp_path / "distributed", tmp_path / "catalog")
-    local = ingest(spec, tmp_path / "local", tmp_path / "catalog")
+        distributed = ingest(spec, RunDir(tmp_path / "distributed"), tmp_path / "catalog")
+    local = ingest(spec, RunDir(tmp_path / "local"), tmp_path / "catalog")
     assert distributed.to_dict() == local.to_dict()

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hyperlearn.rundir import DatasetDir, RunDir
 from hyperlearn.pipeline import publish as publish_module
 from hyperlearn.pipeline.publish import (
     new_version,
     publish,
-    staging_dir_for,
     write_embeddings,
     write_json_atomic,
 )
@@ -41,7 +41,7 @@ def embeddings() -> dict:
 @pytest.fixture
 def embeddings_dir(tmp_path: Path, embeddings: dict) -> Path:
     directory = tmp_path / "embeddings"
-    write_embeddings(directory, modality="user", metadata=METADATA, **embeddings)
+    write_embeddings(RunDir(tmp_path), modality="user", metadata=METADATA, **embeddings)
     return directory
 
 
@@ -92,7 +92,7 @@ def test_embeddings_read_by_duckdb(embeddings_dir: Path, embeddings: dict):
 def test_write_embeddings_rejects_bad_input(tmp_path: Path, embeddings: dict, change: dict, message: str):
     arguments = {**embeddings, "metadata": METADATA, **change}
     with pytest.raises(ValueError, match=message):
-        write_embeddings(tmp_path, modality="user", **arguments)
+        write_embeddings(RunDir(tmp_path), modality="user", **arguments)
 
 
 # --- publishing ---------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_write_embeddings_rejects_bad_input(tmp_path: Path, embeddings: dict, ch
 
 def stage(dataset_dir: Path, version: str, catalog_keys: list[str]) -> Path:
     """A staged run with a catalog and a manifest, as a pipeline run leaves it before publishing."""
-    staging = staging_dir_for(dataset_dir, version)
+    staging = DatasetDir(dataset_dir).staging(version).path
     (staging / "catalog").mkdir(parents=True)
     catalog = pa.table({"entity_id": pa.array(range(len(catalog_keys)), pa.int64()), "key": catalog_keys})
     pq.write_table(catalog, staging / "catalog" / "user.parquet")
@@ -114,9 +114,9 @@ def persistent_keys(dataset_dir: Path) -> list[str]:
 
 def test_publish_moves_version_catalog_and_latest(tmp_path: Path):
     dataset = tmp_path / "demo"
-    first = publish(stage(dataset, "v1", ["a"]), dataset, "v1", staging_dir_for(dataset, "v1") / "catalog")
+    first = publish(stage(dataset, "v1", ["a"]), dataset, "v1", DatasetDir(dataset).staging("v1").path / "catalog")
     assert first == dataset / "v1" and (first / "manifest.json").is_file()
-    assert not staging_dir_for(dataset, "v1").exists()
+    assert not DatasetDir(dataset).staging("v1").path.exists()
     assert os.readlink(dataset / "latest") == "v1"
     assert persistent_keys(dataset) == ["a"]
 
@@ -180,7 +180,7 @@ def test_publish_refuses_misplaced_staging_and_existing_versions(tmp_path: Path)
     with pytest.raises(FileExistsError):
         publish(stage(dataset, "v1", ["b"]), dataset, "v1", None)
     with pytest.raises(ValueError, match="invalid version"):
-        publish(staging_dir_for(dataset, "v1"), dataset, "../v3", None)
+        publish(DatasetDir(dataset).staging("v1").path, dataset, "../v3", None)
     staging = stage(dataset, "v2", ["a"])
     with pytest.raises(FileNotFoundError, match="catalog"):
         publish(staging, dataset, "v2", staging / "no-such-folder")
@@ -191,7 +191,7 @@ def test_new_version_and_staging_dir():
     first, second = new_version(), new_version()
     assert re.fullmatch(r"\d{8}T\d{12}Z", first)
     assert first <= second
-    assert staging_dir_for(Path("/out/demo"), first) == Path(f"/out/demo/.staging-{first}")
+    assert DatasetDir(Path("/out/demo")).staging(first).path == Path(f"/out/demo/.staging-{first}")
 
 
 def test_write_json_atomic_replaces_whole_file_or_nothing(tmp_path: Path):

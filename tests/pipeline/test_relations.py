@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyperlearn.data import RelationMeta, load_relation_split
 from hyperlearn.pipeline.catalog import EntityCatalog
-from hyperlearn.pipeline.relations import assign_splits, build_relation, write_relation
+from hyperlearn.pipeline.relations import assign_splits, build_relation
 from hyperlearn.pipeline.spec import RelationSpec, SourceSpec, SplitSpec
+from hyperlearn.rundir import RunDir
 
 
 def _entries(n: int, order: int = 2, offset: int = 0) -> pd.DataFrame:
@@ -81,25 +81,26 @@ def test_build_relation_splits_are_disjoint_and_cover_the_entries(tmp_path, orde
     catalogs["user"].assign(["zz-unused"])  # shape follows the catalog, not only the keys seen
 
     tensors, meta = build_relation(relation, entries, catalogs, SplitSpec(test=0.2, validation=0.1, seed=0))
-    write_relation(tmp_path / "r", tensors, meta)
+    run = RunDir(tmp_path)
+    run.write_relation(meta, tensors)
 
     shape = tuple(len(catalogs[name]) for name in relation.modalities)
     assert shape[0] == 301
-    assert meta == RelationMeta.load(tmp_path / "r")
+    assert meta == run.read_relation_meta("r")
     assert (meta.modalities, meta.shape, meta.loss, meta.weight) == (relation.modalities, shape, "squared", 2.0)
     seen = []
     for name in ("train", "validation", "test"):
-        tensor = load_relation_split(tmp_path / "r" / f"{name}.npz")
+        tensor = run.read_relation_split("r", name)
         assert tensor.shape == shape and tensor.coords.shape[0] == order
         assert tensor.nnz == tensors[name].nnz > 0
         seen.extend(map(tuple, tensor.coords.T))
     assert len(seen) == len(set(seen)) == 300  # disjoint, and every entry in one split
-    train = tensors["train"].data
+    train = tensors["train"].values
     assert (meta.value_min, meta.value_max) == (train.min(), train.max())
     # values travel with their coordinates: entry i has value i and user key e{i}
     users = catalogs["user"].keys.to_numpy()
     for name, tensor in tensors.items():
-        assert all(users[i] == f"e{int(v)}" for i, v in zip(tensor.coords[0], tensor.data))
+        assert all(users[i] == f"e{int(v)}" for i, v in zip(tensor.coords[0], tensor.values))
 
 
 def test_build_relation_with_given_train_and_test():
@@ -111,7 +112,7 @@ def test_build_relation_with_given_train_and_test():
 
     assert tensors["test"].nnz == 50
     assert tensors["train"].nnz + tensors["validation"].nnz == 200
-    assert set(tensors["test"].data) == set(range(200, 250))
+    assert set(tensors["test"].values) == set(range(200, 250))
 
 
 def test_keys_must_be_in_the_catalog_first():

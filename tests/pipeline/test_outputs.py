@@ -7,21 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from hyperlearn.flows.outputs import json_ready, staged_run_dir
+from hyperlearn.pipeline.outputs import json_ready, staged_run_dir
 
 
 def test_a_staging_folder_is_removed_when_the_run_fails(tmp_path):
-    with pytest.raises(RuntimeError), staged_run_dir(tmp_path / "demo", "v1") as run_dir:
-        assert run_dir == tmp_path / "demo" / ".staging-v1" and run_dir.is_dir()
-        (run_dir / "half-written.npz").write_bytes(b"...")
+    with pytest.raises(RuntimeError), staged_run_dir(tmp_path / "demo", "v1") as run:
+        assert run.path == tmp_path / "demo" / ".staging-v1" and run.path.is_dir()
+        (run.path / "half-written.npz").write_bytes(b"...")
         raise RuntimeError("step failed")
     assert list((tmp_path / "demo").iterdir()) == []
 
 
 def test_a_published_staging_folder_is_left_where_it_went(tmp_path):
-    with staged_run_dir(tmp_path / "demo", "v1") as run_dir:
-        (run_dir / "metrics.json").write_text("{}")
-        run_dir.rename(tmp_path / "demo" / "v1")
+    with staged_run_dir(tmp_path / "demo", "v1") as run:
+        run.metrics.write_text("{}")
+        run.path.rename(tmp_path / "demo" / "v1")
     assert [p.name for p in (tmp_path / "demo").iterdir()] == ["v1"]
 
 

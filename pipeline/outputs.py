@@ -1,4 +1,4 @@
-"""What a run writes besides the prepared data, and the staging folder it writes into.
+"""What a version holds besides the prepared data, and the staging folder it is written into.
 
 Plain functions, no Prefect: the flow's tasks call them, and tests call them directly.
 
@@ -23,34 +23,30 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.report import plot_training_curves
 from hyperlearn.result import TrainResult
 from hyperlearn.pipeline.catalog import EntityCatalog
-from hyperlearn.pipeline.publish import staging_dir_for, write_embeddings, write_json_atomic
-
-MANIFEST = "manifest.json"
-METRICS = "metrics.json"
-REPORT = "report.png"
+from hyperlearn.pipeline.publish import write_embeddings, write_json_atomic
+from hyperlearn.rundir import DatasetDir, RunDir
 
 
 @contextmanager
-def staged_run_dir(dataset_dir: Path, version: str) -> Iterator[Path]:
+def staged_run_dir(dataset_dir: Path, version: str) -> Iterator[RunDir]:
     """Create the staging folder of `version` and yield it; on leaving, remove whatever is still there.
 
     After a successful publish the folder has been renamed into place, so nothing is left to remove; after a
     failure the half-written run goes, and the published versions, `latest` and the catalog were never touched.
     """
-    run_dir = staging_dir_for(dataset_dir, version)
-    run_dir.mkdir(parents=True)
+    run = DatasetDir(dataset_dir).staging(version)
+    run.path.mkdir(parents=True)
     try:
-        yield run_dir
+        yield run
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(run.path, ignore_errors=True)
 
 
 def write_training_outputs(
-    run_dir: Path, *, dataset: str, version: str, config: TrainingConfig, result: TrainResult
+    run: RunDir, *, dataset: str, version: str, config: TrainingConfig, result: TrainResult
 ) -> list[Path]:
     """Write one embedding Parquet per modality (keys from the run's catalog), make sure `checkpoints/`
     exists, and draw `report.png`; return the embedding files."""
-    run_dir = Path(run_dir)
     metadata = {
         "hyperlearn.dataset": dataset,
         "hyperlearn.version": version,
@@ -58,10 +54,10 @@ def write_training_outputs(
     }
     files = []
     for modality, factor in sorted(result.factors.items()):
-        catalog = EntityCatalog.load(run_dir / "catalog", modality)
+        catalog = EntityCatalog.load(run.catalog, modality)
         files.append(
             write_embeddings(
-                run_dir / "embeddings",
+                run,
                 modality=modality,
                 entity_ids=np.arange(len(catalog), dtype=np.int64),
                 keys=catalog.keys.to_numpy(),
@@ -69,8 +65,8 @@ def write_training_outputs(
                 metadata=metadata,
             )
         )
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    plot_training_curves(result.history, run_dir / REPORT)
+    run.checkpoints.mkdir(exist_ok=True)
+    plot_training_curves(result.history, run.report)
     return files
 
 
@@ -87,15 +83,14 @@ def training_summary(result: TrainResult, device: str) -> dict[str, Any]:
     )
 
 
-def write_metrics(run_dir: Path, summary: Mapping[str, Any], stage_seconds: Mapping[str, float]) -> Path:
+def write_metrics(run: RunDir, summary: Mapping[str, Any], stage_seconds: Mapping[str, float]) -> Path:
     """Write `metrics.json`: the training summary plus the wall seconds of every pipeline stage."""
-    path = Path(run_dir) / METRICS
-    write_json_atomic(path, json_ready({**summary, "stage_seconds": dict(stage_seconds)}))
-    return path
+    write_json_atomic(run.metrics, json_ready({**summary, "stage_seconds": dict(stage_seconds)}))
+    return run.metrics
 
 
 def write_manifest(
-    run_dir: Path,
+    run: RunDir,
     *,
     spec_path: Path,
     spec_hash: str,
@@ -108,11 +103,10 @@ def write_manifest(
     graph_stats: Mapping[str, Any],
 ) -> Path:
     """Write `manifest.json` last, listing every other file of the run (relative path, bytes)."""
-    run_dir = Path(run_dir)
     files = [
-        {"path": path.relative_to(run_dir).as_posix(), "bytes": path.stat().st_size}
-        for path in sorted(run_dir.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
+        {"path": run.relative(path), "bytes": path.stat().st_size}
+        for path in sorted(run.path.rglob("*"))
+        if path.is_file() and path != run.manifest
     ]
     manifest = {
         "dataset": dataset,
@@ -122,14 +116,13 @@ def write_manifest(
         "device": summary["device"],
         "training": config.to_dict(),
         "config_hash": config.config_hash(),
-        "entities": {name: len(EntityCatalog.load(run_dir / "catalog", name)) for name in modalities},
+        "entities": {name: len(EntityCatalog.load(run.catalog, name)) for name in modalities},
         "ingest": ingest_report,
         "graphs": graph_stats,
         "files": files,
     }
-    path = run_dir / MANIFEST
-    write_json_atomic(path, json_ready(manifest))
-    return path
+    write_json_atomic(run.manifest, json_ready(manifest))
+    return run.manifest
 
 
 def json_ready(value: Any) -> Any:

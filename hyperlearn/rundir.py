@@ -1,0 +1,267 @@
+"""The run directory: the one owner of where every file of a run lives and of the formats of the prepared data.
+
+A dataset's output folder holds the persistent catalog, the published versions and the `latest` link; a run
+writes one version into a staging folder beside them (docs/design.md, "Run directory"):
+
+    OUT/<dataset>/                      DatasetDir
+      catalog/<modality>.parquet        persistent, append-only entity catalog
+      latest -> <version>
+      .staging-<version>/               RunDir of a run in progress, renamed to <version>/ when published
+      <version>/                        RunDir
+        catalog/  relations/<relation>/{meta.json,train.npz,validation.npz,test.npz}  graphs/<modality>.npz
+        quarantine/  checkpoints/  embeddings/modality=<name>/part-0.parquet
+        manifest.json  metrics.json  report.png
+
+Everything here is NumPy/SciPy and JSON, never torch, so the pipeline, the published-file readers and the
+trainers share one definition without loading each other's libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse
+
+LossKind = Literal["squared", "logistic"]
+SPLITS = ("train", "validation", "test")
+Split = Literal["train", "validation", "test"]
+
+CATALOG = "catalog"
+LATEST = "latest"
+STAGING_PREFIX = ".staging-"
+BEST_CHECKPOINT = "best.npz"
+
+
+@dataclass(frozen=True)
+class RelationMeta:
+    """What a relation tensor means: the modalities it spans, in axis order, and how its values are modelled."""
+
+    name: str
+    modalities: tuple[str, ...]
+    shape: tuple[int, ...]
+    loss: LossKind
+    weight: float = 1.0
+    value_min: float | None = None
+    value_max: float | None = None
+
+    @property
+    def order(self) -> int:
+        return len(self.modalities)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RelationMeta":
+        return cls(**{**raw, "modalities": tuple(raw["modalities"]), "shape": tuple(raw["shape"])})
+
+
+@dataclass(frozen=True)
+class Entries:
+    """The observed entries of one split of a relation: coords (K, nnz) int64, values (nnz,) float32, and the
+    tensor's shape. Plain arrays: no linear index over the shape is ever formed, so any order loads."""
+
+    coords: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, ...]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.shape[0])
+
+
+@dataclass
+class ModalityState:
+    """What a worker publishes each round: its embeddings (encoder output) and its entity biases per relation."""
+
+    factor: np.ndarray
+    biases: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run's folder (a staging folder while it runs, a version once published): its paths and its files."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # --- paths ----------------------------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Path:
+        return self.path / CATALOG
+
+    @property
+    def relations(self) -> Path:
+        return self.path / "relations"
+
+    def relation(self, name: str) -> Path:
+        return self.relations / name
+
+    def relation_split(self, name: str, split: str) -> Path:
+        return self.relation(name) / f"{split}.npz"
+
+    @property
+    def graphs(self) -> Path:
+        return self.path / "graphs"
+
+    def graph(self, modality: str) -> Path:
+        return self.graphs / f"{modality}.npz"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.path / "quarantine"
+
+    def relation_quarantine(self, relation: str) -> Path:
+        return self.quarantine / f"{relation}.parquet"
+
+    def graph_quarantine(self, modality: str) -> Path:
+        """Graph quarantine files are `graph-<modality>.parquet`: relation names may not start with `graph-`."""
+        return self.quarantine / f"graph-{modality}.parquet"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / BEST_CHECKPOINT
+
+    @property
+    def embeddings(self) -> Path:
+        return self.path / "embeddings"
+
+    def embedding_dir(self, modality: str) -> Path:
+        """Hive-style partition folder, so DuckDB and pandas read the modality as a column."""
+        return self.embeddings / f"modality={modality}"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.png"
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to this run's folder, as the manifest and reports record it."""
+        return Path(path).relative_to(self.path).as_posix()
+
+    # --- relation tensors -----------------------------------------------------------------------------------
+
+    def relation_names(self) -> list[str]:
+        """The relations prepared in this run, sorted by name."""
+        return sorted(p.name for p in self.relations.iterdir() if p.is_dir()) if self.relations.is_dir() else []
+
+    def write_relation(self, meta: RelationMeta, splits: dict[str, Entries]) -> None:
+        """Write `meta.json` and one `<split>.npz` per split (int64 coordinates, float32 values, explicit zeros
+        kept: they are observations)."""
+        directory = self.relation(meta.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2))
+        for split in SPLITS:
+            entries = splits[split]
+            np.savez(
+                self.relation_split(meta.name, split),
+                coords=np.asarray(entries.coords, dtype=np.int64),
+                data=np.asarray(entries.values, dtype=np.float32),
+                shape=np.asarray(entries.shape, dtype=np.int64),
+            )
+
+    def read_relation_meta(self, name: str) -> RelationMeta:
+        return RelationMeta.from_dict(json.loads((self.relation(name) / "meta.json").read_text()))
+
+    def read_relation_split(self, name: str, split: str) -> Entries:
+        with np.load(self.relation_split(name, split)) as stored:
+            return Entries(
+                coords=stored["coords"].reshape(len(stored["shape"]), -1),
+                values=stored["data"],
+                shape=tuple(int(n) for n in stored["shape"]),
+            )
+
+    # --- graphs ---------------------------------------------------------------------------------------------
+
+    def write_laplacian(self, modality: str, laplacian: scipy.sparse.spmatrix) -> Path:
+        path = self.graph(modality)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scipy.sparse.save_npz(path, scipy.sparse.csr_matrix(laplacian))
+        return path
+
+    def read_laplacian(self, modality: str) -> scipy.sparse.csr_matrix | None:
+        """The modality's normalised Laplacian, or None when it has no graph."""
+        path = self.graph(modality)
+        return scipy.sparse.csr_matrix(scipy.sparse.load_npz(path)) if path.exists() else None
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, states: dict[str, ModalityState], round_number: int) -> Path:
+        """Write factors and biases of every modality to `checkpoints/best.npz`, atomically."""
+        return save_states(self.best_checkpoint, states, round_number)
+
+    def load_checkpoint(self) -> tuple[dict[str, ModalityState], int]:
+        return load_states(self.best_checkpoint)
+
+
+@dataclass(frozen=True)
+class DatasetDir:
+    """`OUT/<dataset>`: the persistent catalog, the published versions, `latest`, and runs being staged."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def catalog(self) -> Path:
+        return self.path / CATALOG
+
+    @property
+    def latest(self) -> Path:
+        return self.path / LATEST
+
+    def version(self, version: str) -> RunDir:
+        return RunDir(self.path / version)
+
+    def staging(self, version: str) -> RunDir:
+        """Where a run of `version` stages its files: hidden, on the same filesystem as the versions."""
+        return RunDir(self.path / f"{STAGING_PREFIX}{version}")
+
+
+def save_states(path: Path, states: dict[str, ModalityState], round_number: int) -> Path:
+    """Write factors and biases of every modality to one .npz, atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"round": np.asarray(round_number)}
+    for name, state in states.items():
+        arrays[f"factor/{name}"] = state.factor
+        arrays.update({f"bias/{name}/{relation}": b for relation, b in state.biases.items()})
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(temporary, path)
+    return path
+
+
+def load_states(path: Path) -> tuple[dict[str, ModalityState], int]:
+    """Read states written by `save_states`, and the round they are from."""
+    states: dict[str, ModalityState] = {}
+    with np.load(Path(path)) as stored:
+        for key in stored.files:
+            kind, _, rest = key.partition("/")
+            if kind == "factor":
+                states.setdefault(rest, ModalityState(stored[key], {})).factor = stored[key]
+            elif kind == "bias":
+                name, _, relation = rest.partition("/")
+                states.setdefault(name, ModalityState(np.empty(0), {})).biases[relation] = stored[key]
+        return states, int(stored["round"])
