@@ -27,7 +27,9 @@ from typing import Literal
 import numpy as np
 import scipy.sparse
 
-LossKind = Literal["squared", "logistic"]
+LossKind = Literal["squared", "logistic", "bpr", "softmax"]
+Structure = Literal["cp", "pairwise"]
+NegativeDistribution = Literal["uniform", "popularity"]
 SPLITS = ("train", "validation", "test")
 Split = Literal["train", "validation", "test"]
 
@@ -38,8 +40,33 @@ BEST_CHECKPOINT = "best.npz"
 
 
 @dataclass(frozen=True)
+class Negatives:
+    """How unobserved tuples are drawn for a relation of observed tuples: each positive gets `count` negatives,
+    each made by replacing the entity on one of `axes` (chosen uniformly per negative) by an entity drawn
+    uniformly or in proportion to its training frequency. `axes` None: the evaluation target's axis when the
+    relation has one, else every axis."""
+
+    axes: tuple[int, ...] | None = None
+    count: int = 4
+    distribution: NegativeDistribution = "uniform"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a relation's held-out tuples are judged on: ranking every entity of axis `target` for each query
+    (the tuple without that axis), filtered of training tuples, at the cut-offs `k`."""
+
+    target: int
+    k: tuple[int, ...] = (5, 10, 20)
+
+
+@dataclass(frozen=True)
 class RelationMeta:
-    """What a relation tensor means: the modalities it spans, in axis order, and how its values are modelled."""
+    """What a relation tensor means: the modalities it spans, in axis order (a modality may appear on several
+    axes, e.g. head and tail of a triple), how its values are modelled and how it is evaluated.
+
+    `axes` names each axis (the key column it was read from); `structure` says which CP blocks score a tuple
+    (`hyperlearn.structure`)."""
 
     name: str
     modalities: tuple[str, ...]
@@ -48,17 +75,42 @@ class RelationMeta:
     weight: float = 1.0
     value_min: float | None = None
     value_max: float | None = None
+    axes: tuple[str, ...] = ()
+    structure: Structure = "cp"
+    negatives: Negatives = Negatives()
+    evaluation: Evaluation | None = None
+
+    def __post_init__(self) -> None:
+        if not self.axes:
+            object.__setattr__(self, "axes", tuple(self.modalities))
 
     @property
     def order(self) -> int:
         return len(self.modalities)
+
+    def axes_of(self, modality: str) -> tuple[int, ...]:
+        """The axes on which `modality` appears (more than one for e.g. a user × user friendship)."""
+        return tuple(axis for axis, name in enumerate(self.modalities) if name == modality)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RelationMeta":
-        return cls(**{**raw, "modalities": tuple(raw["modalities"]), "shape": tuple(raw["shape"])})
+        negatives = raw.get("negatives") or {}
+        evaluation = raw.get("evaluation")
+        return cls(
+            **{
+                **raw,
+                "modalities": tuple(raw["modalities"]),
+                "shape": tuple(raw["shape"]),
+                "axes": tuple(raw.get("axes", ())),
+                "negatives": Negatives(
+                    **{**negatives, "axes": None if negatives.get("axes") is None else tuple(negatives["axes"])}
+                ),
+                "evaluation": None if evaluation is None else Evaluation(evaluation["target"], tuple(evaluation["k"])),
+            }
+        )
 
 
 @dataclass(frozen=True)
