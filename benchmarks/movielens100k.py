@@ -73,7 +73,7 @@ from benchmarks.peers import (
 from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
-from hyperlearn.joint import joint_training, train_joint
+from hyperlearn.joint import JointTrainers, train_joint
 from hyperlearn.problem import Problem, load_problem
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import SPLITS, Entries, RunDir
@@ -329,12 +329,13 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 
 
 def hyperlearn_steppers(problem: Problem, run_dir: RunDir, config: TrainingConfig) -> dict[str, Callable[[], Any]]:
-    """One round of one optimiser step, as training runs it: of the joint model (`joint_training` with
+    """One round of one optimiser step, as training runs it: of the joint model (`JointTrainers` with
     local_steps=1) and of each modality's worker (`ModalityTrainer.update`), from the same start; each includes
     computing the state it publishes (one more forward pass)."""
     single = config.replace(local_steps=1)
-    states, joint_step = joint_training(problem, single)
-    steppers: dict[str, Callable[[], Any]] = {"HyperLearn joint step": lambda: joint_step(states)}
+    joint = JointTrainers(problem, single)
+    states = joint.start()
+    steppers: dict[str, Callable[[], Any]] = {"HyperLearn joint step": lambda: joint.round(states)}
     for modality in problem.modalities:
         trainer = ModalityTrainer(run_dir, modality, single, states[modality])
         steppers[f"HyperLearn worker step ({modality})"] = lambda trainer=trainer: trainer.update(states)

@@ -6,15 +6,14 @@ exchanged through Dask."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from distributed import Client, Future
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.init import initial_states
-from hyperlearn.problem import load_problem, with_validation_in_training
+from hyperlearn.problem import Problem, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
-from hyperlearn.rounds import Advance, States, run_rounds
+from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
 from hyperlearn.trainer import ModalityTrainer
 
@@ -27,63 +26,64 @@ def place_modalities(modalities: list[str], workers: list[str]) -> dict[str, str
     return {name: ordered[i % len(ordered)] for i, name in enumerate(modalities)}
 
 
-def train_distributed(
-    client: Client,
-    run: RunDir,
-    config: TrainingConfig,
-    log: Callable[[str], None] = print,
-) -> TrainResult:
+class DaskTrainers:
+    """One `ModalityTrainer` actor per modality on its placed worker: the `TrainerSet` of distributed training.
+
+    The starting states are computed here, on the driver, and sent once; each actor then loads its own
+    relations and graph from the run directory, and only states cross the network."""
+
+    def __init__(
+        self,
+        client: Client,
+        run: RunDir,
+        problem: Problem,
+        config: TrainingConfig,
+        placement: dict[str, str],
+        fit_validation: bool,
+    ) -> None:
+        self.client = client
+        fitted = with_validation_in_training(problem) if fit_validation else problem
+        states = initial_states(fitted, config)
+        workers = client.scheduler_info()["workers"]
+        per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
+        self.futures: list[Future] = []
+        for modality, address in placement.items():
+            threads = max(1, workers[address]["nthreads"] // per_worker[address])
+            self.futures.append(
+                client.submit(
+                    ModalityTrainer, run, modality, config, states[modality], threads, fit_validation,
+                    actor=True, workers=[address], allow_other_workers=False, pure=False,
+                )
+            )
+        self.actors = {modality: future.result() for modality, future in zip(placement, self.futures)}
+
+    def start(self) -> States:
+        pending = {modality: actor.state() for modality, actor in self.actors.items()}
+        return {modality: call.result() for modality, call in pending.items()}
+
+    def round(self, states: States) -> States:
+        pending = {modality: actor.update(states) for modality, actor in self.actors.items()}
+        return {modality: call.result() for modality, call in pending.items()}
+
+    def close(self) -> None:
+        """Cancel the actors' futures, which releases the actors and their memory on the workers."""
+        self.client.cancel(self.futures)
+        self.actors.clear()
+
+
+def train_distributed(client: Client, run: RunDir, config: TrainingConfig, log: Log = print) -> TrainResult:
     """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state
     (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers)."""
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
-    workers = client.scheduler_info()["workers"]
-    placement = place_modalities(problem.modalities, list(workers))
+    placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
-    started: list[Future] = []
 
-    def start(fit_validation: bool) -> tuple[States, Advance]:
-        client.cancel(started)  # a refit's trainers replace the search's: free their workers' memory first
-        started.clear()
-        fitted = with_validation_in_training(problem) if fit_validation else problem
-        states = initial_states(fitted, config)
-        per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
-        creations = {
-            modality: client.submit(
-                ModalityTrainer,
-                run,
-                modality,
-                config,
-                states[modality],
-                max(1, workers[address]["nthreads"] // per_worker[address]),
-                fit_validation,
-                actor=True,
-                workers=[address],
-                allow_other_workers=False,
-                pure=False,
-            )
-            for modality, address in placement.items()
-        }
-        started.extend(creations.values())
-        actors = {modality: future.result() for modality, future in creations.items()}
-        starts = {modality: actor.state() for modality, actor in actors.items()}
+    def make_trainers(fit_validation: bool) -> DaskTrainers:
+        return DaskTrainers(client, run, problem, config, placement, fit_validation)
 
-        def advance(current: States) -> States:
-            pending = {modality: actor.update(current) for modality, actor in actors.items()}
-            return {modality: call.result() for modality, call in pending.items()}
-
-        return {modality: call.result() for modality, call in starts.items()}, advance
-
-    try:
-        states, advance = start(fit_validation=False)
-        timings["trainer_start_seconds"] = time.perf_counter() - clock - timings["start_seconds"]
-        result = run_rounds(
-            problem, states, advance, config, "distributed", log, checkpoints=run,
-            refit=(lambda: start(fit_validation=True)) if config.refit else None,
-        )
-    finally:
-        client.cancel(started)  # releases the actors and their memory on the workers
-    result.timings = timings
+    result = run_rounds(problem, make_trainers, config, "distributed", log, checkpoints=run)
+    result.timings = {**timings, **result.timings}
     return result

@@ -1,8 +1,8 @@
 """Intra-modal graphs and their Laplacians (method.md §1).
 
 Pure functions over NumPy/SciPy arrays: a binary k-nearest-neighbour graph over entity features, the symmetric
-normalised Laplacian L = I − D^{-1/2} W D^{-1/2}, its rescaled form L̃ = 2L/λ_max − I used by Chebyshev filters,
-and the Dirichlet energy ½ tr(AᵀLA) that pulls neighbouring embeddings together.
+normalised Laplacian L = I − D^{-1/2} W D^{-1/2}, and its rescaled form L̃ = 2L/λ_max − I used by Chebyshev
+filters (the Dirichlet energy that uses L lives with the objective, hyperlearn.objective).
 """
 
 from __future__ import annotations
@@ -114,8 +114,3 @@ def rescaled_laplacian(laplacian: scipy.sparse.spmatrix, lambda_max: float = 2.0
     identity = scipy.sparse.identity(matrix.shape[0], dtype=np.float64, format="csr")
     return scipy.sparse.csr_matrix((2.0 / lambda_max) * matrix - identity)
 
-
-def dirichlet_energy(laplacian: scipy.sparse.spmatrix, factor: np.ndarray) -> float:
-    """½ tr(AᵀLA): how much the rows of `factor` (n × R, or a length-n vector) vary across the graph's edges."""
-    factor = np.asarray(factor, dtype=np.float64)
-    return float(0.5 * np.sum(factor * (laplacian @ factor)))

@@ -8,67 +8,66 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.init import initial_states
-from hyperlearn.losses import cross_modal_loss
-from hyperlearn.model import build_model, modality_seed, resolve_device
+from hyperlearn.model import build_model, resolve_device
+from hyperlearn.objective import objective
 from hyperlearn.problem import Problem, Relation, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
-from hyperlearn.rounds import Advance, States, run_rounds
+from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
+from hyperlearn.seeds import negatives_seed
 
 
-def train_joint(run: RunDir, config: TrainingConfig, log: Callable[[str], None] = print) -> TrainResult:
+class JointTrainers:
+    """Every modality's model of `problem` (fitting its training entries) and one optimiser over all of them:
+    the `TrainerSet` of joint training."""
+
+    def __init__(self, problem: Problem, config: TrainingConfig) -> None:
+        self.config = config
+        states = initial_states(problem, config)
+        device = resolve_device(config.device)
+        self.relations = tuple(Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations)
+        on_device = dataclasses.replace(problem, relations=self.relations)
+        self.models = {
+            m: build_model(m, states[m], problem.laplacians[m], on_device.relations_of(m), config, device)
+            for m in problem.modalities
+        }
+        self.optimizer = torch.optim.Adam([group for model in self.models.values() for group in model.parameter_groups()])
+        self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, "joint"))
+
+    def start(self) -> States:
+        return {m: model.state() for m, model in self.models.items()}
+
+    def round(self, states: States) -> States:
+        """`local_steps` steps on the whole objective (the models hold their own parameters: `states` is only
+        the contract's input, equal to what they publish)."""
+        own_terms = {m: model.regulariser for m, model in self.models.items()}
+        biases = {m: model.biases for m, model in self.models.items()}
+        for _ in range(self.config.local_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            factors = {m: model() for m, model in self.models.items()}
+            objective(self.relations, factors, biases, self.config, self.generator, own_terms).backward()
+            self.optimizer.step()
+        return self.start()
+
+    def close(self) -> None:
+        self.models.clear()
+
+
+def train_joint(run: RunDir, config: TrainingConfig, log: Log = print) -> TrainResult:
     """Train every modality's encoder together on the global objective; returns the best-on-validation state
     (or, with `config.refit`, the model trained again on training + validation entries)."""
     clock = time.perf_counter()
     problem = load_problem(run)
-    states, advance = joint_training(problem, config)
     timings = {"start_seconds": time.perf_counter() - clock}
-    refit = (lambda: joint_training(with_validation_in_training(problem), config)) if config.refit else None
-    result = run_rounds(
-        problem, states, advance, config, "joint", log, checkpoints=run, refit=refit
-    )
-    result.timings = timings
+
+    def make_trainers(fit_validation: bool) -> JointTrainers:
+        return JointTrainers(with_validation_in_training(problem) if fit_validation else problem, config)
+
+    result = run_rounds(problem, make_trainers, config, "joint", log, checkpoints=run)
+    result.timings = {**timings, **result.timings}
     return result
-
-
-def joint_training(problem: Problem, config: TrainingConfig) -> tuple[States, Advance]:
-    """Fresh models for every modality of `problem` (fitting its training entries) and the optimiser over all
-    of them: the round-0 states and the function that runs one round."""
-    states = initial_states(problem, config)
-    device = resolve_device(config.device)
-    on_device = dataclasses.replace(
-        problem, relations=tuple(Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations)
-    )
-    models = {
-        m: build_model(m, states[m], problem.laplacians[m], on_device.relations_of(m), config, device)
-        for m in problem.modalities
-    }
-    optimizer = torch.optim.Adam([group for model in models.values() for group in model.parameter_groups()])
-    generator = torch.Generator().manual_seed(modality_seed(config.seed + 1, "joint"))
-
-    def advance(_: States) -> States:
-        for _ in range(config.local_steps):
-            optimizer.zero_grad(set_to_none=True)
-            factors = {m: model() for m, model in models.items()}
-            loss = cross_modal_loss(
-                on_device.relations,
-                factors,
-                {m: model.biases for m, model in models.items()},
-                config.l2,
-                config.negatives,
-                generator,
-                config.projected,
-            )
-            for m, model in models.items():
-                loss = loss + model.regulariser(factors[m])
-            loss.backward()
-            optimizer.step()
-        return {m: model.state() for m, model in models.items()}
-
-    return {m: model.state() for m, model in models.items()}, advance

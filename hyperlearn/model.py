@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,13 +9,15 @@ import scipy.sparse
 import torch
 from torch import nn
 
-from hyperlearn.chebconv import symmetric_sparse_product, to_torch_csr
+from hyperlearn.chebconv import to_torch_csr
 from hyperlearn.config import TrainingConfig
 from hyperlearn.encoder import FactorEncoder
 from hyperlearn.graphs import rescaled_laplacian
+from hyperlearn.objective import dirichlet_energy
 from hyperlearn.problem import Relation
 from hyperlearn.projection import UnfoldingProjection
 from hyperlearn.rundir import ModalityState
+from hyperlearn.seeds import model_seed
 
 
 class FreeRows(nn.Module):
@@ -53,7 +54,7 @@ class ModalityModel(nn.Module):
         self.config = config
         self.base: FreeRows | UnfoldingProjection = (
             UnfoldingProjection(
-                relations, modality, config.rank, config.projection_dropout, modality_seed(config.seed, modality), device
+                relations, modality, config.rank, config.projection_dropout, model_seed(config.seed, modality), device
             )
             if modality in config.projected
             else FreeRows(state.factor)
@@ -85,16 +86,10 @@ class ModalityModel(nn.Module):
             return self.base()
         return self.encoder(self.rescaled, self.base())
 
-    def dirichlet_energy(self, factor: torch.Tensor) -> torch.Tensor:
-        """½ tr(AᵀLA) / n: the graph smoothness of the embeddings, per entity so its weight is scale-free."""
-        if self.laplacian is None:
-            return factor.new_zeros(())
-        return 0.5 * (factor * symmetric_sparse_product(self.laplacian, factor)).sum() / factor.shape[0]
-
     def regulariser(self, factor: torch.Tensor) -> torch.Tensor:
         """The modality's own terms of the objective besides the relations: γ · Dirichlet energy of its
         embeddings, plus weight decay on its projection when it has one."""
-        return self.config.graph_weight * self.dirichlet_energy(factor) + (
+        return self.config.graph_weight * dirichlet_energy(self.laplacian, factor) + (
             self.config.projection_l2 * self.base.weight_penalty()
         )
 
@@ -125,11 +120,6 @@ def _empty_csr(n: int, device: torch.device | str) -> torch.Tensor:
     return to_torch_csr(scipy.sparse.csr_matrix((n, n), dtype=np.float32), device)
 
 
-def modality_seed(seed: int, modality: str) -> int:
-    """A per-modality seed that does not depend on worker placement or process."""
-    return (seed * 1_000_003 + zlib.crc32(modality.encode())) % 2**31
-
-
 def build_model(
     modality: str,
     state: ModalityState,
@@ -141,7 +131,7 @@ def build_model(
     """A modality's model with weights drawn from its own seed, identical in joint and distributed runs.
     `relations` are those spanning the modality (a projected modality projects their training entries)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(modality_seed(config.seed, modality))
+        torch.manual_seed(model_seed(config.seed, modality))
         return ModalityModel(modality, state, laplacian, relations, config, device)
 
 

@@ -1,31 +1,55 @@
-"""The round loop shared by distributed and joint training: evaluate, log, early-stop, checkpoint.
+"""The round loop shared by distributed and joint training: evaluate, log, early-stop, checkpoint, refit.
 
-A round is one call of `advance` (every worker's local steps, then the exchange). The best round is the one
-with the lowest validation loss — the cross-modal terms of the objective, each relation weighted as in
-training, on the validation entries — so several relations are traded off as the spec's weights say. With a
-refit, the model is then trained again from the start on training + validation entries for that many rounds,
-so the published model has seen every training entry while its round count was still chosen on held-out
-data. Test data is read only once, for the final state, after training has stopped.
+Training is driven through a `TrainerSet`: the models of every modality, with `start` (the round-0 states),
+`round` (every modality's local steps from the given states, then the exchange) and `close`. Joint training
+(`hyperlearn.joint.JointTrainers`) and one Dask actor per modality (`hyperlearn.coordinator.DaskTrainers`) are
+its two implementations, so the loop here knows nothing of processes or devices.
+
+The best round is the one with the lowest validation loss — the cross-modal terms of the objective, each
+relation weighted as in training, on the validation entries — so several relations are traded off as the
+spec's weights say. With a refit, a fresh trainer set fitting training + validation entries is trained for
+that many rounds, so the published model has seen every training entry while its round count was still chosen
+on held-out data. Test data is read only once, for the final state, after training has stopped.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
+from hyperlearn.chebconv import to_torch_csr
 from hyperlearn.config import TrainingConfig
-from hyperlearn.graphs import dirichlet_energy
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.metrics import evaluate
+from hyperlearn.objective import dirichlet_energy, objective
 from hyperlearn.problem import Problem, Relation
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import ModalityState, RunDir
+from hyperlearn.seeds import evaluation_seed
 
 States = dict[str, ModalityState]
-Advance = Callable[[States], States]
-Refit = Callable[[], tuple[States, Advance]]  # a fresh start and its round, fitting training + validation
+Log = Callable[[str], None]
+
+
+class TrainerSet(Protocol):
+    """The models of every modality of a problem, trained round by round."""
+
+    def start(self) -> States:
+        """The round-0 states: each model's own output before training."""
+
+    def round(self, states: States) -> States:
+        """Every modality's local steps against `states` (the last round's), then the new states."""
+
+    def close(self) -> None:
+        """Release the models (and, for actors, their workers' memory)."""
+
+
+#: A fresh trainer set for the problem, fitting its training entries, or with `fit_validation` its training and
+#: validation entries (a refit).
+MakeTrainers = Callable[[bool], TrainerSet]
 
 
 def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
@@ -39,24 +63,18 @@ def training_objective(problem: Problem, states: States, config: TrainingConfig)
     the Dirichlet energy of every modality. The same number for joint and distributed runs. A projection's
     weight decay is not in it: the projection weights stay with their model and are not published."""
     factors, biases = _tensors(states)
-    generator = torch.Generator().manual_seed(config.seed)
+    laplacians = {m: to_torch_csr(L) for m, L in problem.laplacians.items() if L is not None}
+    smoothness = {m: (lambda A, L=L: config.graph_weight * dirichlet_energy(L, A)) for m, L in laplacians.items()}
+    generator = torch.Generator().manual_seed(evaluation_seed(config.seed))
     with torch.no_grad():
-        cross = cross_modal_loss(
-            problem.relations, factors, biases, config.l2, config.negatives, generator, config.projected
-        )
-    smoothness = sum(
-        dirichlet_energy(laplacian, states[m].factor) / problem.sizes[m]
-        for m, laplacian in problem.laplacians.items()
-        if laplacian is not None
-    )
-    return float(cross) + config.graph_weight * float(smoothness)
+        return float(objective(problem.relations, factors, biases, config, generator, smoothness))
 
 
 def validation_loss(problem: Problem, states: States, config: TrainingConfig) -> float:
     """Σ_relations w · (mean squared error, or logistic loss against seeded sampled negatives) on validation."""
     held_out = [Relation(meta=r.meta, splits={"train": r.splits["validation"]}) for r in problem.relations]
     factors, biases = _tensors(states)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(evaluation_seed(config.seed))
     with torch.no_grad():
         return float(cross_modal_loss(held_out, factors, biases, 0.0, config.negatives, generator))
 
@@ -65,39 +83,81 @@ def validation_metrics(problem: Problem, states: States, config: TrainingConfig)
     """The early-stopping loss and every relation's validation metrics."""
     metrics = {"validation_loss": validation_loss(problem, states, config)}
     for relation in problem.relations:
-        metrics.update(evaluate(relation, states, "validation", config.seed))
+        metrics.update(evaluate(relation, states, "validation", evaluation_seed(config.seed)))
     return metrics
 
 
 def run_rounds(
     problem: Problem,
-    states: States,
-    advance: Advance,
+    make_trainers: MakeTrainers,
     config: TrainingConfig,
     mode: str,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     checkpoints: RunDir | None = None,
-    refit: Refit | None = None,
 ) -> TrainResult:
     """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain; then,
-    given `refit`, train its fresh start for the best round's number of rounds and return that instead of the
-    best state (validation metrics stay those of the best round, when validation was still held out)."""
-    primary = problem.primary_relation()
+    with `config.refit`, train a fresh trainer set on training + validation entries for the best round's number
+    of rounds and return that instead of the best state (validation metrics stay those of the best round)."""
     start = time.perf_counter()
+    trainers = make_trainers(False)
+    trainer_start_seconds = time.perf_counter() - start
+    try:
+        history, best_round, best_states = _search(problem, trainers, config, mode, log, checkpoints, start)
+    finally:
+        trainers.close()
+    search_seconds = time.perf_counter() - start
+    if config.refit and best_round > 0:
+        best_states = _refit(make_trainers(True), best_round, mode, log)
+        if checkpoints is not None:
+            checkpoints.save_checkpoint(best_states, best_round)
+    train_seconds = time.perf_counter() - start
+    test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
+    for relation in problem.relations:
+        test.update(evaluate(relation, best_states, "test", evaluation_seed(config.seed)))
+    primary = problem.primary_relation()
+    summary = _headline(primary.meta.name, primary.meta.loss, test)
+    rounds_run = len(history) - 1
+    summary.update(
+        {
+            "best_round": float(best_round),
+            "rounds_run": float(rounds_run),
+            "refit_rounds": float(best_round if config.refit else 0),
+            "train_seconds": train_seconds,
+            "refit_seconds": train_seconds - search_seconds,
+            "seconds_per_round": search_seconds / max(rounds_run, 1),
+        }
+    )
+    log(f"[{mode}] best round {best_round}: {_describe({k: v for k, v in test.items() if k.startswith('test/')})}")
+    return TrainResult(
+        states=best_states, history=history, metrics={**summary, **test}, mode=mode,
+        timings={"trainer_start_seconds": trainer_start_seconds},
+    )
+
+
+def _search(
+    problem: Problem,
+    trainers: TrainerSet,
+    config: TrainingConfig,
+    mode: str,
+    log: Log,
+    checkpoints: RunDir | None,
+    start: float,
+) -> tuple[list[dict[str, float]], int, States]:
+    """The early-stopped rounds: their history, the best round and its states."""
+    states = trainers.start()
     metrics = validation_metrics(problem, states, config)
     history = [{"round": 0, "seconds": 0.0, "train_loss": training_objective(problem, states, config), **metrics}]
     best_score, best_round, best_states = metrics["validation_loss"], 0, states
     log(f"[{mode}] round 0: {_describe(metrics)}")
     for round_number in range(1, config.rounds + 1):
-        states = advance(states)
+        states = trainers.round(states)
         train_loss = training_objective(problem, states, config)
         metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
         history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
-        score = metrics["validation_loss"]
-        improved = score < best_score
+        improved = metrics["validation_loss"] < best_score
         if improved:
-            best_score, best_round, best_states = score, round_number, states
+            best_score, best_round, best_states = metrics["validation_loss"], round_number, states
             if checkpoints is not None:
                 checkpoints.save_checkpoint(states, round_number)
         log(
@@ -107,38 +167,19 @@ def run_rounds(
         if round_number - best_round >= config.patience:
             log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
             break
-    search_seconds = time.perf_counter() - start
-    if refit is not None and best_round > 0:
-        best_states = _refit(refit, best_round, mode, log)
-        if checkpoints is not None:
-            checkpoints.save_checkpoint(best_states, best_round)
-    train_seconds = time.perf_counter() - start
-    test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
-    for relation in problem.relations:
-        test.update(evaluate(relation, best_states, "test", config.seed))
-    summary = _headline(primary.meta.name, primary.meta.loss, test)
-    rounds_run = len(history) - 1
-    summary.update(
-        {
-            "best_round": float(best_round),
-            "rounds_run": float(rounds_run),
-            "refit_rounds": float(best_round if refit is not None else 0),
-            "train_seconds": train_seconds,
-            "refit_seconds": train_seconds - search_seconds,
-            "seconds_per_round": search_seconds / max(rounds_run, 1),
-        }
-    )
-    log(f"[{mode}] best round {best_round}: {_describe({k: v for k, v in test.items() if k.startswith('test/')})}")
-    return TrainResult(states=best_states, history=history, metrics={**summary, **test}, mode=mode)
+    return history, best_round, best_states
 
 
-def _refit(refit: Refit, rounds: int, mode: str, log: Callable[[str], None]) -> States:
-    states, advance = refit()
+def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> States:
     clock = time.perf_counter()
-    for round_number in range(1, rounds + 1):
-        states = advance(states)
-        log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
-            f"({time.perf_counter() - clock:.1f}s)")
+    try:
+        states = trainers.start()
+        for round_number in range(1, rounds + 1):
+            states = trainers.round(states)
+            log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
+                f"({time.perf_counter() - clock:.1f}s)")
+    finally:
+        trainers.close()
     return states
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import torch
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.losses import cross_modal_loss, proximal_term
-from hyperlearn.model import build_model, modality_seed, resolve_device
+from hyperlearn.losses import proximal_term
+from hyperlearn.model import build_model, resolve_device
+from hyperlearn.objective import objective
 from hyperlearn.problem import Relation, load_problem, with_validation_in_training
 from hyperlearn.rundir import ModalityState, RunDir
+from hyperlearn.seeds import negatives_seed
 
 
 class ModalityTrainer:
@@ -46,7 +48,7 @@ class ModalityTrainer:
         )
         self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameter_groups())
-        self.generator = torch.Generator().manual_seed(modality_seed(config.seed + 1, modality))
+        self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, modality))
 
     def update(self, states: dict[str, ModalityState]) -> ModalityState:
         """`local_steps` optimiser steps against the others' states from the last round; returns the new
@@ -63,16 +65,14 @@ class ModalityTrainer:
         for _ in range(self.config.local_steps):
             self.optimizer.zero_grad(set_to_none=True)
             own = self.model()
-            loss = cross_modal_loss(
+            loss = objective(
                 self.relations,
                 {**factors, self.modality: own},
                 {**biases, self.modality: self.model.biases},
-                self.config.l2,
-                self.config.negatives,
+                self.config,
                 self.generator,
-                self.config.projected,
+                {self.modality: self.model.regulariser},
             )
-            loss = loss + self.model.regulariser(own)
             loss = loss + self.config.proximal * proximal_term(
                 self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases
             )

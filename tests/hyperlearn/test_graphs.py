@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from hyperlearn.graphs import dirichlet_energy, knn_graph, normalized_laplacian, rescaled_laplacian
+from hyperlearn.graphs import knn_graph, normalized_laplacian, rescaled_laplacian
 
 
 def undirected(n: int, edges: list[tuple[int, int]], weights: list[float] | None = None) -> scipy.sparse.csr_matrix:
@@ -65,9 +65,6 @@ def test_isolated_node_has_zero_row_and_passes_through_rescaling():
     assert laplacian[0, 0] == pytest.approx(1.0)
     rescaled = rescaled_laplacian(laplacian).toarray()
     np.testing.assert_allclose(rescaled[3], [0, 0, 0, -1])
-    factor = np.zeros((4, 2))
-    factor[3] = [5.0, -7.0]
-    assert dirichlet_energy(laplacian, factor) == 0.0  # no edges, no smoothness penalty
 
 
 def test_self_loops_are_ignored():
@@ -100,12 +97,6 @@ def test_rescaled_laplacian_maps_spectrum_onto_minus_one_one():
     with pytest.raises(ValueError, match="lambda_max"):
         rescaled_laplacian(laplacian, lambda_max=0.0)
 
-
-def test_dirichlet_energy_by_hand():
-    laplacian = normalized_laplacian(undirected(2, [(0, 1)]))  # [[1, -1], [-1, 1]]
-    assert dirichlet_energy(laplacian, np.array([[1.0], [3.0]])) == pytest.approx(0.5 * (1 - 3) ** 2)
-    assert dirichlet_energy(laplacian, np.array([2.0, 2.0])) == pytest.approx(0.0)
-    assert dirichlet_energy(laplacian, np.array([[1.0, 0.0], [3.0, 1.0]])) == pytest.approx(0.5 * (4 + 1))
 
 
 # --- k-nearest-neighbour graph ------------------------------------------------------------------------------

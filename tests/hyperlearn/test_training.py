@@ -6,7 +6,7 @@ from distributed import Client, LocalCluster
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import place_modalities, train_distributed
-from hyperlearn.joint import joint_training, train_joint
+from hyperlearn.joint import JointTrainers, train_joint
 from hyperlearn.metrics import evaluate
 from hyperlearn.problem import load_problem, with_validation_in_training
 from hyperlearn.rundir import Entries
@@ -96,9 +96,10 @@ def test_refit_trains_the_best_round_count_afresh_on_training_and_validation_ent
     untimed = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]
     assert untimed(refitted.history) == untimed(chosen.history)
     problem = load_problem(planted_run)
-    states, advance = joint_training(with_validation_in_training(problem), config)
+    trainers = JointTrainers(with_validation_in_training(problem), config)
+    states = trainers.start()
     for _ in range(best_round):
-        states = advance(states)
+        states = trainers.round(states)
     for modality, state in states.items():
         np.testing.assert_array_equal(refitted.factors[modality], state.factor)
     fit = {name: evaluate(problem.relations[0], result.states, "validation", 0)

@@ -119,7 +119,7 @@ SPEC_ERRORS = [
     ("relations.0.modalities", {"user": "user_id"},
      r"relations\[0\]\.modalities: a relation spans at least 2 modalities, got 1"),
     ("relations.0.source.format", "xlsx", r"relations\[0\]\.source\.format: must be one of csv, tsv, jsonl, parquet"),
-    ("relations.0.loss", "hinge", r"relations\[0\]\.loss: must be one of squared, logistic, got str 'hinge'"),
+    ("relations.0.loss", "hinge", r"relations\[0\]\.loss: must be one of squared, logistic, bpr, softmax, got str 'hinge'"),
     ("relations.0.duplicates", "median", r"relations\[0\]\.duplicates: must be one of last, first, mean, sum, max"),
     ("relations.0.weight", 0, r"relations\[0\]\.weight: must be > 0"),
     ("relations.0.value", True, r"relations\[0\]\.value: expected a finite number, got bool True"),

@@ -1,0 +1,31 @@
+"""The objective's parts: one Dirichlet energy, and the same objective for a trainer's own terms and joint's."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from hyperlearn.chebconv import to_torch_csr
+from hyperlearn.graphs import normalized_laplacian
+from hyperlearn.objective import dirichlet_energy
+
+
+def _laplacian(n, edges):
+    rows, cols = zip(*edges)
+    weights = scipy.sparse.coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(n, n))
+    return to_torch_csr(normalized_laplacian(weights + weights.T))
+
+
+def test_dirichlet_energy_by_hand():
+    laplacian = _laplacian(2, [(0, 1)])  # [[1, -1], [-1, 1]]
+    energy = lambda rows: float(dirichlet_energy(laplacian, torch.tensor(rows, dtype=torch.float32)))
+    assert energy([[1.0], [3.0]]) == pytest.approx(0.5 * (1 - 3) ** 2 / 2)
+    assert energy([[2.0], [2.0]]) == pytest.approx(0.0)
+    assert energy([[1.0, 0.0], [3.0, 1.0]]) == pytest.approx(0.5 * (4 + 1) / 2)
+
+
+def test_no_graph_and_isolated_nodes_cost_nothing():
+    factor = torch.zeros(4, 2)
+    factor[3] = torch.tensor([5.0, -7.0])
+    assert float(dirichlet_energy(_laplacian(4, [(0, 1), (1, 2)]), factor)) == 0.0
+    assert float(dirichlet_energy(None, factor)) == 0.0
