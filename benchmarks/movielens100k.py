@@ -635,7 +635,7 @@ def _hyperlearn_runs(base: TrainingConfig, selection: Mapping[str, Any], plan: P
     jobs += [(headline, 1, seed) for seed in plan.seeds[1:]]
     jobs += [(headline, fold, plan.seeds[0]) for fold in plan.folds if fold != 1]
     records = []
-    cluster, _ = make_cluster(2, threads_per_worker=WORKER_THREADS, log=log)
+    cluster = make_cluster(2, "cpu", threads_per_worker=WORKER_THREADS, log=log)
     with cluster, Client(cluster) as client:
         for number, (variant, fold, seed) in enumerate(jobs):
             config = variant.config(base, selection["chosen"], seed, plan)

@@ -1,7 +1,8 @@
 """The cluster factory: the one place that knows which kind of Dask cluster training runs on.
 
-HyperLearn trains one model per modality, each pinned to its own Dask worker (method.md §3). With GPUs visible
-that is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; without, it is
+HyperLearn trains one model per modality, each pinned to its own Dask worker (method.md §3). For the device the
+run's settings resolved (`training.device`, "auto" made concrete once by `hyperlearn.model.resolve_device`):
+"cuda" is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; "cpu" is
 distributed's `LocalCluster` with one process worker per modality and the machine's cores split between them.
 
 Worker processes inherit this process's environment, so a `PREFECT_API_URL` set here reaches them; they never
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 import dask
 import torch
@@ -45,20 +47,25 @@ def visible_gpu_count() -> int:
 
 def make_cluster(
     n_workers: int,
+    device: Literal["cpu", "cuda"],
     *,
     threads_per_worker: int | None = None,
     log: Callable[[str], None] = _logger.info,
-) -> tuple[Cluster, str]:
-    """Start a local cluster for `n_workers` per-modality trainers; return it with its device, "cuda" or "cpu".
+) -> Cluster:
+    """Start a local cluster for `n_workers` per-modality trainers on `device`.
 
-    With GPUs: one worker per GPU, using at most `n_workers` GPUs; with fewer GPUs than trainers some workers
-    host several trainers, and `log` says so. Without: `n_workers` process workers. Either way each worker gets
+    "cuda": one worker per visible GPU, using at most `n_workers` GPUs; with fewer GPUs than trainers some workers
+    host several trainers, and `log` says so. "cpu": `n_workers` process workers. Either way each worker gets
     `threads_per_worker` threads (default: the cores split evenly, at least one), and its OpenMP/BLAS/torch
     thread pools are sized to match. Dashboards are off. The caller closes the cluster.
     """
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-    gpus = visible_gpu_count()
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (resolved), got {device!r}")
+    gpus = visible_gpu_count() if device == "cuda" else 0
+    if device == "cuda" and not gpus:
+        raise RuntimeError("device 'cuda' was asked for, but no CUDA GPU is visible")
     workers = min(gpus, n_workers) if gpus else n_workers
     threads = threads_per_worker or max(1, CPU_COUNT // workers)
     options = {
@@ -71,15 +78,13 @@ def make_cluster(
         "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
     }
     with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
-        if gpus:
+        if device == "cuda":
             if gpus < n_workers:
                 log(f"{n_workers} trainers on {gpus} GPU(s): some GPU workers host more than one trainer")
             cluster: Cluster = LocalCUDACluster(
                 CUDA_VISIBLE_DEVICES=list(range(workers)), n_workers=workers, threads_per_worker=threads, **options
             )
-            device = "cuda"
         else:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, **options)
-            device = "cpu"
     log(f"started a {device} cluster: {workers} worker(s) x {threads} thread(s)")
-    return cluster, device
+    return cluster

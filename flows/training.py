@@ -38,11 +38,13 @@ def train(
     n_modalities: int,
     log: Callable[[str], None] = print,
 ) -> tuple[TrainResult, str]:
-    """Train the run in `run`; return the result and the device it ran on ("cpu" or "cuda")."""
-    if mode == "joint":
-        return train_joint(run, config, log=log), resolve_device(config.device).type
-    if mode != "distributed":
+    """Train the run in `run`; return the result and the device it ran on ("cpu" or "cuda"): `config.device`,
+    with "auto" resolved here, once, for the cluster and the trainers alike."""
+    if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    cluster, device = make_cluster(n_modalities, log=log)
-    with cluster, Client(cluster) as client:
+    device = resolve_device(config.device).type
+    config = config.replace(device=device)
+    if mode == "joint":
+        return train_joint(run, config, log=log), device
+    with make_cluster(n_modalities, device, log=log) as cluster, Client(cluster) as client:
         return train_distributed(client, run, config, log=log), device

@@ -29,9 +29,7 @@ def _worker_state() -> dict:
 def test_cpu_cluster_has_one_process_worker_per_trainer_with_matching_threads(monkeypatch):
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    cluster, device = make_cluster(2, threads_per_worker=2)
-    with cluster, Client(cluster) as client:
-        assert device == "cpu"
+    with make_cluster(2, "cpu", threads_per_worker=2) as cluster, Client(cluster) as client:
         workers = client.scheduler_info()["workers"]
         assert len(workers) == 2
         assert all(info["nthreads"] == 2 for info in workers.values())
@@ -47,14 +45,12 @@ def test_default_threads_split_the_cores(monkeypatch):
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
     monkeypatch.setattr(cluster_module, "CPU_COUNT", 8)
     monkeypatch.setattr(cluster_module, "LocalCluster", _ThreadedCluster)
-    cluster, _ = make_cluster(3)
-    with cluster:
+    with make_cluster(3, "cpu") as cluster:
         assert cluster.kwargs["threads_per_worker"] == 2
         assert cluster.kwargs["n_workers"] == 3
         assert cluster.kwargs["dashboard_address"] is None
         assert cluster.kwargs["env"]["OMP_NUM_THREADS"] == "2"
-    cluster, _ = make_cluster(16)
-    with cluster:
+    with make_cluster(16, "cpu") as cluster:
         assert cluster.kwargs["threads_per_worker"] == 1
 
 
@@ -100,9 +96,7 @@ def test_gpu_cluster_has_one_worker_per_gpu(monkeypatch, gpus, trainers, expecte
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: gpus)
     monkeypatch.setattr(cluster_module, "LocalCUDACluster", _StandInCUDACluster)
     messages: list[str] = []
-    cluster, device = make_cluster(trainers, threads_per_worker=1, log=messages.append)
-    with cluster, Client(cluster) as client:
-        assert device == "cuda"
+    with make_cluster(trainers, "cuda", threads_per_worker=1, log=messages.append) as cluster, Client(cluster) as client:
         assert cluster.devices == expected_devices
         assert cluster.env["OMP_NUM_THREADS"] == "1"
         assert sorted(client.scheduler_info()["workers"][w]["name"] for w in client.scheduler_info()["workers"]) == (
@@ -111,17 +105,32 @@ def test_gpu_cluster_has_one_worker_per_gpu(monkeypatch, gpus, trainers, expecte
     assert any("GPU" in message and "more than one trainer" in message for message in messages) == warns
 
 
-def test_rejects_an_empty_cluster():
+def test_rejects_an_empty_cluster_and_an_unresolved_device():
     with pytest.raises(ValueError, match="n_workers"):
-        make_cluster(0)
+        make_cluster(0, "cpu")
+    with pytest.raises(ValueError, match="resolved"):
+        make_cluster(1, "auto")
+
+
+def test_a_cpu_device_gets_a_cpu_cluster_even_where_gpus_are_visible(monkeypatch):
+    """`--device cpu` on a GPU host: the cluster follows the setting, not the hardware."""
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 4)
+    monkeypatch.setattr(cluster_module, "LocalCluster", _ThreadedCluster)
+    monkeypatch.setattr(cluster_module, "LocalCUDACluster", _StandInCUDACluster)
+    with make_cluster(2, "cpu") as cluster:
+        assert isinstance(cluster, _ThreadedCluster) and cluster.kwargs["n_workers"] == 2
+
+
+def test_cuda_without_a_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        make_cluster(1, "cuda")
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_real_cuda_cluster_gives_each_worker_its_own_gpu():
-    cluster, device = make_cluster(1)
-    with cluster, Client(cluster) as client:
-        assert device == "cuda"
+    with make_cluster(1, "cuda") as cluster, Client(cluster) as client:
 
         def visible() -> tuple[str, int]:
             import os
