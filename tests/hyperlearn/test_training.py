@@ -53,6 +53,7 @@ def test_distributed_and_joint_reach_the_noise_level_and_agree(dense_planted_run
     assert gap < 0.05
 
 
+@pytest.mark.slow
 def test_distributed_training_and_its_refit_are_deterministic(planted_run, process_client):
     config = FROM_SCRATCH.replace(rounds=3, patience=3, refit=True)
     logged = []
