@@ -16,17 +16,17 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from hyperlearn.pipeline.outputs import (
-    staged_run_dir,
-    training_summary,
-    write_manifest,
-    write_metrics,
-    write_training_outputs,
-)
-from hyperlearn.flows.training import Mode, train, training_config
 from hyperlearn.config import TrainingConfig
+from hyperlearn.flows.training import Mode, train, training_config
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
+from hyperlearn.pipeline.outputs import (
+    VersionRecord,
+    staged_run_dir,
+    training_summary,
+    write_record,
+    write_training_outputs,
+)
 from hyperlearn.pipeline.publish import new_version, publish
 from hyperlearn.pipeline.spec import DatasetSpec, load_spec
 from hyperlearn.rundir import DatasetDir, RunDir
@@ -54,33 +54,10 @@ def train_step(spec: DatasetSpec, run: RunDir, version: str, config: TrainingCon
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_step(
-    spec: DatasetSpec,
-    run: RunDir,
-    dataset_dir: Path,
-    version: str,
-    config: TrainingConfig,
-    summary: dict[str, Any],
-    ingest_report: dict[str, Any],
-    graph_stats: dict[str, Any],
-    stage_seconds: dict[str, float],
-) -> str:
+def publish_step(run: RunDir, dataset_dir: Path, record: VersionRecord) -> str:
     """Write metrics.json and manifest.json, then rename the staging folder into place and move `latest`."""
-    write_metrics(run, summary, stage_seconds)
-    write_manifest(
-        run,
-        spec_path=spec.spec_path,
-        spec_hash=spec.spec_hash,
-        dataset=spec.name,
-        version=version,
-        modalities=[m.name for m in spec.modalities],
-        config=config,
-        summary=summary,
-        ingest_report=ingest_report,
-        graph_stats=graph_stats,
-    )
-    published = publish(run.path, dataset_dir, version, catalog_source=run.catalog)
-    return str(published)
+    write_record(run, record)
+    return str(publish(run.path, dataset_dir, record.version, catalog_source=run.catalog))
 
 
 @flow(name="hyperlearn-train-embeddings")
@@ -118,7 +95,8 @@ def train_embeddings(
         with timed("train"):
             summary = train_step(spec, run, version, config, mode)
         with timed("publish"):
-            published = publish_step(spec, run, dataset_dir, version, config, summary, report, graphs, seconds)
+            record = VersionRecord(spec, version, config, summary, report, graphs, seconds)
+            published = publish_step(run, dataset_dir, record)
     test_metrics = [
         f"{name}={value:.4f}"
         for name, value in summary["metrics"].items()

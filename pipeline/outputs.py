@@ -4,16 +4,17 @@ Plain functions, no Prefect: the flow's tasks call them, and tests call them dir
 
 - `staged_run_dir`: the staging folder, removed again unless the run published it;
 - `write_training_outputs`: embedding Parquet per modality, the checkpoints folder, `report.png`;
-- `write_metrics`: `metrics.json` (test metrics, timings, the training curve);
-- `write_manifest`: `manifest.json` (what went in, what came out, every file with its size).
+- `write_record`: `metrics.json` (test metrics, timings, the training curve) and `manifest.json` (what went in,
+  what came out, every file with its size).
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hyperlearn.report import plot_training_curves
 from hyperlearn.result import TrainResult
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.publish import write_embeddings, write_json_atomic
+from hyperlearn.pipeline.spec import DatasetSpec
 from hyperlearn.rundir import DatasetDir, RunDir
 
 
@@ -83,46 +85,42 @@ def training_summary(result: TrainResult, device: str) -> dict[str, Any]:
     )
 
 
-def write_metrics(run: RunDir, summary: Mapping[str, Any], stage_seconds: Mapping[str, float]) -> Path:
-    """Write `metrics.json`: the training summary plus the wall seconds of every pipeline stage."""
-    write_json_atomic(run.metrics, json_ready({**summary, "stage_seconds": dict(stage_seconds)}))
-    return run.metrics
+@dataclass(frozen=True)
+class VersionRecord:
+    """What a run records about the version it made: the inputs, the settings, and each stage's summary."""
+
+    spec: DatasetSpec
+    version: str
+    config: TrainingConfig
+    training: Mapping[str, Any]  # `training_summary` of the result
+    ingest: Mapping[str, Any]  # IngestReport.to_dict()
+    graphs: Mapping[str, Any]  # GraphStats.to_dict() per modality
+    stage_seconds: Mapping[str, float]
 
 
-def write_manifest(
-    run: RunDir,
-    *,
-    spec_path: Path,
-    spec_hash: str,
-    dataset: str,
-    version: str,
-    modalities: Sequence[str],
-    config: TrainingConfig,
-    summary: Mapping[str, Any],
-    ingest_report: Mapping[str, Any],
-    graph_stats: Mapping[str, Any],
-) -> Path:
-    """Write `manifest.json` last, listing every other file of the run (relative path, bytes)."""
+def write_record(run: RunDir, record: VersionRecord) -> None:
+    """Write `metrics.json` (the training summary and every stage's wall seconds), then `manifest.json`, last,
+    listing every other file of the run (relative path, bytes)."""
+    write_json_atomic(run.metrics, json_ready({**record.training, "stage_seconds": dict(record.stage_seconds)}))
     files = [
         {"path": run.relative(path), "bytes": path.stat().st_size}
         for path in sorted(run.path.rglob("*"))
         if path.is_file() and path != run.manifest
     ]
     manifest = {
-        "dataset": dataset,
-        "version": version,
-        "spec": {"path": str(Path(spec_path).resolve()), "hash": spec_hash},
-        "mode": summary["mode"],
-        "device": summary["device"],
-        "training": config.to_dict(),
-        "config_hash": config.config_hash(),
-        "entities": {name: len(EntityCatalog.load(run.catalog, name)) for name in modalities},
-        "ingest": ingest_report,
-        "graphs": graph_stats,
+        "dataset": record.spec.name,
+        "version": record.version,
+        "spec": {"path": str(Path(record.spec.spec_path).resolve()), "hash": record.spec.spec_hash},
+        "mode": record.training["mode"],
+        "device": record.training["device"],
+        "training": record.config.to_dict(),
+        "config_hash": record.config.config_hash(),
+        "entities": {m.name: len(EntityCatalog.load(run.catalog, m.name)) for m in record.spec.modalities},
+        "ingest": record.ingest,
+        "graphs": record.graphs,
         "files": files,
     }
     write_json_atomic(run.manifest, json_ready(manifest))
-    return run.manifest
 
 
 def json_ready(value: Any) -> Any:
