@@ -200,10 +200,8 @@ def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from hyperlearn.flows.hyperlearn_flow import train_embeddings
-
     overrides = _checked_overrides(parser, args)
-    published = train_embeddings(
+    published = _train(
         spec_path=str(args.spec),
         out=str(args.out),
         data_root=None if args.data_root is None else str(args.data_root),
@@ -215,14 +213,24 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from hyperlearn.flows.hyperlearn_flow import train_embeddings
     from hyperlearn.pipeline.sources.synthetic import generate_demo
 
     spec = generate_demo(args.data)
     print(f"demo data and spec: {spec}")
-    published = train_embeddings(spec_path=str(spec), out=str(args.out))
-    _print_summary(Path(published))
+    _print_summary(Path(_train(spec_path=str(spec), out=str(args.out))))
     return 0
+
+
+def _train(**parameters: Any) -> str:
+    """Run the training flow once, on a temporary Prefect server of this command's own when no PREFECT_API_URL
+    is set: it starts while the flow's libraries load, and never outlives the command."""
+    from hyperlearn.flows.temporary_server import temporary_api
+
+    with temporary_api() as wait_for_server:
+        from hyperlearn.flows.hyperlearn_flow import train_embeddings
+
+        wait_for_server()
+        return train_embeddings(**parameters)
 
 
 def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
