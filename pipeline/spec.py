@@ -445,26 +445,38 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _check_nodes(root: yaml.Node) -> None:
-    """Walk the node graph as construction would expand it (aliases included), at most MAX_YAML_NODES nodes."""
-    stack: list[tuple[yaml.Node, Location]] = [(root, ())]
+    """Walk the node graph as construction would expand it (aliases included), at most MAX_YAML_NODES nodes.
+
+    Key paths are kept as (parent, key) links, so a deep (or recursive) document costs O(nodes), not O(nodes²)."""
+    stack: list[tuple[yaml.Node, tuple | None]] = [(root, None)]
     visited = 0
     while stack:
-        node, loc = stack.pop()
+        node, path = stack.pop()
         visited += 1
         if visited > MAX_YAML_NODES:
             raise _Invalid((), f"more than {MAX_YAML_NODES} YAML nodes once aliases are expanded; refused "
                            "(an alias bomb, or not a dataset spec)")
         if isinstance(node, yaml.SequenceNode):
-            stack.extend((child, (*loc, i)) for i, child in enumerate(node.value))
+            stack.extend((child, (path, i)) for i, child in enumerate(node.value))
         elif isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
                 if name in seen:
+                    loc = _unlinked(path)
                     hint = "; a modality on several axes needs the axes: form" if loc[-1:] == ("modalities",) else ""
                     raise _Invalid(loc, f"key {name!r} given twice (line {key.start_mark.line + 1}){hint}")
                 seen.add(name)
-                stack.append((value, (*loc, name)))
+                stack.append((value, (path, name)))
+
+
+def _unlinked(path: tuple | None) -> Location:
+    """The key path of a (parent, key) link chain."""
+    parts: list[str | int] = []
+    while path is not None:
+        path, key = path
+        parts.append(key)
+    return tuple(reversed(parts))
 
 
 def _first_problem(error: ValidationError) -> _Invalid:

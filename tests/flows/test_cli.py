@@ -100,7 +100,8 @@ def test_settings_not_given_are_not_overrides():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--rank", "0"], "overrides.rank: must be >= 1"),
+        (["--rank", "0"], "--rank: input should be greater than or equal to 1, got int 0"),
+        (["--projected", "itme"], "--projected: unknown modality 'itme'; known: user, item, tag"),
         (["--rank", "1.5"], "invalid int value"),
         (["--encoder", "mlp"], "invalid choice"),
         (["--data-root", "/nonexistent"], "/nonexistent"),

@@ -1,10 +1,26 @@
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.pipeline.spec import DatasetSpec, SourceSpec, SpecError, SplitSpec, load_spec
+from hyperlearn.pipeline.spec import (
+    MAX_YAML_NODES,
+    DatasetSpec,
+    KeyNormalisation,
+    SourceSpec,
+    SpecError,
+    SplitSpec,
+    default_structure,
+    load_spec,
+    spec_json_schema,
+)
+from hyperlearn.rundir import Evaluation, Negatives
+
+from tests.pipeline.conftest import RATINGS
+
+SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "spec.schema.json"
 
 
 def test_valid_spec_loads_into_dataclasses(demo_document, write_spec, tmp_path):
@@ -203,3 +219,216 @@ def test_logistic_constant_must_be_a_label(demo_document, write_spec):
     relation.update(loss="logistic", value=2)
     with pytest.raises(SpecError, match=r"relations\[0\]\.value: a logistic relation needs values in \[0, 1\], got 2"):
         load_spec(write_spec(demo_document))
+
+
+# --- higher-order relations ----------------------------------------------------------------------------------------
+
+KG = """\
+head,relation,tail
+e1,likes,e2
+e2,likes,e3
+"""
+
+
+@pytest.fixture
+def kg_document(demo_document, write):
+    """The demo spec plus a knowledge-graph modality pair and a triple relation over entity × relation × entity."""
+    write("triples.csv", KG)
+    demo_document["modalities"] += [{"name": "entity"}, {"name": "relation_type"}]
+    demo_document["relations"].append(
+        {
+            "name": "triple",
+            "axes": [
+                {"modality": "entity", "column": "head"},
+                {"modality": "relation_type", "column": "relation"},
+                {"modality": "entity", "column": "tail"},
+            ],
+            "loss": "softmax",
+            "evaluate": {"target": "tail", "k": [10, 1]},
+            "source": {"path": "triples.csv"},
+        }
+    )
+    return demo_document
+
+
+def test_axes_form_spans_a_modality_twice(kg_document, write_spec):
+    triple = load_spec(write_spec(kg_document)).relation("triple")
+
+    assert triple.modalities == ("entity", "relation_type", "entity")
+    assert triple.axes == triple.key_columns == ("head", "relation", "tail")
+    assert triple.evaluation == Evaluation(target=2, k=(1, 10))
+    assert triple.structure == "pairwise"  # implicit, order 3, with a target: the documented default
+    assert triple.negatives == Negatives(axes=None, count=4, distribution="uniform")
+
+
+def test_negatives_and_targets_name_axes_by_column_or_unambiguous_modality(kg_document, write_spec):
+    triple = kg_document["relations"][1]
+    triple.update(negatives={"axes": ["relation_type", "head"], "count": 9, "distribution": "popularity"},
+                  evaluate={"target": "relation_type"}, structure="cp")
+
+    relation = load_spec(write_spec(kg_document)).relation("triple")
+
+    assert relation.negatives == Negatives(axes=(1, 0), count=9, distribution="popularity")
+    assert relation.evaluation == Evaluation(target=1, k=(5, 10, 20)) and relation.structure == "cp"
+
+
+@pytest.mark.parametrize(
+    ("loss", "evaluate", "order_three", "structure"),
+    [("softmax", True, True, "pairwise"), ("bpr", True, True, "pairwise"), ("squared", True, True, "cp"),
+     ("logistic", False, True, "cp"), ("logistic", True, False, "cp")],
+)
+def test_default_structure(loss, evaluate, order_three, structure):
+    assert default_structure(loss, 3 if order_three else 2, Evaluation(0) if evaluate else None) == structure
+
+
+HIGHER_ORDER_ERRORS = [
+    ("relations.1.evaluate.target", "entity",
+     r"relations\[1\]\.evaluate\.target: modality 'entity' is on axes head, tail; name the axis by its column"),
+    ("relations.1.negatives", {"axes": ["post"]},
+     r"relations\[1\]\.negatives\.axes: no axis 'post'; axes: head, relation, tail"),
+    ("relations.1.negatives", {"count": 0}, r"relations\[1\]\.negatives\.count: input should be greater than or"),
+    ("relations.1.negatives", {"distribution": "zipf"}, r"negatives\.distribution: input should be 'uniform' or"),
+    ("relations.1.structure", "tucker", r"relations\[1\]\.structure: input should be 'cp' or 'pairwise'"),
+    ("relations.1.evaluate.k", [], r"relations\[1\]\.evaluate\.k: list should have at least 1 item"),
+    ("relations.1.axes.1.modality", "film", r"relations\[1\]\.axes: unknown modality 'film'"),
+    ("relations.1.axes.2.column", "head", r"relations\[1\]\.axes: key column 'head' used for more than one axis"),
+    ("relations.1.axes.0.colour", "red", r"relations\[1\]\.axes\[0\]\.colour: unknown key; allowed here: modality, column"),
+    ("relations.1.modalities", {"entity": "head", "relation_type": "relation"},
+     r"relations\[1\]: give either modalities \(modality: key column\) or axes"),
+    ("split.group_by", ["tail"], r"split\.group_by: relations\[0\] \('rating'\): no axis 'tail'"),
+    ("modalities.2.keys", {"unicode": "NFX"}, r"modalities\[2\]\.keys\.unicode: input should be 'NFC', 'NFD'"),
+    ("modalities.2.keys", {"casefold": "yes"}, r"modalities\[2\]\.keys\.casefold: input should be a valid boolean"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), HIGHER_ORDER_ERRORS, ids=[c[0] for c in HIGHER_ORDER_ERRORS])
+def test_higher_order_errors_name_the_key_path(kg_document, write_spec, key, value, message):
+    _set(kg_document, key, value)
+    with pytest.raises(SpecError, match=message):
+        load_spec(write_spec(kg_document))
+
+
+def test_group_by_names_axes_of_every_relation(kg_document, write_spec):
+    del kg_document["relations"][1]
+    kg_document["modalities"] = kg_document["modalities"][:2]
+    kg_document["split"]["group_by"] = ["user", "item_id"]
+    assert load_spec(write_spec(kg_document)).split.group_by == ("user", "item_id")
+
+
+def test_key_normalisation_defaults_and_settings(demo_document, write_spec):
+    demo_document["modalities"][1]["keys"] = {"strip": False, "unicode": None, "casefold": True}
+    spec = load_spec(write_spec(demo_document))
+    assert spec.modality("user").keys == KeyNormalisation(strip=True, unicode="NFC", casefold=False)
+    assert spec.modality("item").keys == KeyNormalisation(strip=False, unicode=None, casefold=True)
+
+
+def test_train_source_alone_or_with_validation(demo_document, write_spec, write):
+    write("valid.csv", RATINGS)
+    relation = demo_document["relations"][0]
+    del relation["source"]
+    relation["sources"] = {"train": {"path": "ratings.csv"}}
+    assert set(load_spec(write_spec(demo_document)).relation("rating").sources) == {"train"}
+    relation["sources"]["validation"] = {"path": "valid.csv"}
+    assert set(load_spec(write_spec(demo_document)).relation("rating").sources) == {"train", "validation"}
+    del relation["sources"]["train"]
+    with pytest.raises(SpecError, match=r"relations\[0\]\.sources\.train: required key is missing"):
+        load_spec(write_spec(demo_document))
+
+
+# --- one place for settings: the spec's training block with the command-line overrides ---------------------------
+
+
+def test_overrides_apply_before_validation(demo_document, write_spec):
+    path = write_spec(demo_document)
+    spec = load_spec(path, overrides={"rank": 7, "projected": ["item"]})
+    assert spec.training == TrainingConfig(rank=7, projected=("item",))
+    assert spec.spec_hash == load_spec(path).spec_hash  # the hash is of the file
+
+
+@pytest.mark.parametrize(
+    ("in_file", "overrides", "message"),
+    [
+        ({}, {"projected": ["itme"]}, r"spec\.yaml: --projected: unknown modality 'itme'; known: user, item"),
+        ({"projected": ["itme"]}, {}, r"spec\.yaml: training\.projected: unknown modality 'itme'"),
+        ({}, {"learning_rate": -1.0}, r"spec\.yaml: --learning-rate: input should be greater than 0, got float -1"),
+        ({"rank": "4"}, {}, r"spec\.yaml: training\.rank: input should be a valid integer, got str '4'"),
+        ({}, {"rnak": 3}, r"spec\.yaml: --rnak: unknown key; allowed here: rank,"),
+    ],
+)
+def test_a_bad_setting_says_where_it_came_from(demo_document, write_spec, in_file, overrides, message):
+    demo_document["training"] = in_file
+    with pytest.raises(SpecError, match=message):
+        load_spec(write_spec(demo_document), overrides=overrides)
+
+
+# --- hostile specs ------------------------------------------------------------------------------------------------
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]  # 9**10 strings once expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nname: bomb\n")
+    with pytest.raises(SpecError, match=rf"bomb\.yaml: more than {MAX_YAML_NODES} YAML nodes once aliases"):
+        load_spec(path)
+
+
+def test_a_recursive_alias_is_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: &x [*x]\n")
+    with pytest.raises(SpecError, match="YAML nodes once aliases are expanded"):
+        load_spec(path)
+
+
+def test_aliases_of_ordinary_size_are_fine(demo_document, write_spec):
+    path = write_spec(demo_document)
+    text = path.read_text().replace("split:\n", "defaults: &shared {seed: 1}\nsplit:\n")
+    path.write_text(text)
+    with pytest.raises(SpecError, match=r"defaults: unknown key"):  # parsed, then refused as an unknown key
+        load_spec(path)
+
+
+@pytest.mark.parametrize("bad_path", ["/etc/passwd", "../../../etc/passwd", "sub/../../outside.csv"])
+def test_data_paths_must_stay_under_the_data_root(demo_document, write_spec, bad_path):
+    demo_document["relations"][0]["source"] = {"path": bad_path, "format": "csv"}
+    with pytest.raises(SpecError, match=r"relations\[0\]\.source\.path: .* is outside the data root .*--allow-root"):
+        load_spec(write_spec(demo_document))
+
+
+def test_another_root_is_allowed_explicitly(demo_document, write_spec, tmp_path):
+    outside = tmp_path.parent / f"{tmp_path.name}-shared"
+    outside.mkdir()
+    (outside / "ratings.csv").write_text(RATINGS)
+    demo_document["relations"][0]["source"] = {"path": str(outside / "ratings.csv")}
+    path = write_spec(demo_document)
+    with pytest.raises(SpecError, match="outside the data root"):
+        load_spec(path)
+    spec = load_spec(path, allow_roots=[outside])
+    assert spec.relation("rating").sources["all"].path == outside / "ratings.csv"
+
+
+def test_a_directory_where_a_file_is_expected(demo_document, write_spec, tmp_path):
+    (tmp_path / "ratings.d.csv").mkdir()
+    demo_document["relations"][0]["source"] = {"path": "ratings.d.csv"}
+    with pytest.raises(SpecError, match=r"relations\[0\]\.source\.path: .*ratings\.d\.csv is a directory, expected a file"):
+        load_spec(write_spec(demo_document))
+    with pytest.raises(SpecError, match=r"cannot read the spec: it is a directory"):
+        load_spec(tmp_path)
+
+
+def test_a_rank_that_cannot_fit_is_refused_with_the_memory_it_needs(demo_document, write_spec):
+    demo_document["training"] = {"rank": 1_000_000_000}
+    with pytest.raises(SpecError, match=r"training\.rank: rank 1000000000 needs at least [\d.]+ GiB \(\d+ bytes\)"):
+        load_spec(write_spec(demo_document))
+    with pytest.raises(SpecError, match=r"--rank: rank 1000000000 needs at least"):
+        load_spec(write_spec(demo_document), overrides={"rank": 1_000_000_000})
+
+
+# --- the JSON Schema for editors ----------------------------------------------------------------------------------
+
+
+def test_committed_json_schema_is_current():
+    committed = json.loads(SCHEMA_FILE.read_text())
+    assert committed == spec_json_schema(), "regenerate: hyperlearn spec-schema > docs/spec.schema.json"
+    assert committed["additionalProperties"] is False and set(committed["required"]) == {"name", "modalities", "relations"}
+    assert committed["$defs"]["_Relation"]["properties"]["loss"]["enum"] == ["squared", "logistic", "bpr", "softmax"]
