@@ -1,6 +1,7 @@
 """The `hyperlearn` command: a thin argparse front over the Prefect flow and the dataset sources.
 
-    hyperlearn run SPEC [--data-root DIR] [--allow-root DIR] [--out DIR] [--mode distributed|joint] [--rank 16 --rounds 30 ...]
+    hyperlearn run SPEC [--data-root DIR] [--allow-root DIR] [--out DIR] [--mode distributed|joint]
+                    [--rank 16 --rounds 30 ...]
     hyperlearn demo [--out DIR] [--data DIR]
     hyperlearn schedule SPEC --cron "0 3 * * *" [--out DIR] ...
     hyperlearn datasets get movielens-100k [--dest DIR]

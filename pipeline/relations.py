@@ -53,12 +53,13 @@ def build_relation(
     split: SplitSpec,
 ) -> tuple[dict[str, Entries], RelationMeta]:
     """One sparse tensor per split and the relation's meta (axes, structure, negatives and evaluation from the
-    spec).
+    spec), split by the relation's own split settings when it has them, else by `split`.
 
     `entries` maps each source of the relation ("all", or "train" with optional "validation" and "test") to its
     de-duplicated entries (key_0 … key_{K-1}, value); every key must already be in its modality's catalog. All
     splits have the shape of the current catalogs; value_min / value_max are the range of the train values.
     """
+    split = relation.split or split
     key_axes = split_axes(relation, split)
     carve = "validation" not in entries
     labelled = pd.concat(

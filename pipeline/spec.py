@@ -128,7 +128,8 @@ class RelationSpec:
     Axis k holds entities of `modalities[k]`, read from column `key_columns[k]` (the axis's name); a modality may
     span several axes (head and tail of a triple). `value` is a column name, or a constant (1.0 for "observed").
     `sources` is {"all": ...} for one source that is split at random, or "train" with optional "validation" and
-    "test" for given splits. `negatives` and `evaluation` name axes by position, as `RelationMeta` does.
+    "test" for given splits. `negatives` and `evaluation` name axes by position, as `RelationMeta` does;
+    `split` is the relation's own split settings (None: the dataset's).
     """
 
     name: str
@@ -143,6 +144,7 @@ class RelationSpec:
     structure: Structure = "cp"
     negatives: Negatives = Negatives()
     evaluation: Evaluation | None = None
+    split: SplitSpec | None = None
 
     @property
     def order(self) -> int:
@@ -328,6 +330,15 @@ class _Sources(_Strict):
     test: _Source | None = Field(None, description="default: no test split")
 
 
+class _Split(_Strict):
+    test: Fraction = 0.1
+    validation: Fraction = 0.05
+    seed: Annotated[int, Field(ge=0)] = 0
+    group_by: Columns | None = Field(None, description="axes whose keys keep a group's tuples in one split")
+
+    _group_by = field_validator("group_by")(_distinct)
+
+
 class _Relation(_Strict):
     name: Name
     modalities: dict[Name, Text] | None = Field(None, description="modality → key column, in axis order")
@@ -347,15 +358,7 @@ class _Relation(_Strict):
     duplicates: Duplicates = "last"
     source: _Source | None = Field(None, description="one file, split at random (split:)")
     sources: _Sources | None = None
-
-
-class _Split(_Strict):
-    test: Fraction = 0.1
-    validation: Fraction = 0.05
-    seed: Annotated[int, Field(ge=0)] = 0
-    group_by: Columns | None = Field(None, description="axes whose keys keep a group's tuples in one split")
-
-    _group_by = field_validator("group_by")(_distinct)
+    split: _Split | None = Field(None, description="this relation's own split settings, replacing the dataset's")
 
 
 class _Document(_Strict):
@@ -549,10 +552,11 @@ def _resolve(document: _Document, spec_path: Path, base: Path, roots: list[Path]
     for i, name in enumerate(known):
         if name not in used:
             raise _Invalid(("modalities", i, "name"), f"modality {name!r} is in no relation")
-    split = SplitSpec(**{**document.split.model_dump(), "group_by": _tuple(document.split.group_by)})
+    split = _split(document.split)
     for i, relation in enumerate(relations):
-        for name in split.group_by or ():
-            _axis(relation, name, ("split", "group_by"), f"relations[{i}] ({relation.name!r}): ")
+        for name in split.group_by or () if relation.split is None else ():
+            _axis(relation, name, ("split", "group_by"), f"relations[{i}] ({relation.name!r}), which has no split of "
+                  "its own: ")
     training = document.training
     unknown = [name for name in training.projected if name not in known]
     if unknown:
@@ -570,6 +574,10 @@ def _resolve(document: _Document, spec_path: Path, base: Path, roots: list[Path]
         training=training,
         spec_hash=spec_hash,
     )
+
+
+def _split(split: _Split) -> SplitSpec:
+    return SplitSpec(**{**split.model_dump(), "group_by": _tuple(split.group_by)})
 
 
 def _unique(names: list[str], section: str, what: str) -> None:
@@ -681,6 +689,11 @@ def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Path
         duplicates=relation.duplicates,
         sources=_relation_sources(relation, loc, paths),
     )
+    split = None
+    if relation.split is not None:
+        split = _split(relation.split)
+        for name in split.group_by or ():
+            _axis(spec, name, (*loc, "split", "group_by"))
     evaluation = None
     if relation.evaluate is not None:
         target = _axis(spec, relation.evaluate.target, (*loc, "evaluate", "target"))
@@ -694,6 +707,7 @@ def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Path
         structure=relation.structure or default_structure(relation.loss, spec.order, evaluation),
         negatives=Negatives(axes, negatives.count, negatives.distribution),
         evaluation=evaluation,
+        split=split,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,22 @@ def test_the_mode_choices_are_the_training_modes():
     run = dict(_commands(build_parser()))[("run",)]
     [mode] = [action for action in run._actions if action.dest == "mode"]
     assert tuple(mode.choices) == MODES
+
+
+def test_spec_schema_prints_the_json_schema(capsys):
+    from hyperlearn.pipeline.spec import spec_json_schema
+
+    assert main(["spec-schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == spec_json_schema()
+
+
+def test_data_outside_the_root_needs_allow_root(small_demo_spec, tmp_path, capsys):
+    data = small_demo_spec.parent
+    moved = tmp_path / "spec.yaml"  # the spec elsewhere, its data paths absolute into the demo folder
+    moved.write_text(re.sub(r"path: (\S+?)([,}])", lambda m: f"path: {data / m[1]}{m[2]}", small_demo_spec.read_text()))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(moved), "--rank", "1000000000"])
+    assert exit_info.value.code == 2 and "is outside the data root" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", str(moved), "--allow-root", str(data), "--rank", "1000000000"])
+    assert "--rank: rank 1000000000 needs at least" in capsys.readouterr().err  # the paths passed; the rank did not

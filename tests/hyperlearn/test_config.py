@@ -57,5 +57,6 @@ def test_check_memory_refuses_with_what_it_would_need():
     config = TrainingConfig(rank=1000, encoder="none")
     needed = 2_000_000 * 1000 * BYTES_PER_FACTOR_ENTRY
     assert check_memory({"user": 2_000_000}, config, available=needed) == needed
-    with pytest.raises(MemoryBudgetError, match=rf"rank 1000 needs at least 29\.8 GiB \({needed} bytes\).*user 2000000"):
+    message = rf"rank 1000 needs at least 29\.8 GiB \({needed} bytes\).*user 2000000"
+    with pytest.raises(MemoryBudgetError, match=message):
         check_memory({"user": 2_000_000}, config, available=needed - 1)

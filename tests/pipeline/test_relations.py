@@ -208,3 +208,12 @@ def test_a_modality_on_two_axes_uses_one_catalog():
 
     assert meta.shape == (3, 3) and meta.axes == ("a", "b") and meta.axes_of("user") == (0, 1)
     assert sorted(map(tuple, tensors["train"].coords.T)) == [(0, 1), (1, 2)]
+
+
+def test_a_relation_split_replaces_the_dataset_split():
+    relation = _relation(2, split=SplitSpec(test=0.0, validation=0.0))
+    entries = {"all": _entries(300)}
+
+    tensors, _ = build_relation(relation, entries, _catalogs(relation, entries), SplitSpec(test=0.5, validation=0.5))
+
+    assert (tensors["train"].nnz, tensors["validation"].nnz, tensors["test"].nnz) == (300, 0, 0)

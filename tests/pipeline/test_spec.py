@@ -292,10 +292,12 @@ HIGHER_ORDER_ERRORS = [
     ("relations.1.evaluate.k", [], r"relations\[1\]\.evaluate\.k: list should have at least 1 item"),
     ("relations.1.axes.1.modality", "film", r"relations\[1\]\.axes: unknown modality 'film'"),
     ("relations.1.axes.2.column", "head", r"relations\[1\]\.axes: key column 'head' used for more than one axis"),
-    ("relations.1.axes.0.colour", "red", r"relations\[1\]\.axes\[0\]\.colour: unknown key; allowed here: modality, column"),
+    ("relations.1.axes.0.colour", "red",
+     r"relations\[1\]\.axes\[0\]\.colour: unknown key; allowed here: modality, column"),
     ("relations.1.modalities", {"entity": "head", "relation_type": "relation"},
      r"relations\[1\]: give either modalities \(modality: key column\) or axes"),
-    ("split.group_by", ["tail"], r"split\.group_by: relations\[0\] \('rating'\): no axis 'tail'"),
+    ("split.group_by", ["tail"],
+     r"split\.group_by: relations\[0\] \('rating'\), which has no split of its own: no axis 'tail'"),
     ("modalities.2.keys", {"unicode": "NFX"}, r"modalities\[2\]\.keys\.unicode: input should be 'NFC', 'NFD'"),
     ("modalities.2.keys", {"casefold": "yes"}, r"modalities\[2\]\.keys\.casefold: input should be a valid boolean"),
 ]
@@ -410,7 +412,7 @@ def test_another_root_is_allowed_explicitly(demo_document, write_spec, tmp_path)
 def test_a_directory_where_a_file_is_expected(demo_document, write_spec, tmp_path):
     (tmp_path / "ratings.d.csv").mkdir()
     demo_document["relations"][0]["source"] = {"path": "ratings.d.csv"}
-    with pytest.raises(SpecError, match=r"relations\[0\]\.source\.path: .*ratings\.d\.csv is a directory, expected a file"):
+    with pytest.raises(SpecError, match=r"relations\[0\]\.source\.path: .*ratings\.d\.csv is a directory, expected"):
         load_spec(write_spec(demo_document))
     with pytest.raises(SpecError, match=r"cannot read the spec: it is a directory"):
         load_spec(tmp_path)
@@ -430,5 +432,19 @@ def test_a_rank_that_cannot_fit_is_refused_with_the_memory_it_needs(demo_documen
 def test_committed_json_schema_is_current():
     committed = json.loads(SCHEMA_FILE.read_text())
     assert committed == spec_json_schema(), "regenerate: hyperlearn spec-schema > docs/spec.schema.json"
-    assert committed["additionalProperties"] is False and set(committed["required"]) == {"name", "modalities", "relations"}
+    assert committed["additionalProperties"] is False
+    assert set(committed["required"]) == {"name", "modalities", "relations"}
     assert committed["$defs"]["_Relation"]["properties"]["loss"]["enum"] == ["squared", "logistic", "bpr", "softmax"]
+
+
+def test_a_relation_may_have_its_own_split(kg_document, write_spec):
+    kg_document["split"]["group_by"] = ["user"]
+    with pytest.raises(SpecError, match=r"split\.group_by: relations\[1\] \('triple'\), which has no split of its own"):
+        load_spec(write_spec(kg_document))
+    kg_document["relations"][1]["split"] = {"test": 0.3, "group_by": ["head", "relation_type"]}
+    spec = load_spec(write_spec(kg_document))
+    assert spec.relation("triple").split == SplitSpec(test=0.3, group_by=("head", "relation_type"))
+    assert spec.relation("rating").split is None and spec.split.group_by == ("user",)
+    kg_document["relations"][1]["split"]["group_by"] = ["user"]
+    with pytest.raises(SpecError, match=r"relations\[1\]\.split\.group_by: no axis 'user'"):
+        load_spec(write_spec(kg_document))
