@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.pipeline.spec import (
@@ -448,3 +449,13 @@ def test_a_relation_may_have_its_own_split(kg_document, write_spec):
     kg_document["relations"][1]["split"]["group_by"] = ["user"]
     with pytest.raises(SpecError, match=r"relations\[1\]\.split\.group_by: no axis 'user'"):
         load_spec(write_spec(kg_document))
+
+
+def test_the_example_spec_is_valid_against_the_json_schema():
+    import jsonschema  # installed with Prefect
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    example = yaml.safe_load((Path(__file__).parents[2] / "examples" / "movielens-100k.yaml").read_text())
+    jsonschema.validate(example, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'hinge' is not one of"):
+        jsonschema.validate({**example, "relations": [{**example["relations"][0], "loss": "hinge"}]}, schema)
