@@ -1,9 +1,11 @@
 """The `hyperlearn` command: a thin argparse front over the Prefect flow and the dataset sources.
 
-    hyperlearn run SPEC [--data-root DIR] [--out DIR] [--mode distributed|joint] [--rank 16 --rounds 30 ...]
+    hyperlearn run SPEC [--data-root DIR] [--allow-root DIR] [--out DIR] [--mode distributed|joint]
+                    [--rank 16 --rounds 30 ...]
     hyperlearn demo [--out DIR] [--data DIR]
     hyperlearn schedule SPEC --cron "0 3 * * *" [--out DIR] ...
     hyperlearn datasets get movielens-100k [--dest DIR]
+    hyperlearn spec-schema > spec.schema.json
     hyperlearn run examples/movielens-100k.yaml --data-root DIR
 
 The training options are generated from `TrainingConfig`'s fields, so the help, the spec's `training:` block
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(schedule)
     _add_training_options(schedule)
 
+    commands.add_parser(
+        "spec-schema",
+        help="print the JSON Schema of dataset specs (for editors; also docs/spec.schema.json)",
+        description="Print the JSON Schema of a dataset spec YAML file, for editor completion and checking.",
+    )
+
     datasets = commands.add_parser(
         "datasets",
         help="fetch public datasets (their specs are in examples/)",
@@ -118,6 +126,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="resolve the spec's data paths against DIR (default: the spec file's folder)",
+    )
+    parser.add_argument(
+        "--allow-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also accept data paths under DIR (repeatable); by default they must lie under the data root",
     )
     parser.add_argument(
         "--out",
@@ -181,20 +197,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "schedule": _schedule,
         "datasets": _datasets,
+        "spec-schema": _spec_schema,
     }
     return handlers[args.command](parser, args)
 
 
 def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """The training overrides, checked together with the spec they apply to, so that a mistake in either fails
-    now, in one line, before any server or cluster starts."""
-    from hyperlearn.flows.training import training_config
-    from hyperlearn.pipeline.spec import load_spec
+    """The training overrides, after loading the spec with them (the one validation the flow repeats), so that
+    a mistake in either fails now, in one line naming the key or option, before any server or cluster starts."""
+    from hyperlearn.pipeline.spec import SpecError, load_spec
 
     overrides = training_overrides(args)
     try:
-        training_config(load_spec(args.spec, args.data_root), overrides)
-    except ValueError as error:  # SpecError is a ValueError too
+        load_spec(args.spec, args.data_root, overrides=overrides, allow_roots=args.allow_root)
+    except SpecError as error:
         parser.exit(2, f"hyperlearn {args.command}: error: {error}\n")
     return overrides
 
@@ -207,6 +223,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         data_root=None if args.data_root is None else str(args.data_root),
         mode=args.mode,
         overrides=overrides or None,
+        allow_roots=[str(root) for root in args.allow_root] or None,
     )
     _print_summary(Path(published))
     return 0
@@ -244,6 +261,7 @@ def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         data_root=args.data_root,
         mode=args.mode,
         overrides=_checked_overrides(parser, args) or None,
+        allow_roots=args.allow_root or None,
     )
     serve_schedule(deployment)
     return 0
@@ -258,6 +276,13 @@ def _datasets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.exit(1, f"hyperlearn datasets get: {error}\n")
     print(f"{args.name} written to {dest}")
     print(f"train on it with:  hyperlearn run examples/{args.name}.yaml --data-root {dest}")
+    return 0
+
+
+def _spec_schema(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hyperlearn.pipeline.spec import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2))
     return 0
 
 

@@ -25,6 +25,7 @@ def build_deployment(
     data_root: str | Path | None = None,
     mode: str = "distributed",
     overrides: dict[str, Any] | None = None,
+    allow_roots: list[Path] | None = None,
 ) -> RunnerDeployment:
     """The deployment that retrains `spec_path` into `out` on `cron` (an invalid expression raises ValueError).
 
@@ -37,6 +38,7 @@ def build_deployment(
         "data_root": None if data_root is None else str(Path(data_root).resolve()),
         "mode": mode,
         "overrides": overrides,
+        "allow_roots": None if allow_roots is None else [str(Path(root).resolve()) for root in allow_roots],
     }
     return train_embeddings.to_deployment(
         name=name,

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.flows.training import Mode, train, training_config
+from hyperlearn.flows.training import Mode, train
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.outputs import (
@@ -67,13 +67,20 @@ def train_embeddings(
     data_root: str | None = None,
     mode: Mode = "distributed",
     overrides: dict[str, Any] | None = None,
+    allow_roots: list[str] | None = None,
 ) -> str:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and return that folder. `overrides` replace settings of the spec's
-    `training:` block; `data_root` replaces the spec's folder as the base of its data paths."""
+    `training:` block; `data_root` replaces the spec's folder as the base of its data paths, and data may also
+    lie under `allow_roots`."""
     logger = get_run_logger()
-    spec = load_spec(Path(spec_path), None if data_root is None else Path(data_root))
-    config = training_config(spec, overrides)
+    spec = load_spec(
+        Path(spec_path),
+        None if data_root is None else Path(data_root),
+        overrides=overrides,
+        allow_roots=[Path(root) for root in allow_roots or ()],
+    )
+    config = spec.training
     dataset_dir = Path(out) / spec.name
     version = new_version()
     seconds: dict[str, float] = {}

@@ -6,28 +6,21 @@ trains every encoder in this process, the yardstick the distributed mode is comp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, get_args
+from collections.abc import Callable
+from typing import Literal, get_args
 
 from distributed import Client
 
 from hyperlearn.flows.cluster import make_cluster
-from hyperlearn.config import TrainingConfig
+from hyperlearn.config import TrainingConfig, check_memory
 from hyperlearn.coordinator import train_distributed
 from hyperlearn.joint import train_joint
 from hyperlearn.model import resolve_device
 from hyperlearn.result import TrainResult
-from hyperlearn.pipeline.spec import DatasetSpec
 from hyperlearn.rundir import RunDir
 
 Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)
-
-
-def training_config(spec: DatasetSpec, overrides: Mapping[str, Any] | None = None) -> TrainingConfig:
-    """The spec's training settings with `overrides` applied, type- and range-checked (a ValueError names the
-    offending setting)."""
-    return TrainingConfig.from_dict({**spec.training.to_dict(), **(overrides or {})}, where="overrides")
 
 
 def train(
@@ -39,7 +32,9 @@ def train(
     log: Callable[[str], None] = print,
 ) -> tuple[TrainResult, str]:
     """Train the run in `run`; return the result and the device it ran on ("cpu" or "cuda"): `config.device`,
-    with "auto" resolved here, once, for the cluster and the trainers alike."""
+    with "auto" resolved here, once, for the cluster and the trainers alike. A rank whose parameters would not
+    fit in memory for the run's entity counts raises MemoryBudgetError first."""
+    check_memory(run.entity_counts(), config)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     device = resolve_device(config.device).type
@@ -48,3 +43,4 @@ def train(
         return train_joint(run, config, log=log), device
     with make_cluster(n_modalities, device, log=log) as cluster, Client(cluster) as client:
         return train_distributed(client, run, config, log=log), device
+

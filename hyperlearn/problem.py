@@ -92,11 +92,9 @@ def _concatenated(first: Observations, second: Observations) -> Observations:
 def load_problem(run: RunDir, splits: tuple[str, ...] = SPLITS, modalities: set[str] | None = None) -> Problem:
     """Read relations (only those spanning `modalities`, when given) and Laplacians from a run directory."""
     relations = []
-    sizes: dict[str, int] = {}
+    sizes = run.entity_counts()
     for name in run.relation_names():
         meta = run.read_relation_meta(name)
-        for modality, size in zip(meta.modalities, meta.shape):
-            sizes[modality] = max(sizes.get(modality, 0), size)
         if modalities is not None and not modalities & set(meta.modalities):
             continue
         loaded = {split: Observations.from_entries(run.read_relation_split(name, split)) for split in splits}
@@ -104,4 +102,4 @@ def load_problem(run: RunDir, splits: tuple[str, ...] = SPLITS, modalities: set[
     if not sizes:
         raise FileNotFoundError(f"{run.relations}: no relations found")
     laplacians = {name: run.read_laplacian(name) for name in sorted(sizes)}
-    return Problem(sizes=dict(sorted(sizes.items())), relations=tuple(relations), laplacians=laplacians)
+    return Problem(sizes=sizes, relations=tuple(relations), laplacians=laplacians)

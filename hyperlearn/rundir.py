@@ -216,6 +216,15 @@ class RunDir:
         """The relations prepared in this run, sorted by name."""
         return sorted(p.name for p in self.relations.iterdir() if p.is_dir()) if self.relations.is_dir() else []
 
+    def entity_counts(self) -> dict[str, int]:
+        """Entities per modality, sorted by name: the largest axis a modality spans in the run's relations."""
+        counts: dict[str, int] = {}
+        for name in self.relation_names():
+            meta = self.read_relation_meta(name)
+            for modality, size in zip(meta.modalities, meta.shape):
+                counts[modality] = max(counts.get(modality, 0), size)
+        return dict(sorted(counts.items()))
+
     def write_relation(self, meta: RelationMeta, splits: dict[str, Entries]) -> None:
         """Write `meta.json` and one `<split>.npz` per split (int64 coordinates, float32 values, explicit zeros
         kept: they are observations)."""

@@ -162,10 +162,11 @@ def _accept(
 def _keys_of(
     modality: str, relations: tuple[RelationSpec, ...], entries: dict[str, dict[str, pd.DataFrame]]
 ) -> list[pd.Series]:
-    """The keys of `modality` in the entries of every relation spanning it."""
+    """The keys of `modality` in the entries of every relation spanning it, on every axis it is on."""
     return [
-        frame[key_column(relation.modalities.index(modality))]
+        frame[key_column(axis)]
         for relation in relations
-        if modality in relation.modalities
+        for axis, name in enumerate(relation.modalities)
+        if name == modality
         for frame in entries[relation.name].values()
     ]

@@ -3,12 +3,13 @@
 Splits are drawn per entry from a seeded hash of its key tuple rather than from a shuffled order: an entry
 lands in the same split whatever else the data holds, so when a later run adds rows, earlier test entries stay
 test entries (warm-started factors never saw them), and relations over the same modalities agree on which
-tuples are held out.
+tuples are held out. With `split.group_by`, the hash is of the group's keys, so a group (a post's tags) is
+never cut across splits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,18 +20,30 @@ from hyperlearn.pipeline.spec import RelationSpec, SplitSpec
 from hyperlearn.pipeline.validation import VALUE, key_column
 
 
-def assign_splits(entries: pd.DataFrame, order: int, source: str, split: SplitSpec) -> np.ndarray:
-    """Split label (train / validation / test) of each entry of a relation of `order` modalities.
+def assign_splits(
+    entries: pd.DataFrame, source: str, split: SplitSpec, key_axes: Sequence[int], carve_validation: bool = True
+) -> np.ndarray:
+    """Split label (train / validation / test) of each entry of one source of a relation.
 
-    `source` "all": `split.test` of the entries go to test, then `split.validation` of the rest to validation.
-    "train": `split.validation` of the entries go to validation, the rest to train. "test": all to test.
+    The draw is a seeded hash of the keys on `key_axes` (every axis, or the `split.group_by` axes: then all
+    entries of a group share it and land together). `source` "all": `split.test` of the draws go to test, then
+    `split.validation` of the rest to validation. "train": `split.validation` to validation when
+    `carve_validation` (no validation source was given), the rest to train. "validation", "test": all to it.
     """
-    if source == "test":
-        return np.full(len(entries), "test", dtype=object)
-    draw = _uniform(entries[[key_column(axis) for axis in range(order)]], split.seed)
+    if source in ("validation", "test"):
+        return np.full(len(entries), source, dtype=object)
+    draw = _uniform(entries[[key_column(axis) for axis in key_axes]], split.seed)
     test_fraction = split.test if source == "all" else 0.0
-    validation_end = test_fraction + (1 - test_fraction) * split.validation
+    validation_fraction = split.validation if source == "all" or carve_validation else 0.0
+    validation_end = test_fraction + (1 - test_fraction) * validation_fraction
     return np.where(draw < test_fraction, "test", np.where(draw < validation_end, "validation", "train")).astype(object)
+
+
+def split_axes(relation: RelationSpec, split: SplitSpec) -> tuple[int, ...]:
+    """The axes whose keys decide a tuple's split: the `group_by` axes, else every axis."""
+    if split.group_by is None:
+        return tuple(range(relation.order))
+    return tuple(relation.axis(name) for name in split.group_by)
 
 
 def build_relation(
@@ -39,14 +52,18 @@ def build_relation(
     catalogs: Mapping[str, EntityCatalog],
     split: SplitSpec,
 ) -> tuple[dict[str, Entries], RelationMeta]:
-    """One sparse tensor per split and the relation's meta.
+    """One sparse tensor per split and the relation's meta (axes, structure, negatives and evaluation from the
+    spec), split by the relation's own split settings when it has them, else by `split`.
 
-    `entries` maps each source of the relation ("all", or "train" and "test") to its de-duplicated entries
-    (key_0 … key_{K-1}, value); every key must already be in its modality's catalog. All splits have the shape
-    of the current catalogs; value_min / value_max are the range of the train values.
+    `entries` maps each source of the relation ("all", or "train" with optional "validation" and "test") to its
+    de-duplicated entries (key_0 … key_{K-1}, value); every key must already be in its modality's catalog. All
+    splits have the shape of the current catalogs; value_min / value_max are the range of the train values.
     """
+    split = relation.split or split
+    key_axes = split_axes(relation, split)
+    carve = "validation" not in entries
     labelled = pd.concat(
-        [frame.assign(split=assign_splits(frame, relation.order, source, split)) for source, frame in entries.items()],
+        [frame.assign(split=assign_splits(frame, source, split, key_axes, carve)) for source, frame in entries.items()],
         ignore_index=True,
     )
     coords = np.stack(
@@ -69,6 +86,10 @@ def build_relation(
         weight=relation.weight,
         value_min=float(train.min()) if train.size else None,
         value_max=float(train.max()) if train.size else None,
+        axes=relation.axes,
+        structure=relation.structure,
+        negatives=relation.negatives,
+        evaluation=relation.evaluation,
     )
     return tensors, meta
 

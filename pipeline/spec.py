@@ -1,29 +1,35 @@
-"""Dataset specs: a YAML file describing modalities, relations, splits and training, validated on load.
+"""Dataset specs: a YAML file describing modalities, relations, splits and training, validated once on load.
 
-`load_spec` turns the YAML into frozen dataclasses or raises `SpecError` naming the spec file and the key path
-of the first problem (`spec.yaml: relations[1].modalities: unknown modality 'tag'`), so a bad spec fails before
-any data is read. Data paths resolve relative to the spec file's folder, or to `data_root` when given.
+The YAML document's schema is a set of pydantic models (`_Document`, exported for editors by
+`spec_json_schema`); `load_spec` parses the file with a bounded loader, applies the command-line overrides to
+its `training:` block, validates the whole, checks what spans sections (modality names, axis names, data paths
+under the allowed roots, memory for the rank) and returns frozen dataclasses. Every problem raises `SpecError`
+naming the spec file and the key path (`spec.yaml: relations[1].modalities: unknown modality 'tag'`), or the
+option a bad override came from (`spec.yaml: --projected: ...`), before any data is read.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import json
-import math
-import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from hyperlearn.config import TrainingConfig
-from hyperlearn.rundir import LossKind
+from hyperlearn.config import MemoryBudgetError, TrainingConfig, check_memory
+from hyperlearn.rundir import Evaluation, LossKind, NegativeDistribution, Negatives, Structure
 
 Format = Literal["csv", "tsv", "jsonl", "parquet"]
 Duplicates = Literal["last", "first", "mean", "sum", "max"]
+UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
+SourceName = Literal["all", "train", "validation", "test"]
 
 SUFFIX_FORMATS: dict[str, Format] = {
     ".csv": "csv",
@@ -35,11 +41,16 @@ SUFFIX_FORMATS: dict[str, Format] = {
     ".pq": "parquet",
 }
 DEFAULT_SEPARATORS: dict[str, str] = {"csv": ",", "tsv": "\t"}
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: A spec larger than this many YAML nodes, counting every alias expansion, is refused (a billion-laughs bomb
+#: stops here at once); real specs have a few hundred.
+MAX_YAML_NODES = 20_000
 
 
 class SpecError(ValueError):
     """A dataset spec that cannot be used; the message names the spec file and the key path."""
+
+
+# --- what the rest of the code uses ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -93,18 +104,32 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
+class KeyNormalisation:
+    """How a modality's keys are normalised before they are matched to the catalog (applied by ingest), so that
+    ' u1' and 'u1', or the two Unicode spellings of 'é', are one entity."""
+
+    strip: bool = True
+    unicode: UnicodeForm | None = "NFC"
+    casefold: bool = False
+
+
+@dataclass(frozen=True)
 class ModalitySpec:
     name: str
     features: FeatureSpec | None = None
     graph: GraphSpec | None = None
+    keys: KeyNormalisation = KeyNormalisation()
 
 
 @dataclass(frozen=True)
 class RelationSpec:
-    """A cross-modal relation: one row of its sources is one observed tuple, a key per modality and a value.
+    """A cross-modal relation: one row of its sources is one observed tuple, a key per axis and a value.
 
-    `value` is a column name, or a constant (1.0 for "observed"). `sources` is {"all": ...} for one source that
-    is split at random, or {"train": ..., "test": ...} for a given split.
+    Axis k holds entities of `modalities[k]`, read from column `key_columns[k]` (the axis's name); a modality may
+    span several axes (head and tail of a triple). `value` is a column name, or a constant (1.0 for "observed").
+    `sources` is {"all": ...} for one source that is split at random, or "train" with optional "validation" and
+    "test" for given splits. `negatives` and `evaluation` name axes by position, as `RelationMeta` does;
+    `split` is the relation's own split settings (None: the dataset's).
     """
 
     name: str
@@ -116,28 +141,63 @@ class RelationSpec:
     time: str | None
     duplicates: Duplicates
     sources: dict[str, SourceSpec]
+    structure: Structure = "cp"
+    negatives: Negatives = Negatives()
+    evaluation: Evaluation | None = None
+    split: SplitSpec | None = None
 
     @property
     def order(self) -> int:
         return len(self.modalities)
 
     @property
+    def axes(self) -> tuple[str, ...]:
+        """The axis names: the key columns."""
+        return self.key_columns
+
+    @property
     def value_column(self) -> str | None:
         return self.value if isinstance(self.value, str) else None
+
+    def axis(self, name: str) -> int:
+        """The position of the axis called `name`: its key column, or its modality when only one axis has it."""
+        if name in self.key_columns:
+            return self.key_columns.index(name)
+        positions = [axis for axis, modality in enumerate(self.modalities) if modality == name]
+        if len(positions) == 1:
+            return positions[0]
+        if positions:
+            raise ValueError(f"modality {name!r} is on axes {', '.join(self.key_columns[p] for p in positions)}; "
+                             "name the axis by its column")
+        raise ValueError(f"no axis {name!r}; axes: {', '.join(self.key_columns)} "
+                         f"(modalities {', '.join(self.modalities)})")
+
+
+def default_structure(loss: LossKind, order: int, evaluation: Evaluation | None) -> Structure:
+    """The structure of a relation whose spec gives none: "pairwise" (PITF-style pairs with the target) for an
+    implicit relation (logistic, bpr, softmax) of order >= 3 with an evaluation target, "cp" otherwise. A full CP
+    block over three or more axes must fit every tuple through one product, which ranking tags for a (user,
+    item) query does poorly; pairs with the target are the standard model there."""
+    return "pairwise" if loss != "squared" and order >= 3 and evaluation is not None else "cp"
 
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """Random hold-out: `test` of all entries (single-source relations), then `validation` of the train part."""
+    """Seeded hash hold-out: `test` of all tuples (single-source relations), then `validation` of the train part.
+
+    With `group_by` (axis names), the hash is of those axes' keys only, so every tuple of a group (a post's
+    tags: group_by [user, item]) lands in the same split."""
 
     test: float = 0.1
     validation: float = 0.05
     seed: int = 0
+    group_by: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A whole dataset spec. `spec_hash` is the SHA-256 of the spec file's parsed content ("" when built in code)."""
+    """A whole dataset spec. `spec_hash` is the SHA-256 of the spec file's parsed content ("" when built in code);
+    `training` has the command-line overrides applied."""
 
     name: str
     spec_path: Path
@@ -162,379 +222,531 @@ class DatasetSpec:
         raise KeyError(f"{self.spec_path}: no relation {name!r}")
 
 
-def load_spec(path: Path, data_root: Path | None = None) -> DatasetSpec:
-    """Read and validate a dataset spec; raise SpecError naming the file and key path of the first problem."""
-    path = Path(path)
-    try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read the spec: {error.strerror or error}") from error
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from error
-    base = Path(data_root) if data_root is not None else path.resolve().parent
-    try:
-        return _dataset(document, path.resolve(), base)
-    except _Invalid as error:
-        raise SpecError(f"{path}: {error}") from None
+# --- the YAML document's schema ----------------------------------------------------------------------------------
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="letters, digits, _ . -")]
+Text = Annotated[str, Field(min_length=1)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Columns = Annotated[list[Text], Field(description="column names, each once")]
 
 
-# --- YAML loading: mappings remember keys given twice, so the error can name the key path ---------------------
+def _distinct(values: list[str] | None) -> list[str] | None:
+    repeated = [value for value, count in Counter(values or ()).items() if count > 1]
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} listed twice")
+    return values
 
 
-class _Mapping(dict):
-    """A YAML mapping that also records keys given more than once (PyYAML would keep the last silently)."""
-
-    repeated: dict[Any, int]
-
-
-class _SpecLoader(yaml.SafeLoader):
-    pass
+def _column_or_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+        raise ValueError(f"expected a column name or a finite number, got {_kind(value)}")
+    return value
 
 
-def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode):  # a generator, as PyYAML expects
-    mapping = _Mapping()
-    mapping.repeated = {}
-    yield mapping
-    mapping.update(loader.construct_mapping(node, deep=True))
-    seen: Counter = Counter()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        seen[key] += 1
-        if seen[key] == 2:
-            mapping.repeated[key] = key_node.start_mark.line + 1
+class _Strict(BaseModel):
+    """Unknown keys are errors; YAML scalars are taken as they are (no "5" → 5, no true → 1.0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-_SpecLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+class _Source(_Strict):
+    path: Text = Field(description="relative to the spec's folder, or to --data-root")
+    format: Format | None = Field(None, description="default: from the file's suffix")
+    sep: Annotated[str, Field(min_length=1, max_length=1)] | None = None
+    header: bool = True
+    names: Columns | None = Field(None, description="column names, replacing the header; required without one")
+    encoding: Text = "utf-8"
+
+    _names = field_validator("names")(_distinct)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}") from None
+        return encoding
 
 
-# --- typed accessors that name the key path --------------------------------------------------------------------
+class _Features(_Strict):
+    source: _Source
+    key: Text
+    numeric: Columns = []
+    categorical: Columns = []
+    standardise: bool = True
+
+    _columns = field_validator("numeric", "categorical")(_distinct)
+
+
+class _Knn(_Strict):
+    k: Annotated[int, Field(ge=1)] = 10
+
+
+class _Pairs(_Strict):
+    source: _Source
+    columns: Annotated[list[Text], Field(min_length=2, max_length=2)]
+    weight: Text | None = None
+
+
+class _Graph(_Strict):
+    knn: _Knn | None = None
+    pairs: _Pairs | None = None
+
+
+class _Keys(_Strict):
+    strip: bool = True
+    unicode: UnicodeForm | None = "NFC"
+    casefold: bool = False
+
+
+class _Modality(_Strict):
+    name: Name
+    features: _Features | None = None
+    graph: _Graph | None = None
+    keys: _Keys = _Keys()
+
+
+class _Axis(_Strict):
+    modality: Name
+    column: Text
+
+
+class _Negatives(_Strict):
+    axes: Columns | None = Field(None, description="axes to corrupt (column or modality names); "
+                                 "default: the evaluation target, else every axis")
+    count: Annotated[int, Field(ge=1)] = 4
+    distribution: NegativeDistribution = "uniform"
+
+
+class _Evaluate(_Strict):
+    target: Text = Field(description="the axis ranked for each query (column or modality name)")
+    k: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = [5, 10, 20]
+
+
+class _Sources(_Strict):
+    train: _Source
+    validation: _Source | None = Field(None, description="default: carved out of train (split.validation)")
+    test: _Source | None = Field(None, description="default: no test split")
+
+
+class _Split(_Strict):
+    test: Fraction = 0.1
+    validation: Fraction = 0.05
+    seed: Annotated[int, Field(ge=0)] = 0
+    group_by: Columns | None = Field(None, description="axes whose keys keep a group's tuples in one split")
+
+    _group_by = field_validator("group_by")(_distinct)
+
+
+class _Relation(_Strict):
+    name: Name
+    modalities: dict[Name, Text] | None = Field(None, description="modality → key column, in axis order")
+    axes: Annotated[list[_Axis], Field(min_length=2)] | None = Field(
+        None, description="the axes in order, for relations that span a modality more than once"
+    )
+    value: Annotated[Text | float, BeforeValidator(_column_or_number)] = Field(
+        1.0, description="a column name, or a constant (1 for 'observed')"
+    )
+    loss: LossKind = "squared"
+    structure: Structure | None = Field(None, description="default: pairwise for implicit relations of order >= 3 "
+                                        "with an evaluation target, else cp")
+    negatives: _Negatives = _Negatives()
+    evaluate: _Evaluate | None = None
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    time: Text | None = None
+    duplicates: Duplicates = "last"
+    source: _Source | None = Field(None, description="one file, split at random (split:)")
+    sources: _Sources | None = None
+    split: _Split | None = Field(None, description="this relation's own split settings, replacing the dataset's")
+
+
+class _Document(_Strict):
+    """A HyperLearn dataset spec."""
+
+    model_config = ConfigDict(title="HyperLearn dataset spec")
+    name: Name
+    modalities: Annotated[list[_Modality], Field(min_length=1)]
+    relations: Annotated[list[_Relation], Field(min_length=1)]
+    split: _Split = _Split()
+    training: TrainingConfig = TrainingConfig()
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a dataset spec, for editors (docs/spec.schema.json is this, kept in sync by a test)."""
+    return _Document.model_json_schema()
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+Location = tuple[str | int, ...]
 
 
 class _Invalid(Exception):
     """A problem at a key path; load_spec adds the file name and raises SpecError."""
 
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}" if where else message)
+    def __init__(self, loc: Location, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
 
 
-def _at(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
+def load_spec(
+    path: Path,
+    data_root: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    allow_roots: Sequence[Path] = (),
+) -> DatasetSpec:
+    """Read, resolve and validate a dataset spec; raise SpecError naming the file and key path of the first problem.
+
+    `overrides` (TrainingConfig field → value, from the command line) replace the spec's `training:` settings
+    before anything is checked. Data paths resolve against `data_root`, else the spec's folder, and must lie
+    under it or under one of `allow_roots`.
+    """
+    path = Path(path)
+    overrides = dict(overrides or {})
+    try:
+        document = _read_yaml(path)
+        if not isinstance(document, dict):
+            raise _Invalid((), f"expected a mapping with name, modalities and relations, got {_kind(document)}")
+        spec_hash = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+        training = document.get("training") or {}
+        if not isinstance(training, dict):
+            raise _Invalid(("training",), f"expected a mapping, got {_kind(training)}")
+        try:
+            parsed = _Document.model_validate({**document, "training": {**training, **overrides}})
+        except ValidationError as error:
+            raise _first_problem(error) from None
+        base = Path(data_root) if data_root is not None else path.resolve().parent
+        roots = [base.resolve(), *(Path(root).resolve() for root in allow_roots)]
+        spec = _resolve(parsed, path.resolve(), base, roots, spec_hash)
+    except _Invalid as problem:
+        where = _where(problem.loc, overrides)
+        raise SpecError(f"{path}: {where}: {problem.message}" if where else f"{path}: {problem.message}") from None
+    return spec
 
 
-def _mapping(node: Any, where: str) -> dict:
-    if not isinstance(node, dict):
-        raise _Invalid(where, f"expected a mapping, got {_kind(node)}")
-    if repeated := _first_repeated(node):
-        key, line = repeated
-        raise _Invalid(where, f"key {key!r} given twice (line {line})")
-    return node
+def _read_yaml(path: Path) -> Any:
+    """The document in `path`, refused when it repeats a key or expands to more than MAX_YAML_NODES nodes."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise _Invalid((), "cannot read the spec: it is a directory, expected a YAML file") from None
+    except OSError as error:
+        raise _Invalid((), f"cannot read the spec: {error.strerror or error}") from error
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise _Invalid((), f"not valid YAML: {error}") from None
+    finally:
+        loader.dispose()
 
 
-def _first_repeated(node: dict) -> tuple[Any, int] | None:
-    """(key, line) of the first key given twice in a YAML mapping, if any."""
-    return next(iter(getattr(node, "repeated", {}).items()), None)
+def _check_nodes(root: yaml.Node) -> None:
+    """Walk the node graph as construction would expand it (aliases included), at most MAX_YAML_NODES nodes.
+
+    Key paths are kept as (parent, key) links, so a deep (or recursive) document costs O(nodes), not O(nodes²)."""
+    stack: list[tuple[yaml.Node, tuple | None]] = [(root, None)]
+    visited = 0
+    while stack:
+        node, path = stack.pop()
+        visited += 1
+        if visited > MAX_YAML_NODES:
+            raise _Invalid((), f"more than {MAX_YAML_NODES} YAML nodes once aliases are expanded; refused "
+                           "(an alias bomb, or not a dataset spec)")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (path, i)) for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
+                if name in seen:
+                    loc = _unlinked(path)
+                    hint = "; a modality on several axes needs the axes: form" if loc[-1:] == ("modalities",) else ""
+                    raise _Invalid(loc, f"key {name!r} given twice (line {key.start_mark.line + 1}){hint}")
+                seen.add(name)
+                stack.append((value, (path, name)))
 
 
-def _fields(node: Any, where: str, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:
-    """The mapping at `where`, after checking that it has every required key and no unknown one."""
-    mapping = _mapping(node, where)
-    allowed = (*required, *optional)
-    for key in mapping:
-        if key not in allowed:
-            raise _Invalid(_at(where, str(key)), f"unknown key; allowed here: {', '.join(allowed)}")
-    for key in required:
-        if key not in mapping:
-            raise _Invalid(_at(where, key), "required key is missing")
-    return mapping
+def _unlinked(path: tuple | None) -> Location:
+    """The key path of a (parent, key) link chain."""
+    parts: list[str | int] = []
+    while path is not None:
+        path, key = path
+        parts.append(key)
+    return tuple(reversed(parts))
 
 
-def _kind(node: Any) -> str:
-    return "nothing" if node is None else f"{type(node).__name__} {node!r}"
+def _first_problem(error: ValidationError) -> _Invalid:
+    """The first pydantic error as a key path and a message saying what was expected and what was given."""
+    detail = error.errors(include_url=False)[0]
+    loc, kind = tuple(detail["loc"]), detail["type"]
+    if kind == "missing":
+        return _Invalid(loc, "required key is missing")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return _Invalid(loc, f"unknown key; allowed here: {', '.join(_keys_at(loc[:-1]))}")
+    if kind == "string_pattern_mismatch":
+        return _Invalid(loc, f"{detail['input']!r} is not a valid name (letters, digits, '_', '.', '-', not "
+                        "starting with '.' or '-')")
+    if kind == "value_error":
+        return _Invalid(loc, str(detail["ctx"]["error"]))
+    message = detail["msg"]
+    return _Invalid(loc, f"{message[0].lower()}{message[1:]}, got {_kind(detail['input'])}")
 
 
-def _string(node: Any, where: str) -> str:
-    if not isinstance(node, str) or not node:
-        raise _Invalid(where, f"expected a non-empty string, got {_kind(node)}")
-    return node
+def _keys_at(loc: Location) -> list[str]:
+    """The keys the schema allows in the mapping at `loc`."""
+    model: Any = _Document
+    for part in loc:
+        if isinstance(part, str):
+            model = _model_in(_fields_of(model)[part])
+    return list(_fields_of(model))
 
 
-def _name(node: Any, where: str) -> str:
-    name = _string(node, where)
-    if not _NAME.fullmatch(name):
-        rule = "letters, digits, '_', '.', '-', not starting with '.' or '-'"
-        raise _Invalid(where, f"{name!r} is not a valid name ({rule})")
-    return name
+def _fields_of(model: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(model):
+        return {f.name: f.type for f in dataclasses.fields(model)}
+    return {name: info.annotation for name, info in model.model_fields.items()}
 
 
-def _number(node: Any, where: str) -> float:
-    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
-        raise _Invalid(where, f"expected a finite number, got {_kind(node)}")
-    return float(node)
+def _model_in(annotation: Any) -> Any:
+    """The model class inside an annotation such as `list[_Axis] | None`."""
+    if isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
 
 
-def _fraction(node: Any, where: str) -> float:
-    value = _number(node, where)
-    if not 0 <= value < 1:
-        raise _Invalid(where, f"must be in [0, 1), got {value}")
-    return value
+def _where(loc: Location, overrides: Mapping[str, Any]) -> str:
+    """`relations[1].modalities`; a training setting given on the command line is named by its option."""
+    if len(loc) >= 2 and loc[0] == "training" and loc[1] in overrides:
+        return f"--{str(loc[1]).replace('_', '-')}"
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
-def _integer(node: Any, where: str, minimum: int) -> int:
-    if isinstance(node, bool) or not isinstance(node, int):
-        raise _Invalid(where, f"expected an integer, got {_kind(node)}")
-    if node < minimum:
-        raise _Invalid(where, f"must be >= {minimum}, got {node}")
-    return node
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
 
 
-def _boolean(node: Any, where: str) -> bool:
-    if not isinstance(node, bool):
-        raise _Invalid(where, f"expected true or false, got {_kind(node)}")
-    return node
+# --- what spans sections -------------------------------------------------------------------------------------------
 
 
-def _choice(node: Any, where: str, kind: Any) -> Any:
-    choices = get_args(kind)
-    if node not in choices:
-        raise _Invalid(where, f"must be one of {', '.join(choices)}, got {_kind(node)}")
-    return node
-
-
-def _strings(node: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(node, list):
-        raise _Invalid(where, f"expected a list of column names, got {_kind(node)}")
-    values = tuple(_string(item, _at(where, i)) for i, item in enumerate(node))
-    for item, count in Counter(values).items():
-        if count > 1:
-            raise _Invalid(where, f"{item!r} listed twice")
-    return values
-
-
-def _unique_names(names: list[str], where: str, what: str) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise _Invalid(_at(_at(where, i), "name"), f"duplicate {what} name {name!r}")
-        seen.add(name)
-
-
-# --- the spec, section by section ------------------------------------------------------------------------------
-
-
-def _dataset(document: Any, spec_path: Path, base: Path) -> DatasetSpec:
-    if not isinstance(document, dict):
-        raise _Invalid("", f"expected a mapping with name, modalities and relations, got {_kind(document)}")
-    top = _fields(document, "", required=("name", "modalities", "relations"), optional=("split", "training"))
-    name = _name(top["name"], "name")
-    modality_nodes = _list(top["modalities"], "modalities")
-    modalities = tuple(_modality(node, _at("modalities", i), base) for i, node in enumerate(modality_nodes))
-    _unique_names([m.name for m in modalities], "modalities", "modality")
-    known = {m.name for m in modalities}
-    relation_nodes = _list(top["relations"], "relations")
-    relations = tuple(_relation(node, _at("relations", i), base, known) for i, node in enumerate(relation_nodes))
-    _unique_names([r.name for r in relations], "relations", "relation")
+def _resolve(document: _Document, spec_path: Path, base: Path, roots: list[Path], spec_hash: str) -> DatasetSpec:
+    _unique([m.name for m in document.modalities], "modalities", "modality")
+    _unique([r.name for r in document.relations], "relations", "relation")
+    known = [m.name for m in document.modalities]
+    modalities = tuple(
+        _modality(m, ("modalities", i), _Paths(base, roots)) for i, m in enumerate(document.modalities)
+    )
+    relations = tuple(
+        _relation(r, ("relations", i), known, _Paths(base, roots)) for i, r in enumerate(document.relations)
+    )
     used = {name for relation in relations for name in relation.modalities}
-    for i, modality in enumerate(modalities):
-        if modality.name not in used:
-            raise _Invalid(_at(_at("modalities", i), "name"), f"modality {modality.name!r} is in no relation")
-    training = _training(top.get("training", {}), "training")
-    unknown = sorted(set(training.projected) - known)
+    for i, name in enumerate(known):
+        if name not in used:
+            raise _Invalid(("modalities", i, "name"), f"modality {name!r} is in no relation")
+    split = _split(document.split)
+    for i, relation in enumerate(relations):
+        for name in split.group_by or () if relation.split is None else ():
+            _axis(relation, name, ("split", "group_by"), f"relations[{i}] ({relation.name!r}), which has no split of "
+                  "its own: ")
+    training = document.training
+    unknown = [name for name in training.projected if name not in known]
     if unknown:
-        raise _Invalid("training.projected", f"unknown modality(ies) {unknown}; known: {sorted(known)}")
+        raise _Invalid(("training", "projected"), f"unknown modality {unknown[0]!r}; known: {', '.join(known)}")
+    try:
+        check_memory({name: 1 for name in known}, training)
+    except MemoryBudgetError as error:
+        raise _Invalid(("training", "rank"), f"{error} (counting one entity per modality)") from None
     return DatasetSpec(
-        name=name,
+        name=document.name,
         spec_path=spec_path,
         modalities=modalities,
         relations=relations,
-        split=_split(top.get("split", {}), "split"),
+        split=split,
         training=training,
-        spec_hash=hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest(),
+        spec_hash=spec_hash,
     )
 
 
-def _list(node: Any, where: str) -> list:
-    if not isinstance(node, list) or not node:
-        raise _Invalid(where, f"expected a non-empty list, got {_kind(node)}")
-    return node
+def _split(split: _Split) -> SplitSpec:
+    return SplitSpec(**{**split.model_dump(), "group_by": _tuple(split.group_by)})
 
 
-def _source(node: Any, where: str, base: Path) -> SourceSpec:
-    fields = _fields(node, where, required=("path",), optional=("format", "sep", "header", "names", "encoding"))
-    path = base / _string(fields["path"], _at(where, "path"))
-    if "format" in fields:
-        format_ = _choice(fields["format"], _at(where, "format"), Format)
-    elif path.suffix.lower() in SUFFIX_FORMATS:
-        format_ = SUFFIX_FORMATS[path.suffix.lower()]
-    else:
-        raise _Invalid(
-            _at(where, "format"),
-            f"cannot infer the format of {path.name!r} from its suffix; set format: {' | '.join(get_args(Format))}",
-        )
-    if not path.is_file():
-        raise _Invalid(_at(where, "path"), f"file not found: {path}")
-    if format_ not in DEFAULT_SEPARATORS:
-        for key in ("sep", "header", "names"):
-            if key in fields:
-                raise _Invalid(_at(where, key), f"only for csv and tsv sources, not {format_}")
-    sep = fields.get("sep")
-    if sep is not None and (not isinstance(sep, str) or len(sep) != 1):
-        raise _Invalid(_at(where, "sep"), f"expected one character, got {_kind(sep)}")
-    header = _boolean(fields.get("header", True), _at(where, "header"))
-    names = _strings(fields["names"], _at(where, "names")) if fields.get("names") is not None else None
-    if not header and names is None:
-        raise _Invalid(_at(where, "names"), "required when header is false")
-    encoding = _string(fields.get("encoding", "utf-8"), _at(where, "encoding"))
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise _Invalid(_at(where, "encoding"), f"unknown encoding {encoding!r}") from None
-    return SourceSpec(path=path, format=format_, sep=sep, header=header, names=names, encoding=encoding)
+def _unique(names: list[str], section: str, what: str) -> None:
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise _Invalid((section, i, "name"), f"duplicate {what} name {name!r}")
 
 
-def _modality(node: Any, where: str, base: Path) -> ModalitySpec:
-    fields = _fields(node, where, required=("name",), optional=("features", "graph"))
-    name = _name(fields["name"], _at(where, "name"))
-    features = _features(fields["features"], _at(where, "features"), base) if fields.get("features") else None
-    graph = _graph(fields["graph"], _at(where, "graph"), base) if "graph" in fields else None
-    if graph is not None and graph.knn is not None and features is None:
-        raise _Invalid(_at(_at(where, "graph"), "knn"), f"needs {_at(where, 'features')} to compute neighbours from")
-    return ModalitySpec(name=name, features=features, graph=graph)
+def _tuple(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
-def _features(node: Any, where: str, base: Path) -> FeatureSpec:
-    fields = _fields(node, where, required=("source", "key"), optional=("numeric", "categorical", "standardise"))
-    key = _string(fields["key"], _at(where, "key"))
-    numeric = _strings(fields.get("numeric", []), _at(where, "numeric"))
-    categorical = _strings(fields.get("categorical", []), _at(where, "categorical"))
-    if not numeric and not categorical:
-        raise _Invalid(where, "list at least one numeric or categorical column")
-    for column in (key, *numeric):
-        if column in categorical:
-            raise _Invalid(_at(where, "categorical"), f"column {column!r} is also the key or a numeric column")
-    if key in numeric:
-        raise _Invalid(_at(where, "numeric"), f"column {key!r} is the key column")
-    standardise = fields.get("standardise", True)
-    if not isinstance(standardise, bool):
-        raise _Invalid(_at(where, "standardise"), f"expected true or false, got {standardise!r}")
+@dataclass(frozen=True)
+class _Paths:
+    """Where data paths resolve (`base`) and the folders they may lie under (`roots`)."""
+
+    base: Path
+    roots: list[Path]
+
+    def source(self, source: _Source, loc: Location) -> SourceSpec:
+        path = self.base / source.path
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            raise _Invalid((*loc, "path"), f"{resolved} is outside the data root {self.roots[0]}; allow its folder "
+                           "with --allow-root DIR (load_spec(..., allow_roots=[DIR]))")
+        if source.format is not None:
+            format_ = source.format
+        elif path.suffix.lower() in SUFFIX_FORMATS:
+            format_ = SUFFIX_FORMATS[path.suffix.lower()]
+        else:
+            raise _Invalid((*loc, "format"), f"cannot infer the format of {path.name!r} from its suffix; "
+                           f"set format: {' | '.join(get_args(Format))}")
+        if path.is_dir():
+            raise _Invalid((*loc, "path"), f"{path} is a directory, expected a file")
+        if not path.is_file():
+            raise _Invalid((*loc, "path"), f"file not found: {path}")
+        if format_ not in DEFAULT_SEPARATORS:
+            for key in ("sep", "header", "names"):
+                if key in source.model_fields_set:
+                    raise _Invalid((*loc, key), f"only for csv and tsv sources, not {format_}")
+        if not source.header and source.names is None:
+            raise _Invalid((*loc, "names"), "required when header is false")
+        return SourceSpec(path, format_, source.sep, source.header, _tuple(source.names), source.encoding)
+
+
+def _modality(modality: _Modality, loc: Location, paths: _Paths) -> ModalitySpec:
+    features = None
+    if modality.features is not None:
+        features = _features(modality.features, (*loc, "features"), paths)
+    graph = None
+    if modality.graph is not None:
+        graph = _graph(modality.graph, (*loc, "graph"), paths)
+        if graph.knn is not None and features is None:
+            raise _Invalid((*loc, "graph", "knn"), f"needs {_where((*loc, 'features'), {})} to compute neighbours from")
+    return ModalitySpec(modality.name, features, graph, KeyNormalisation(**modality.keys.model_dump()))
+
+
+def _features(features: _Features, loc: Location, paths: _Paths) -> FeatureSpec:
+    if not features.numeric and not features.categorical:
+        raise _Invalid(loc, "list at least one numeric or categorical column")
+    for column in (features.key, *features.numeric):
+        if column in features.categorical:
+            raise _Invalid((*loc, "categorical"), f"column {column!r} is also the key or a numeric column")
+    if features.key in features.numeric:
+        raise _Invalid((*loc, "numeric"), f"column {features.key!r} is the key column")
     return FeatureSpec(
-        source=_source(fields["source"], _at(where, "source"), base),
-        key=key,
-        numeric=numeric,
-        categorical=categorical,
-        standardise=standardise,
+        source=paths.source(features.source, (*loc, "source")),
+        key=features.key,
+        numeric=tuple(features.numeric),
+        categorical=tuple(features.categorical),
+        standardise=features.standardise,
     )
 
 
-def _graph(node: Any, where: str, base: Path) -> GraphSpec:
-    fields = _fields(node, where, optional=("knn", "pairs"))
-    if fields.get("knn") is None and fields.get("pairs") is None:
-        raise _Invalid(where, "give knn, pairs or both")
-    knn = None
-    if fields.get("knn") is not None:
-        knn_fields = _fields(fields["knn"], _at(where, "knn"), optional=("k",))
-        knn = KnnSpec(k=_integer(knn_fields.get("k", KnnSpec.k), _at(_at(where, "knn"), "k"), minimum=1))
+def _graph(graph: _Graph, loc: Location, paths: _Paths) -> GraphSpec:
+    if graph.knn is None and graph.pairs is None:
+        raise _Invalid(loc, "give knn, pairs or both")
     pairs = None
-    if fields.get("pairs") is not None:
-        at = _at(where, "pairs")
-        pair_fields = _fields(fields["pairs"], at, required=("source", "columns"), optional=("weight",))
-        columns = _strings(pair_fields["columns"], _at(at, "columns"))
-        if len(columns) != 2:
-            raise _Invalid(_at(at, "columns"), f"expected two key columns, got {len(columns)}")
-        weight = pair_fields.get("weight")
-        if weight is not None:
-            weight = _string(weight, _at(at, "weight"))
-            if weight in columns:
-                raise _Invalid(_at(at, "weight"), f"column {weight!r} is also a key column")
-        source = _source(pair_fields["source"], _at(at, "source"), base)
-        pairs = PairsSpec(source=source, columns=columns, weight=weight)
-    return GraphSpec(knn=knn, pairs=pairs)
+    if graph.pairs is not None:
+        at = (*loc, "pairs")
+        columns = tuple(graph.pairs.columns)
+        if columns[0] == columns[1]:
+            raise _Invalid((*at, "columns"), f"expected two different key columns, got {columns[0]!r} twice")
+        if graph.pairs.weight in columns:
+            raise _Invalid((*at, "weight"), f"column {graph.pairs.weight!r} is also a key column")
+        pairs = PairsSpec(paths.source(graph.pairs.source, (*at, "source")), columns, graph.pairs.weight)
+    return GraphSpec(knn=None if graph.knn is None else KnnSpec(graph.knn.k), pairs=pairs)
 
 
-def _relation(node: Any, where: str, base: Path, known: set[str]) -> RelationSpec:
-    fields = _fields(
-        node,
-        where,
-        required=("name", "modalities"),
-        optional=("value", "loss", "weight", "time", "duplicates", "source", "sources"),
-    )
-    name = _name(fields["name"], _at(where, "name"))
-    if name.startswith("graph-"):
-        raise _Invalid(_at(where, "name"), "names starting with 'graph-' are kept for graph quarantine files")
-    modalities, key_columns = _relation_modalities(fields["modalities"], _at(where, "modalities"), known)
-    value = fields.get("value", 1.0)
-    if isinstance(value, str):
-        value = _string(value, _at(where, "value"))
-        if value in key_columns:
-            raise _Invalid(_at(where, "value"), f"column {value!r} is also a key column")
-    else:
-        value = _number(value, _at(where, "value"))
-    loss = _choice(fields.get("loss", "squared"), _at(where, "loss"), LossKind)
-    if loss == "logistic" and isinstance(value, float) and not 0 <= value <= 1:
-        raise _Invalid(_at(where, "value"), f"a logistic relation needs values in [0, 1], got {value}")
-    weight = _number(fields.get("weight", 1.0), _at(where, "weight"))
-    if weight <= 0:
-        raise _Invalid(_at(where, "weight"), f"must be > 0, got {weight}")
-    time = fields.get("time")
-    if time is not None:
-        time = _string(time, _at(where, "time"))
-        if time in key_columns or time == value:
-            raise _Invalid(_at(where, "time"), f"column {time!r} is also a key or value column")
-    return RelationSpec(
-        name=name,
+def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Paths) -> RelationSpec:
+    if relation.name.startswith("graph-"):
+        raise _Invalid((*loc, "name"), "names starting with 'graph-' are kept for graph quarantine files")
+    modalities, key_columns = _relation_axes(relation, loc, known)
+    value = relation.value
+    if isinstance(value, str) and value in key_columns:
+        raise _Invalid((*loc, "value"), f"column {value!r} is also a key column")
+    if relation.loss == "logistic" and isinstance(value, float) and not 0 <= value <= 1:
+        raise _Invalid((*loc, "value"), f"a logistic relation needs values in [0, 1], got {value:g}")
+    if relation.time is not None and (relation.time in key_columns or relation.time == value):
+        raise _Invalid((*loc, "time"), f"column {relation.time!r} is also a key or value column")
+    spec = RelationSpec(
+        name=relation.name,
         modalities=modalities,
         key_columns=key_columns,
         value=value,
-        loss=loss,
-        weight=weight,
-        time=time,
-        duplicates=_choice(fields.get("duplicates", "last"), _at(where, "duplicates"), Duplicates),
-        sources=_relation_sources(fields, where, base),
+        loss=relation.loss,
+        weight=relation.weight,
+        time=relation.time,
+        duplicates=relation.duplicates,
+        sources=_relation_sources(relation, loc, paths),
+    )
+    split = None
+    if relation.split is not None:
+        split = _split(relation.split)
+        for name in split.group_by or ():
+            _axis(spec, name, (*loc, "split", "group_by"))
+    evaluation = None
+    if relation.evaluate is not None:
+        target = _axis(spec, relation.evaluate.target, (*loc, "evaluate", "target"))
+        evaluation = Evaluation(target, tuple(sorted(set(relation.evaluate.k))))
+    negatives = relation.negatives
+    axes = None
+    if negatives.axes is not None:
+        axes = tuple(_axis(spec, name, (*loc, "negatives", "axes")) for name in negatives.axes)
+    return dataclasses.replace(
+        spec,
+        structure=relation.structure or default_structure(relation.loss, spec.order, evaluation),
+        negatives=Negatives(axes, negatives.count, negatives.distribution),
+        evaluation=evaluation,
+        split=split,
     )
 
 
-def _relation_modalities(node: Any, where: str, known: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The ordered `modality: key column` mapping of a relation."""
-    if isinstance(node, dict) and (repeated := _first_repeated(node)):
-        modality, line = repeated
-        raise _Invalid(where, f"modality {modality!r} given twice (line {line}); a relation spans distinct modalities")
-    mapping = _mapping(node, where)
-    for modality in mapping:
+def _relation_axes(relation: _Relation, loc: Location, known: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(modality, key column) of each axis, from the `modalities` mapping or the `axes` list."""
+    if (relation.modalities is None) == (relation.axes is None):
+        raise _Invalid(loc, "give either modalities (modality: key column) or axes (a list of "
+                       "{modality, column}, for a modality on several axes)")
+    if relation.modalities is not None:
+        at: Location = (*loc, "modalities")
+        pairs = list(relation.modalities.items())
+        if len(pairs) < 2:
+            raise _Invalid(at, f"a relation spans at least 2 axes, got {len(pairs)}; a modality on several axes "
+                           "needs the axes: form")
+    else:
+        at = (*loc, "axes")
+        pairs = [(axis.modality, axis.column) for axis in relation.axes]
+    for modality, _ in pairs:
         if modality not in known:
-            raise _Invalid(where, f"unknown modality {modality!r}; known: {', '.join(sorted(known))}")
-    if len(mapping) < 2:
-        raise _Invalid(where, f"a relation spans at least 2 modalities, got {len(mapping)}")
-    columns = tuple(_string(column, _at(where, modality)) for modality, column in mapping.items())
+            raise _Invalid(at, f"unknown modality {modality!r}; known: {', '.join(sorted(known))}")
+    columns = [column for _, column in pairs]
     for column, count in Counter(columns).items():
         if count > 1:
-            raise _Invalid(where, f"key column {column!r} used for more than one modality")
-    return tuple(mapping), columns
+            raise _Invalid(at, f"key column {column!r} used for more than one axis")
+    return tuple(modality for modality, _ in pairs), tuple(columns)
 
 
-def _relation_sources(fields: dict, where: str, base: Path) -> dict[str, SourceSpec]:
-    if ("source" in fields) == ("sources" in fields):
-        raise _Invalid(where, "give either source (split at random) or sources (train and test)")
-    if "source" in fields:
-        return {"all": _source(fields["source"], _at(where, "source"), base)}
-    at = _at(where, "sources")
-    given = _fields(fields["sources"], at, required=("train", "test"))
-    return {split: _source(given[split], _at(at, split), base) for split in ("train", "test")}
+def _relation_sources(relation: _Relation, loc: Location, paths: _Paths) -> dict[str, SourceSpec]:
+    if (relation.source is None) == (relation.sources is None):
+        raise _Invalid(loc, "give either source (one file, split at random) or sources (train, and optionally "
+                       "validation and test)")
+    if relation.source is not None:
+        return {"all": paths.source(relation.source, (*loc, "source"))}
+    given = {name: source for name, source in relation.sources if source is not None}
+    return {name: paths.source(source, (*loc, "sources", name)) for name, source in given.items()}
 
 
-def _split(node: Any, where: str) -> SplitSpec:
-    fields = _fields(node, where, optional=("test", "validation", "seed"))
-    defaults = SplitSpec()
-    return SplitSpec(
-        test=_fraction(fields.get("test", defaults.test), _at(where, "test")),
-        validation=_fraction(fields.get("validation", defaults.validation), _at(where, "validation")),
-        seed=_integer(fields.get("seed", defaults.seed), _at(where, "seed"), minimum=0),
-    )
-
-
-def _training(node: Any, where: str) -> TrainingConfig:
+def _axis(relation: RelationSpec, name: str, loc: Location, prefix: str = "") -> int:
     try:
-        return TrainingConfig.from_dict(dict(_mapping(node, where)), where=where)
+        return relation.axis(name)
     except ValueError as error:
-        where, _, message = str(error).partition(": ")
-        raise _Invalid(where, message) from None
+        raise _Invalid(loc, f"{prefix}{error}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,8 @@ def test_settings_not_given_are_not_overrides():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--rank", "0"], "overrides.rank: must be >= 1"),
+        (["--rank", "0"], "--rank: input should be greater than or equal to 1, got int 0"),
+        (["--projected", "itme"], "--projected: unknown modality 'itme'; known: user, item, tag"),
         (["--rank", "1.5"], "invalid int value"),
         (["--encoder", "mlp"], "invalid choice"),
         (["--data-root", "/nonexistent"], "/nonexistent"),
@@ -160,3 +162,22 @@ def test_the_mode_choices_are_the_training_modes():
     run = dict(_commands(build_parser()))[("run",)]
     [mode] = [action for action in run._actions if action.dest == "mode"]
     assert tuple(mode.choices) == MODES
+
+
+def test_spec_schema_prints_the_json_schema(capsys):
+    from hyperlearn.pipeline.spec import spec_json_schema
+
+    assert main(["spec-schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == spec_json_schema()
+
+
+def test_data_outside_the_root_needs_allow_root(small_demo_spec, tmp_path, capsys):
+    data = small_demo_spec.parent
+    moved = tmp_path / "spec.yaml"  # the spec elsewhere, its data paths absolute into the demo folder
+    moved.write_text(re.sub(r"path: (\S+?)([,}])", lambda m: f"path: {data / m[1]}{m[2]}", small_demo_spec.read_text()))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(moved), "--rank", "1000000000"])
+    assert exit_info.value.code == 2 and "is outside the data root" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", str(moved), "--allow-root", str(data), "--rank", "1000000000"])
+    assert "--rank: rank 1000000000 needs at least" in capsys.readouterr().err  # the paths passed; the rank did not

@@ -28,6 +28,7 @@ def test_builds_a_cron_deployment_of_the_training_flow(tmp_path, monkeypatch):
         "data_root": None,
         "mode": "joint",
         "overrides": {"rank": 16},
+        "allow_roots": None,
     }
     assert Path(deployment.parameters["spec_path"]).is_absolute()
 

@@ -111,7 +111,7 @@ def test_a_failed_run_changes_nothing_published(published: Path, small_demo_spec
 
 
 def test_bad_parameters_fail_before_anything_is_written(prefect_server: str, small_demo_spec: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match=r"overrides\.rank"):
+    with pytest.raises(ValueError, match=r"--rank: input should be greater than or equal to 1"):
         train_embeddings(str(small_demo_spec), str(tmp_path), overrides={"rank": 0})
     with pytest.raises(Exception, match="mode"):
         train_embeddings(str(small_demo_spec), str(tmp_path), mode="sequential")
