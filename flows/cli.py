@@ -149,6 +149,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="distributed: one Dask worker per modality (the method); joint: all encoders in "
         "this process, the yardstick (default: %(default)s)",
     )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run holds OUT/<dataset>, wait for it to finish instead of exiting at once",
+    )
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +229,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         mode=args.mode,
         overrides=overrides or None,
         allow_roots=[str(root) for root in args.allow_root] or None,
+        wait=args.wait,
     )
     _print_summary(Path(published))
     return 0
@@ -262,6 +268,7 @@ def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         mode=args.mode,
         overrides=_checked_overrides(parser, args) or None,
         allow_roots=args.allow_root or None,
+        wait=args.wait,
     )
     serve_schedule(deployment)
     return 0

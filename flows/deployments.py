@@ -26,6 +26,7 @@ def build_deployment(
     mode: str = "distributed",
     overrides: dict[str, Any] | None = None,
     allow_roots: list[Path] | None = None,
+    wait: bool = False,
 ) -> RunnerDeployment:
     """The deployment that retrains `spec_path` into `out` on `cron` (an invalid expression raises ValueError).
 
@@ -39,6 +40,7 @@ def build_deployment(
         "mode": mode,
         "overrides": overrides,
         "allow_roots": None if allow_roots is None else [str(Path(root).resolve()) for root in allow_roots],
+        "wait": wait,
     }
     return train_embeddings.to_deployment(
         name=name,

@@ -20,6 +20,7 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.flows.training import Mode, train
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
+from hyperlearn.pipeline.lock import dataset_lock
 from hyperlearn.pipeline.outputs import (
     VersionRecord,
     staged_run_dir,
@@ -68,11 +69,13 @@ def train_embeddings(
     mode: Mode = "distributed",
     overrides: dict[str, Any] | None = None,
     allow_roots: list[str] | None = None,
+    wait: bool = False,
 ) -> str:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and return that folder. `overrides` replace settings of the spec's
     `training:` block; `data_root` replaces the spec's folder as the base of its data paths, and data may also
-    lie under `allow_roots`."""
+    lie under `allow_roots`. The run holds the dataset's lock from staging to publishing; when another run holds
+    it, `wait` queues behind it, else the run fails at once naming the holder."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -94,7 +97,7 @@ def train_embeddings(
         logger.info("%s: %.1f s", stage, seconds[stage])
 
     logger.info("%s version %s (%s mode), staging in %s", spec.name, version, mode, dataset_dir)
-    with staged_run_dir(dataset_dir, version) as run:
+    with dataset_lock(DatasetDir(dataset_dir), wait, log=logger.info), staged_run_dir(dataset_dir, version) as run:
         with timed("ingest"):
             report = ingest_step(spec, run, DatasetDir(dataset_dir).catalog)
         with timed("graphs"):

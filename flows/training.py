@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Literal, get_args
 
 from distributed import Client
+from distributed.deploy import Cluster
 
 from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig, check_memory
@@ -41,6 +42,24 @@ def train(
     config = config.replace(device=device)
     if mode == "joint":
         return train_joint(run, config, log=log), device
-    with make_cluster(n_modalities, device, log=log) as cluster, Client(cluster) as client:
-        return train_distributed(client, run, config, log=log), device
+    cluster = make_cluster(n_modalities, device, log=log)
+    client = None
+    try:
+        client = Client(cluster)
+        result = train_distributed(client, run, config, log=log)
+    finally:
+        _close(cluster, client, log)
+    return result, device
+
+
+def _close(cluster: Cluster, client: Client | None, log: Callable[[str], None]) -> None:
+    """Shut the client and cluster down; a teardown that fails (a worker that will not stop in time) is logged,
+    never raised: it must not discard a finished training, nor hide the error that ended an unfinished one."""
+    for closable in (client, cluster):
+        if closable is None:
+            continue
+        try:
+            closable.close()
+        except Exception as error:  # noqa: BLE001 - whatever teardown raises, the run's outcome stands
+            log(f"closing the Dask {type(closable).__name__} failed, ignored: {type(error).__name__}: {error}")
 

@@ -291,6 +291,20 @@ class DatasetDir:
     def latest(self) -> Path:
         return self.path / LATEST
 
+    @property
+    def lock(self) -> Path:
+        """The lock a run holds on the dataset from staging to publishing (`hyperlearn.pipeline.lock`)."""
+        return self.path / ".lock"
+
+    @property
+    def lock_holder(self) -> Path:
+        """Who holds the lock: pid, host and start time, for the message a second run prints."""
+        return self.path / ".lock.holder.json"
+
+    def stagings(self) -> list[RunDir]:
+        """Staging folders present now: runs in progress, or left behind by runs that died."""
+        return [RunDir(p) for p in sorted(self.path.glob(f"{STAGING_PREFIX}*")) if p.is_dir()]
+
     def version(self, version: str) -> RunDir:
         return RunDir(self.path / version)
 

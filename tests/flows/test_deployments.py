@@ -29,6 +29,7 @@ def test_builds_a_cron_deployment_of_the_training_flow(tmp_path, monkeypatch):
         "mode": "joint",
         "overrides": {"rank": 16},
         "allow_roots": None,
+        "wait": False,
     }
     assert Path(deployment.parameters["spec_path"]).is_absolute()
 

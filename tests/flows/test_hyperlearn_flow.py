@@ -12,7 +12,9 @@ import pytest
 from hyperlearn.flows import hyperlearn_flow
 from hyperlearn.flows.hyperlearn_flow import train_embeddings
 from hyperlearn.config import TrainingConfig
+from hyperlearn.pipeline.lock import DatasetBusy, dataset_lock
 from hyperlearn.pipeline.sources.synthetic import TRAINING as DEMO_TRAINING
+from hyperlearn.rundir import DatasetDir
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -108,6 +110,15 @@ def test_a_failed_run_changes_nothing_published(published: Path, small_demo_spec
         train_embeddings(str(small_demo_spec), str(dataset_dir.parent), overrides=SMALL_TRAINING)
     assert _snapshot(dataset_dir) == before
     assert not list(dataset_dir.glob(".staging-*"))
+
+
+def test_a_run_on_a_dataset_another_run_holds_fails_at_once_naming_it(published: Path, small_demo_spec: Path):
+    dataset_dir = published.parent
+    before = _snapshot(dataset_dir)
+    with dataset_lock(DatasetDir(dataset_dir), log=lambda line: None):
+        with pytest.raises(DatasetBusy, match=rf"locked by another run \(pid {os.getpid()} on "):
+            train_embeddings(str(small_demo_spec), str(dataset_dir.parent), overrides=SMALL_TRAINING)
+    assert _snapshot(dataset_dir) == before
 
 
 def test_bad_parameters_fail_before_anything_is_written(prefect_server: str, small_demo_spec: Path, tmp_path: Path):

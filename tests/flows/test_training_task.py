@@ -15,3 +15,18 @@ def test_a_rank_too_large_for_the_runs_entities_is_refused_before_training(tmp_p
     assert run.entity_counts() == {"entity": 1_000_000, "kind": 50}
     with pytest.raises(MemoryBudgetError, match=r"rank 100000 needs at least .*entity 1000000, kind 50"):
         train(run, TrainingConfig(rank=100_000, encoder="none"), mode="joint", n_modalities=2)
+
+
+class _StuckCluster:
+    """Stands in for a cluster whose workers will not stop in time."""
+
+    def close(self):
+        raise TimeoutError("workers did not stop within 4 s")
+
+
+def test_a_teardown_that_fails_is_logged_and_never_raised():
+    from hyperlearn.flows.training import _close
+
+    logged: list[str] = []
+    _close(_StuckCluster(), None, logged.append)
+    assert logged == ["closing the Dask _StuckCluster failed, ignored: TimeoutError: workers did not stop within 4 s"]
