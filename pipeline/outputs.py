@@ -10,6 +10,7 @@ Plain functions, no Prefect: the flow's tasks call them, and tests call them dir
 
 from __future__ import annotations
 
+import errno
 import math
 import shutil
 from collections.abc import Iterator, Mapping
@@ -35,11 +36,18 @@ def staged_run_dir(dataset_dir: Path, version: str) -> Iterator[RunDir]:
 
     After a successful publish the folder has been renamed into place, so nothing is left to remove; after a
     failure the half-written run goes, and the published versions, `latest` and the catalog were never touched.
+    A full disk (which NumPy and Arrow report without a path) is re-raised naming the run's folder.
     """
     run = DatasetDir(dataset_dir).staging(version)
     run.path.mkdir(parents=True)
     try:
         yield run
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = error.filename or run.path
+        raise OSError(errno.ENOSPC, f"no space left on the device while writing {where}; the run was discarded and "
+                      "nothing published changed", str(where)) from error
     finally:
         shutil.rmtree(run.path, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 
 import numpy as np
@@ -23,6 +24,14 @@ def test_a_published_staging_folder_is_left_where_it_went(tmp_path):
         run.metrics.write_text("{}")
         run.path.rename(tmp_path / "demo" / "v1")
     assert [p.name for p in (tmp_path / "demo").iterdir()] == ["v1"]
+
+
+def test_a_full_disk_names_the_run_and_leaves_nothing_half_written(tmp_path):
+    with pytest.raises(OSError, match=r"no space left on the device while writing .*\.staging-v1.*nothing published"):
+        with staged_run_dir(tmp_path / "demo", "v1") as run:
+            (run.path / "part.npz").write_bytes(b"...")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list((tmp_path / "demo").iterdir()) == []
 
 
 def test_a_version_is_staged_only_once(tmp_path):
