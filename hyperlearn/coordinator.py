@@ -11,7 +11,7 @@ from collections.abc import Callable
 from distributed import Client, Future
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.init import initial_states
+from hyperlearn.start import initial_states
 from hyperlearn.problem import load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Advance, States, run_rounds

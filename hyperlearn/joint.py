@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.init import initial_states
+from hyperlearn.start import initial_states
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.model import build_model, modality_seed, resolve_device
 from hyperlearn.problem import Problem, Relation, load_problem, with_validation_in_training
@@ -61,7 +61,6 @@ def joint_training(problem: Problem, config: TrainingConfig) -> tuple[States, Ad
                 factors,
                 {m: model.biases for m, model in models.items()},
                 config.l2,
-                config.negatives,
                 generator,
                 config.projected,
             )

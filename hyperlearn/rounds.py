@@ -1,8 +1,10 @@
 """The round loop shared by distributed and joint training: evaluate, log, early-stop, checkpoint.
 
 A round is one call of `advance` (every worker's local steps, then the exchange). The best round is the one
-with the lowest validation loss — the cross-modal terms of the objective, each relation weighted as in
-training, on the validation entries — so several relations are traded off as the spec's weights say. With a
+with the best early-stopping criterion (`metrics.early_stopping_criterion`): the primary relation's validation
+NDCG@10 when it has an evaluation target, else the lowest validation loss — the cross-modal terms of the
+objective, each relation weighted as in training, on the validation entries — so several relations are traded
+off as the spec's weights say. Published states that collapsed to zero stop the run (hyperlearn.collapse). With a
 refit, the model is then trained again from the start on training + validation entries for that many rounds,
 so the published model has seen every training entry while its round count was still chosen on held-out
 data. Test data is read only once, for the final state, after training has stopped.
@@ -18,7 +20,8 @@ import torch
 from hyperlearn.config import TrainingConfig
 from hyperlearn.graphs import dirichlet_energy
 from hyperlearn.losses import cross_modal_loss
-from hyperlearn.metrics import evaluate
+from hyperlearn.collapse import check_not_collapsed
+from hyperlearn.metrics import early_stopping_criterion, evaluate, headline_names
 from hyperlearn.problem import Problem, Relation
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import ModalityState, RunDir
@@ -42,7 +45,7 @@ def training_objective(problem: Problem, states: States, config: TrainingConfig)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
         cross = cross_modal_loss(
-            problem.relations, factors, biases, config.l2, config.negatives, generator, config.projected
+            problem.relations, factors, biases, config.l2, generator, config.projected
         )
     smoothness = sum(
         dirichlet_energy(laplacian, states[m].factor) / problem.sizes[m]
@@ -53,12 +56,13 @@ def training_objective(problem: Problem, states: States, config: TrainingConfig)
 
 
 def validation_loss(problem: Problem, states: States, config: TrainingConfig) -> float:
-    """Σ_relations w · (mean squared error, or logistic loss against seeded sampled negatives) on validation."""
+    """Σ_relations w · (the value model's fit term, against seeded sampled negatives for observed tuples) on
+    validation."""
     held_out = [Relation(meta=r.meta, splits={"train": r.splits["validation"]}) for r in problem.relations]
     factors, biases = _tensors(states)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
-        return float(cross_modal_loss(held_out, factors, biases, 0.0, config.negatives, generator))
+        return float(cross_modal_loss(held_out, factors, biases, 0.0, generator))
 
 
 def validation_metrics(problem: Problem, states: States, config: TrainingConfig) -> dict[str, float]:
@@ -84,9 +88,11 @@ def run_rounds(
     best state (validation metrics stay those of the best round, when validation was still held out)."""
     primary = problem.primary_relation()
     start = time.perf_counter()
+    check_not_collapsed(states, when="at the start")
+    first_states = states
     metrics = validation_metrics(problem, states, config)
     history = [{"round": 0, "seconds": 0.0, "train_loss": training_objective(problem, states, config), **metrics}]
-    best_score, best_round, best_states = metrics["validation_loss"], 0, states
+    best_score, best_round, best_states = early_stopping_criterion(problem, metrics).value, 0, states
     log(f"[{mode}] round 0: {_describe(metrics)}")
     for round_number in range(1, config.rounds + 1):
         states = advance(states)
@@ -94,10 +100,10 @@ def run_rounds(
         metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
         history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
-        score = metrics["validation_loss"]
-        improved = score < best_score
+        criterion = early_stopping_criterion(problem, metrics)
+        improved = criterion.improves_on(best_score)
         if improved:
-            best_score, best_round, best_states = score, round_number, states
+            best_score, best_round, best_states = criterion.value, round_number, states
             if checkpoints is not None:
                 checkpoints.save_checkpoint(states, round_number)
         log(
@@ -112,11 +118,12 @@ def run_rounds(
         best_states = _refit(refit, best_round, mode, log)
         if checkpoints is not None:
             checkpoints.save_checkpoint(best_states, best_round)
+    check_not_collapsed(best_states, first_states, when=f"after training (round {best_round})")
     train_seconds = time.perf_counter() - start
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
     for relation in problem.relations:
         test.update(evaluate(relation, best_states, "test", config.seed))
-    summary = _headline(primary.meta.name, primary.meta.loss, test)
+    summary = _headline(primary, test)
     rounds_run = len(history) - 1
     summary.update(
         {
@@ -142,10 +149,10 @@ def _refit(refit: Refit, rounds: int, mode: str, log: Callable[[str], None]) -> 
     return states
 
 
-def _headline(relation: str, loss: str, metrics: dict[str, float]) -> dict[str, float]:
-    """test_rmse/test_mae (or test_auc) of the primary relation under short keys."""
-    names = ["rmse", "mae"] if loss == "squared" else ["auc"]
-    return {f"test_{name}": metrics[f"test/{relation}/{name}"] for name in names if f"test/{relation}/{name}" in metrics}
+def _headline(relation: Relation, metrics: dict[str, float]) -> dict[str, float]:
+    """The primary relation's headline test metrics (test_rmse, test_mae, or test_ndcg@10 …) under short keys."""
+    keys = {name: f"test/{relation.meta.name}/{name}" for name in headline_names(relation)}
+    return {f"test_{name}": metrics[key] for name, key in keys.items() if key in metrics}
 
 
 def _describe(metrics: dict[str, float]) -> str:

@@ -68,7 +68,6 @@ class ModalityTrainer:
                 {**factors, self.modality: own},
                 {**biases, self.modality: self.model.biases},
                 self.config.l2,
-                self.config.negatives,
                 self.generator,
                 self.config.projected,
             )
