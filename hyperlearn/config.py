@@ -51,7 +51,6 @@ class TrainingConfig:
         default=1.0, metadata={"help": "distributed only: pull towards last round's state, damping Jacobi rounds"}
     )
     l2: float = field(default=0.05, metadata={"help": "ridge weight on the rows and biases each observed entry touches"})
-    negatives: int = field(default=4, metadata={"help": "sampled negatives per positive for logistic relations"})
     init: InitKind = field(default="als", metadata={"help": "starting factors: als (CP-ALS on observed entries) or random"})
     init_iterations: int = field(default=10, metadata={"help": "ALS sweeps for the starting factors"})
     refit: bool = field(
@@ -91,7 +90,7 @@ class TrainingConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ["cheb_order", "diffusion_steps", "negatives", "seed"]:
+        for name in ["cheb_order", "diffusion_steps", "seed"]:
             if getattr(self, name) < 0:
                 raise ValueError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ["learning_rate", "encoder_lr_scale"]:

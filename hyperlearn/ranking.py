@@ -74,21 +74,31 @@ def positive_ranks(
     """1-based filtered, pessimistic rank of every positive of a batch of queries: (query row, rank) arrays.
 
     rank(p) = 1 + #{candidates c that are not positives: s_c ≥ s_p} + #{positives q: s_q > s_p, or s_q = s_p
-    and q < p}. NaN scores count as −∞ (a diverged model ranks last)."""
-    scores = torch.nan_to_num(scores.double(), nan=-np.inf)
+    and q < p}. NaN and infinite scores count as the extreme finite values (a diverged model ranks last);
+    filtered entities score −∞, below every candidate."""
     rows, items = positives.nonzero()
     if len(rows) == 0:
         return rows, np.zeros(0)
+    lowest = torch.finfo(scores.dtype).min
+    scores = torch.nan_to_num(scores, nan=lowest)
+    filtered_rows, filtered_items = (known > positives).nonzero()
+    scores[torch.from_numpy(filtered_rows.astype(np.int64)), torch.from_numpy(filtered_items.astype(np.int64))] = -np.inf
     row_index, item_index = torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
-    is_positive = torch.from_numpy(positives.toarray())
-    candidate = ~torch.from_numpy(known.toarray()) | is_positive
-    mine = scores[row_index]
-    own = scores[row_index, item_index][:, None]
-    positive_rows = is_positive[row_index]
-    columns = torch.arange(scores.shape[1])[None, :]
-    above_negative = ((mine >= own) & candidate[row_index] & ~positive_rows).sum(1)
-    above_positive = (((mine > own) | ((mine == own) & (columns < item_index[:, None]))) & positive_rows).sum(1)
-    return rows, (1 + above_negative + above_positive).numpy()
+    own = scores[row_index, item_index]
+    at_least = (scores[row_index] >= own[:, None]).sum(1)
+    # The positives of each row side by side (−∞ padding), to compare each positive with its row's others.
+    counts = np.bincount(rows, minlength=scores.shape[0])
+    slot = torch.from_numpy(np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts))
+    padded_scores = scores.new_full((scores.shape[0], int(counts.max())), -np.inf)
+    padded_scores[row_index, slot] = own
+    padded_items = torch.full(padded_scores.shape, scores.shape[1], dtype=torch.int64)
+    padded_items[row_index, slot] = item_index
+    others, other_items = padded_scores[row_index], padded_items[row_index]
+    mine, my_item = own[:, None], item_index[:, None]
+    real = other_items < scores.shape[1]
+    positives_at_least = ((others >= mine) & real).sum(1)
+    positives_before = (((others > mine) | ((others == mine) & (other_items < my_item))) & real).sum(1)
+    return rows, (1 + at_least - positives_at_least + positives_before).numpy()
 
 
 def query_metrics(
