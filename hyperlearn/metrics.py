@@ -28,7 +28,7 @@ from hyperlearn.ranking import (
     ranking_metrics,
     ranking_queries,
 )
-from hyperlearn.rundir import Evaluation, ModalityState
+from hyperlearn.rundir import Evaluation, ModalityState, RelationMeta
 from hyperlearn.scores import candidate_scores, tuple_scores
 from hyperlearn.structure import relation_blocks
 from hyperlearn.value_models import value_model
@@ -69,15 +69,21 @@ class _RankingTask:
     baselines: dict[str, float]
 
 
-_ranking_tasks: "weakref.WeakKeyDictionary[Observations, _RankingTask]" = weakref.WeakKeyDictionary()
+# Per held-out split (weakly, so a dropped problem frees them): the tasks built for it, each with the meta
+# and the fitted splits it was built from, which a lookup must match by identity.
+_TaskEntry = tuple[RelationMeta, tuple[Observations, ...], _RankingTask]
+_ranking_tasks: "weakref.WeakKeyDictionary[Observations, list[_TaskEntry]]" = weakref.WeakKeyDictionary()
 
 
 def _ranking_task(relation: Relation, split: str, evaluation: Evaluation) -> _RankingTask:
     held_out = relation.splits[split]
-    if held_out in _ranking_tasks:
-        return _ranking_tasks[held_out]
-    fitted = [relation.splits[s].coords.cpu().numpy() for s in FITTED_BEFORE[split] if s in relation.splits]
-    known = np.concatenate(fitted, axis=1) if fitted else np.zeros((relation.meta.order, 0), dtype=np.int64)
+    fitted = tuple(relation.splits[s] for s in FITTED_BEFORE[split] if s in relation.splits)
+    entries = _ranking_tasks.setdefault(held_out, [])
+    for meta, known_splits, task in entries:
+        if meta == relation.meta and len(known_splits) == len(fitted) and all(a is b for a, b in zip(known_splits, fitted)):
+            return task
+    parts = [observed.coords.cpu().numpy() for observed in fitted]
+    known = np.concatenate(parts, axis=1) if parts else np.zeros((relation.meta.order, 0), dtype=np.int64)
     target, shape = evaluation.target, relation.meta.shape
     queries = ranking_queries(held_out.coords.cpu().numpy(), known, target, shape[target])
     baselines = {}
@@ -87,7 +93,7 @@ def _ranking_task(relation: Relation, split: str, evaluation: Evaluation) -> _Ra
     ):
         baselines.update({f"{name}_{key}": value for key, value in ranking_metrics(queries, scorer, evaluation.k).items()})
     task = _RankingTask(queries, baselines)
-    _ranking_tasks[held_out] = task
+    entries.append((relation.meta, fitted, task))
     return task
 
 

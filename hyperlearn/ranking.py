@@ -23,6 +23,7 @@ import torch
 
 QueryScorer = Callable[[np.ndarray], torch.Tensor]  # query contexts (K, B) → scores (B, N)
 CELLS_PER_BATCH = 2_000_000
+CONTEXT_MIX = 0.9  # context popularity: weight of the co-occurrence frequencies, the rest global popularity
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,6 @@ def global_popularity_scorer(train: np.ndarray, target: int, candidates: int) ->
     """Every query ranks the target entities by their training frequency."""
     frequency = torch.from_numpy(np.bincount(train[target], minlength=candidates).astype(np.float64))
     return lambda contexts: frequency[None, :].expand(contexts.shape[1], -1)
-
-
-CONTEXT_MIX = 0.9  # weight of the per-entity co-occurrence frequencies; the rest goes to global popularity
 
 
 def context_popularity_scorer(train: np.ndarray, target: int, sizes: Sequence[int]) -> QueryScorer:

@@ -79,15 +79,15 @@ def initial_states(problem: Problem, config: TrainingConfig) -> dict[str, Modali
 
 
 def _terms_per_modality(problem: Problem, config: TrainingConfig) -> dict[str, list[_LeastSquaresTerm]]:
-    """The least-squares terms fitting each modality: the regressions spanning it (none: it stays random)."""
-    chosen: dict[str, list[_LeastSquaresTerm]] = {}
-    for relation in problem.relations:
-        if relation.train.nnz == 0 or not value_model(relation.meta).regresses_values:
-            continue
-        term = _as_least_squares(relation, config.rank)
-        for modality in dict.fromkeys(relation.meta.modalities):
-            chosen.setdefault(modality, []).append(term)
-    return chosen
+    """The least-squares terms fitting each modality, in the problem's modality order (the order of the
+    sweeps): the regressions spanning it (none: it stays random)."""
+    terms = [
+        _as_least_squares(r, config.rank)
+        for r in problem.relations
+        if r.train.nnz and value_model(r.meta).regresses_values
+    ]
+    chosen = {m: [t for t in terms if m in t.modalities] for m in problem.modalities}
+    return {m: own for m, own in chosen.items() if own}
 
 
 def _as_least_squares(relation: Relation, rank: int) -> _LeastSquaresTerm:
