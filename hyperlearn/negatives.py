@@ -70,7 +70,7 @@ def sample_negatives(
             cumulative = probability.cumsum(0)
             drawn = torch.searchsorted(cumulative, uniform[picked] * cumulative[-1], right=True).clamp_max(size - 1)
             log_q[picked] = probability.log()[drawn]
-            positive_log_q[picked] = probability.log()[repeated[axis, picked].cpu()]
+            positive_log_q[picked] = probability.log()[repeated[axis].cpu()[picked]]
         else:
             drawn = (uniform[picked] * size).long()
         draws[picked] = drawn

@@ -59,3 +59,21 @@ def test_proximal_term_is_zero_at_the_previous_state_and_positive_elsewhere(plan
     biases = {r.meta.name: torch.zeros(problem.sizes["item"]) for r in relations}
     assert proximal_term(relations, "item", factor, factor, biases, biases) == 0
     assert proximal_term(relations, "item", factor + 0.1, factor, biases, biases) > 0
+
+
+def test_proximal_term_counts_every_axis_of_a_modality():
+    """user × user: each entry pulls both of its users towards their last state."""
+    from hyperlearn.problem import Observations, Relation
+    from hyperlearn.rundir import RelationMeta
+
+    coords = torch.tensor([[0, 1], [2, 2]])
+    relation = Relation(
+        meta=RelationMeta("friends", ("user", "user"), (3, 3), "logistic"),
+        splits={"train": Observations(coords, torch.ones(2))},
+    )
+    previous = torch.zeros(3, 2)
+    factor = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    biases = {"friends": torch.zeros(3)}
+    squares = factor.pow(2).sum(1)
+    expected = 0.5 * (squares[0] + squares[1] + 2 * squares[2]) / 2
+    assert proximal_term([relation], "user", factor, previous, biases, biases).item() == pytest.approx(expected.item())
