@@ -71,7 +71,6 @@ class TrainingConfig:
         default=1.0, metadata={"help": "distributed only: pull towards last round's state, damping Jacobi rounds"}
     )
     l2: NonNegative = field(default=0.05, metadata={"help": "ridge weight on the rows and biases each observed entry touches"})
-    negatives: Count = field(default=4, metadata={"help": "sampled negatives per positive for logistic relations"})
     init: InitKind = field(default="als", metadata={"help": "starting factors: als (CP-ALS on observed entries) or random"})
     init_iterations: Positive = field(default=10, metadata={"help": "ALS sweeps for the starting factors"})
     refit: Flag = field(

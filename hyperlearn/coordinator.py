@@ -10,7 +10,7 @@ import time
 from distributed import Client, Future
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.init import initial_states
+from hyperlearn.start import initial_states
 from hyperlearn.problem import Problem, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Log, States, run_rounds
