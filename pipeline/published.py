@@ -117,6 +117,11 @@ class RelationScoring:
                 return names.index(label)
         raise KeyError(f"relation {self.name!r} has no axis {label!r}; its axes are {list(self.labels)}")
 
+    def query_labels(self, target: str) -> list[str]:
+        """The labels a query gives when `target` is ranked: every other axis."""
+        axis = self.axis(target)
+        return [label for other, label in enumerate(self.labels) if other != axis]
+
     def to_dict(self) -> dict:
         return {
             "modalities": list(self.modalities),
@@ -226,6 +231,13 @@ class PublishedVersion:
     def modalities(self) -> list[str]:
         return sorted(self.description["embeddings"])
 
+    def relation(self, name: str) -> RelationScoring:
+        """How relation `name` scores a tuple."""
+        try:
+            return self.relations[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no relation {name!r}; published: {sorted(self.relations)}") from None
+
     def keys(self, modality: str) -> pd.Index:
         """The modality's keys; position = entity id."""
         return self._modality(modality)[0]
@@ -242,7 +254,7 @@ class PublishedVersion:
         """The entity biases of `modality` in `relation`, float32, position = entity id."""
         cached = self._biases.get((relation, modality))
         if cached is None:
-            path = self.path / bias_path(self._relation(relation).name, modality)
+            path = self.path / bias_path(self.relation(relation).name, modality)
             table = _read_parquet(path, ("entity_id", "key", "bias"))
             _check_ids(path, table)
             cached = table.column("bias").to_numpy().astype(np.float32)
@@ -256,7 +268,7 @@ class PublishedVersion:
     def score(self, relation: str, tuples_by_axis_keys: Mapping[str, Sequence[str]]) -> np.ndarray:
         """The model's output for tuples given as keys per axis label (every axis): the clipped prediction of a
         squared relation, the probability of a logistic one, the ranking score of bpr/softmax (float64)."""
-        scoring = self._relation(relation)
+        scoring = self.relation(relation)
         ids, _ = self._query_ids(scoring, tuples_by_axis_keys, range(len(scoring.modalities)))
         embeddings = [self.embeddings(m) for m in scoring.modalities]
         biases = [self.biases(relation, m) for m in scoring.modalities]
@@ -275,9 +287,9 @@ class PublishedVersion:
         validated on; a query may then get fewer than `k` rows."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        scoring = self._relation(relation)
+        scoring = self.relation(relation)
         target = scoring.axis(target_axis)
-        given = [axis for axis in range(len(scoring.modalities)) if axis != target]
+        given = [scoring.axis(label) for label in scoring.query_labels(target_axis)]
         ids, unknown = self._query_ids(scoring, queries, given)
         by_axis = dict(zip(given, ids))
         n_queries = len(ids[0])
@@ -348,12 +360,6 @@ class PublishedVersion:
         )
 
     # --- helpers --------------------------------------------------------------------------------------------
-
-    def _relation(self, name: str) -> RelationScoring:
-        try:
-            return self.relations[name]
-        except KeyError:
-            raise KeyError(f"{self.path}: no relation {name!r}; published: {sorted(self.relations)}") from None
 
     def _modality(self, modality: str) -> tuple[pd.Index, np.ndarray]:
         cached = self._embeddings.get(modality)

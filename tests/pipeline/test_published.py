@@ -11,6 +11,7 @@ import torch
 from hyperlearn.metrics import predict
 from hyperlearn.pipeline.published import RECOMMENDATION_SCHEMA, open_version, read_queries
 from hyperlearn.problem import load_problem, with_validation_in_training
+from tests.pipeline.handmade import write_handmade_version
 from tests.pipeline.trained import SIZES, entity_key, write_trained_version
 
 PAIRWISE_NOT_IN_TRAINING = pytest.mark.xfail(
@@ -228,3 +229,24 @@ def test_duckdb_reproduces_scores_and_neighbors_from_the_parquet_files(version):
     table = version.neighbors("item", "i4", k=6)
     assert list(neighbours["key"]) == table.column("key").to_pylist()
     np.testing.assert_allclose(neighbours["similarity"], table.column("similarity").to_numpy(), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def pairwise_version(tmp_path_factory):
+    """A version whose tagging relation is pairwise (user·tag on columns 0–2, item·tag on 3–4)."""
+    return open_version(write_handmade_version(tmp_path_factory.mktemp("pairwise")).path)
+
+
+def test_a_pairwise_score_sums_its_blocks_products(pairwise_version):
+    user, item, tag = (pairwise_version.embeddings(m) for m in ("user", "item", "tag"))
+    biases = sum(pairwise_version.biases("tagging", m)[e] for m, e in (("user", 1), ("item", 2), ("tag", 3)))
+    raw = biases + user[1, :3] @ tag[3, :3] + item[2, 3:] @ tag[3, 3:]
+    published = pairwise_version.score("tagging", {"user": ["u1"], "item": ["i2"], "tag": ["t3"]})
+    assert published[0] == pytest.approx(scipy.special.expit(raw), rel=1e-6)
+
+
+@pytest.mark.parametrize("target", ["tag", "user"])  # ranking users, the item·tag block is the same for all of them
+def test_recommend_over_pairwise_blocks_matches_the_scores(pairwise_version, target):
+    queries = {label: [f"{label[0]}{e}" for e in (0, 3, 1)] for label in ("user", "item", "tag") if label != target}
+    result = pairwise_version.recommend("tagging", target, queries, k=3)
+    assert _recommended(result.table, 3) == _brute_force_top(pairwise_version, "tagging", target, queries, 3)
