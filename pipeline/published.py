@@ -193,6 +193,27 @@ def raw_scores(
     return total
 
 
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The `k` highest finite scores of each row, as (row, column, rank 1…k, score) arrays ordered by row and
+    rank; ties rank the lower column first, and a row with fewer finite scores gets fewer entries.
+
+    Exact, and cheaper than a per-row selection: the k-th largest of the rows' block maxima is a threshold
+    that at least k entries reach, so only the entries above it are sorted."""
+    n_rows, n_columns = scores.shape
+    k = min(k, n_columns)
+    block = max(1, n_columns // max(k, 128))
+    maxima = np.maximum.reduceat(scores, np.arange(0, n_columns, block), axis=1)
+    threshold = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
+    lowest_finite = np.finfo(scores.dtype).min  # so that −inf (excluded) never passes
+    rows, columns = np.nonzero(scores >= np.maximum(threshold, lowest_finite)[:, None])
+    values = scores[rows, columns]
+    order = np.lexsort((columns, -values, rows))
+    rows, columns, values = rows[order], columns[order], values[order]
+    ranks = np.arange(len(rows)) - np.searchsorted(rows, rows) + 1
+    kept = ranks <= k
+    return rows[kept].astype(np.int64), columns[kept].astype(np.int64), ranks[kept].astype(np.int64), values[kept]
+
+
 def _known(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ids safe to index with (unknown ones at row 0) and the mask of known ones."""
     known = ids >= 0
@@ -295,8 +316,6 @@ class PublishedVersion:
         n_queries = len(ids[0])
         query_part, candidate_part, constant = self._factorised(scoring, target, by_axis, n_queries)
         seen = self._seen(scoring, target, by_axis) if exclude_seen else np.zeros((2, 0), dtype=np.int64)
-        n_candidates = candidate_part.shape[0]
-        top = min(k, n_candidates)
         columns: dict[str, list[np.ndarray]] = {"query": [], "rank": [], "candidate": [], "raw": []}
         for start in range(0, n_queries, QUERY_BATCH):
             stop = min(start + QUERY_BATCH, n_queries)
@@ -304,17 +323,9 @@ class PublishedVersion:
             scores += constant[start:stop, None]
             first, last = np.searchsorted(seen[0], [start, stop])
             scores[seen[0, first:last] - start, seen[1, first:last]] = -np.inf
-            best = np.sort(np.argpartition(-scores, top - 1, axis=1)[:, :top], axis=1)
-            best_scores = np.take_along_axis(scores, best, axis=1)
-            order = np.argsort(-best_scores, axis=1, kind="stable")
-            best, best_scores = np.take_along_axis(best, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
-            kept = np.isfinite(best_scores)
-            query_rows = np.broadcast_to(np.arange(start, stop)[:, None], best.shape)
-            ranks = np.broadcast_to(np.arange(1, top + 1), best.shape)  # excluded candidates sort last
-            columns["query"].append(query_rows[kept])
-            columns["rank"].append(ranks[kept])
-            columns["candidate"].append(best[kept])
-            columns["raw"].append(best_scores[kept])
+            rows, candidates, ranks, best = top_k(scores, k)
+            for name, part in zip(columns, (rows + start, ranks, candidates, best)):
+                columns[name].append(part)
         joined = {name: np.concatenate(parts) for name, parts in columns.items()}
         keys = self.keys(scoring.modalities[target]).to_numpy()[joined["candidate"]]
         table = pa.table(
@@ -347,12 +358,10 @@ class PublishedVersion:
         similarity = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
         if other == modality:
             similarity[entity] = -np.inf
-        top = min(k, int(np.isfinite(similarity).sum()))
-        best = np.sort(np.argpartition(-similarity, top - 1)[:top]) if top else np.zeros(0, dtype=np.int64)
-        best = best[np.argsort(-similarity[best], kind="stable")]
+        _, best, ranks, _ = top_k(similarity[None, :], k)
         return pa.table(
             {
-                "rank": np.arange(1, len(best) + 1, dtype=np.int64),
+                "rank": ranks,
                 "key": pa.array(self.keys(other).to_numpy()[best], type=pa.string()),
                 "similarity": similarity[best].astype(np.float32),
             },

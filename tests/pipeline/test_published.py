@@ -9,7 +9,7 @@ import scipy.special
 import torch
 
 from hyperlearn.metrics import predict
-from hyperlearn.pipeline.published import RECOMMENDATION_SCHEMA, open_version, read_queries
+from hyperlearn.pipeline.published import RECOMMENDATION_SCHEMA, open_version, read_queries, top_k
 from hyperlearn.problem import load_problem, with_validation_in_training
 from tests.pipeline.handmade import write_handmade_version
 from tests.pipeline.trained import SIZES, entity_key, write_trained_version
@@ -250,3 +250,17 @@ def test_recommend_over_pairwise_blocks_matches_the_scores(pairwise_version, tar
     queries = {label: [f"{label[0]}{e}" for e in (0, 3, 1)] for label in ("user", "item", "tag") if label != target}
     result = pairwise_version.recommend("tagging", target, queries, k=3)
     assert _recommended(result.table, 3) == _brute_force_top(pairwise_version, "tagging", target, queries, 3)
+
+
+@pytest.mark.parametrize(("n_columns", "k"), [(1, 3), (7, 3), (300, 5), (1000, 200)])
+def test_top_k_is_the_exact_per_row_ranking(n_columns, k):
+    rng = np.random.default_rng(n_columns)
+    scores = rng.integers(-20, 20, size=(9, n_columns)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[0] = -np.inf  # a row with nothing left
+    rows, columns, ranks, values = top_k(scores, k)
+    for row in range(len(scores)):
+        expected = [c for c in np.lexsort((np.arange(n_columns), -scores[row])) if np.isfinite(scores[row, c])][:k]
+        assert columns[rows == row].tolist() == expected
+        assert ranks[rows == row].tolist() == list(range(1, len(expected) + 1))
+        np.testing.assert_array_equal(values[rows == row], scores[row, expected])
