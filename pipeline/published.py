@@ -199,7 +199,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     Exact, and cheaper than a per-row selection: the k-th largest of the rows' block maxima is a threshold
     that at least k entries reach, so only the entries above it are sorted."""
-    n_rows, n_columns = scores.shape
+    n_columns = scores.shape[1]
     k = min(k, n_columns)
     block = max(1, n_columns // max(k, 128))
     maxima = np.maximum.reduceat(scores, np.arange(0, n_columns, block), axis=1)

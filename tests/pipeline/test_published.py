@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -197,38 +199,31 @@ def test_query_files_name_their_columns_and_rows(tmp_path):
         read_queries(bad, ["user"])
 
 
-def test_duckdb_reproduces_scores_and_neighbors_from_the_parquet_files(version):
-    duckdb = pytest.importorskip("duckdb")
-    root = version.path
-    rank = version.description["rank"]
-    offset = version.relations["rating"].offset
-    scored = duckdb.sql(f"""
-        with e as (select modality, key, embedding::FLOAT[{rank}] as v
-                   from read_parquet('{root}/embeddings/*/*.parquet', hive_partitioning = true)),
-             b as (select relation, modality, key, bias
-                   from read_parquet('{root}/biases/*/*/*.parquet', hive_partitioning = true))
-        select {offset} + ub.bias + ib.bias + array_inner_product(u.v, i.v) as score
-        from (values ('u1', 'i2'), ('u5', 'i7')) q(user_key, item_key)
-        join e u on u.modality = 'user' and u.key = q.user_key
-        join e i on i.modality = 'item' and i.key = q.item_key
-        join b ub on ub.relation = 'rating' and ub.modality = 'user' and ub.key = q.user_key
-        join b ib on ib.relation = 'rating' and ib.modality = 'item' and ib.key = q.item_key
-        order by q.user_key
-    """).fetchnumpy()["score"]
-    expected = version.score("rating", {"user": ["u1", "u5"], "item": ["i2", "i7"]})
-    np.testing.assert_allclose(np.clip(scored, *version.relations["rating"].clip), expected, rtol=1e-5)
+def _readme_sql(version) -> list[str]:
+    """The README's DuckDB recipe, pointed at `version`: its path, rank, the rating's offset and clip, and keys
+    of this version in place of the demo's."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    recipe = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    scoring = version.relations["rating"]
+    for demo, here in [
+        ("out/demo/latest", str(version.path)), ("FLOAT[8]", f"FLOAT[{version.description['rank']}]"),
+        ("3.53", repr(scoring.offset)), ("greatest(1.0, least(5.0,", f"greatest({scoring.clip[0]!r}, least({scoring.clip[1]!r},"),
+        ("'u0001'", "'u1'"), ("'i0002'", "'i2'"),
+    ]:
+        assert demo in recipe
+        recipe = recipe.replace(demo, here)
+    return [statement for statement in recipe.split(";") if statement.strip()]
 
-    neighbours = duckdb.sql(f"""
-        with e as (select key, embedding::FLOAT[{rank}] as v
-                   from read_parquet('{root}/embeddings/modality=item/*.parquet'))
-        select e.key, array_cosine_similarity(e.v, q.v) as similarity
-        from e, (select v from e where key = 'i4') q
-        where e.key <> 'i4'
-        order by similarity desc limit 6
-    """).fetchnumpy()
-    table = version.neighbors("item", "i4", k=6)
-    assert list(neighbours["key"]) == table.column("key").to_pylist()
-    np.testing.assert_allclose(neighbours["similarity"], table.column("similarity").to_numpy(), rtol=1e-5)
+
+def test_the_readme_duckdb_recipe_reproduces_scores_and_neighbors(version):
+    duckdb = pytest.importorskip("duckdb")
+    rating, neighbours = _readme_sql(version)
+    [[score]] = duckdb.sql(rating).fetchall()
+    assert score == pytest.approx(version.score("rating", {"user": ["u1"], "item": ["i2"]})[0], rel=1e-5)
+    found = duckdb.sql(neighbours).fetchnumpy()
+    table = version.neighbors("item", "i2", k=10)
+    assert list(found["key"]) == table.column("key").to_pylist()
+    np.testing.assert_allclose(found["similarity"], table.column("similarity").to_numpy(), rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
