@@ -316,7 +316,8 @@ class PublishedVersion:
         n_queries = len(ids[0])
         query_part, candidate_part, constant = self._factorised(scoring, target, by_axis, n_queries)
         seen = self._seen(scoring, target, by_axis) if exclude_seen else np.zeros((2, 0), dtype=np.int64)
-        columns: dict[str, list[np.ndarray]] = {"query": [], "rank": [], "candidate": [], "raw": []}
+        none, no_score = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        columns = {"query": [none], "rank": [none], "candidate": [none], "raw": [no_score]}  # for no queries
         for start in range(0, n_queries, QUERY_BATCH):
             stop = min(start + QUERY_BATCH, n_queries)
             scores = query_part[start:stop] @ candidate_part.T

@@ -139,6 +139,7 @@ def test_recommend_returns_fewer_rows_when_seen_tuples_exhaust_the_candidates(ve
     result = version.recommend("rating", "item", {"user": ["u0"]}, k=SIZES["item"] + 5, exclude_seen=True)
     assert 0 < result.table.num_rows < SIZES["item"]
     assert result.table.column("rank").to_pylist() == list(range(1, result.table.num_rows + 1))
+    assert version.recommend("rating", "item", {"user": []}, k=3, exclude_seen=True).table.num_rows == 0
 
 
 def test_recommend_answers_unknown_query_keys_and_counts_them(version):
