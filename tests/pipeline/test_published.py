@@ -208,7 +208,7 @@ def _readme_sql(version) -> list[str]:
     scoring = version.relations["rating"]
     for demo, here in [
         ("out/demo/latest", str(version.path)), ("FLOAT[8]", f"FLOAT[{version.description['rank']}]"),
-        ("3.53", repr(scoring.offset)), ("greatest(1.0, least(5.0,", f"greatest({scoring.clip[0]!r}, least({scoring.clip[1]!r},"),
+        ("3.437", repr(scoring.offset)), ("greatest(-0.414, least(7.46,", f"greatest({scoring.clip[0]!r}, least({scoring.clip[1]!r},"),
         ("'u0001'", "'u1'"), ("'i0002'", "'i2'"),
     ]:
         assert demo in recipe
