@@ -9,11 +9,12 @@ A version folder holds everything a reader needs to compute the model's score of
 
 This module is the one owner of that format: `RelationScoring` is one relation's entry of `scoring.json` (the
 writer, `hyperlearn.pipeline.outputs`, builds it from the relation's meta), and `PublishedVersion` answers
-`score`, `recommend` and `neighbors` from the files alone. NumPy, pandas and pyarrow only: no torch, no
-Prefect, so a serving process loads nothing of the training stack.
+`score`, `recommend` and `neighbors` from the files alone. NumPy, SciPy, pandas and pyarrow only: no torch,
+no Prefect, so a serving process loads nothing of the training stack.
 
 An unknown key is answered from what the model knows about the rest of the tuple: it contributes a zero
-embedding row and a zero bias (what an entity the model never saw has), and results count such keys.
+embedding row and a zero bias (what an entity the model never saw has); `recommend` counts such keys, and
+`entity_ids` marks them −1.
 """
 
 from __future__ import annotations
