@@ -28,7 +28,7 @@ from hyperlearn.losses import cross_modal_loss
 from hyperlearn.collapse import check_not_collapsed
 from hyperlearn.metrics import early_stopping_criterion, evaluate, headline_names
 from hyperlearn.objective import dirichlet_energy, objective
-from hyperlearn.problem import Problem, Relation
+from hyperlearn.problem import Problem, Relation, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import ModalityState, RunDir
 from hyperlearn.seeds import evaluation_seed
@@ -110,14 +110,16 @@ def run_rounds(
     finally:
         trainers.close()
     search_seconds = time.perf_counter() - start
+    fitted = problem
     if config.refit and best_round > 0:
+        fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
         best_states = _refit(make_trainers(True), best_round, mode, log)
         if checkpoints is not None:
             checkpoints.save_checkpoint(best_states, best_round)
     check_not_collapsed(best_states, first_states, when=f"after training (round {best_round})")
     train_seconds = time.perf_counter() - start
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
-    for relation in problem.relations:
+    for relation in fitted.relations:
         test.update(evaluate(relation, best_states, "test", evaluation_seed(config.seed)))
     summary = _headline(problem.primary_relation(), test)
     rounds_run = len(history) - 1
