@@ -1,6 +1,6 @@
 """The cluster factory: the one place that knows which kind of Dask cluster training runs on.
 
-HyperLearn trains one model per modality, each pinned to its own Dask worker (method.md §3). For the device the
+HyperLearn trains one model per modality, each pinned to its own Dask worker (docs/method.md §3). For the device the
 run's settings resolved (`training.device`, "auto" made concrete once by `hyperlearn.model.resolve_device`):
 "cuda" is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; "cpu" is
 distributed's `LocalCluster` with one process worker per modality and the machine's cores split between them.

@@ -35,7 +35,7 @@ BYTES_PER_FACTOR_ENTRY = 4 * 4
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainingConfig:
-    """Hyperparameters of the HyperLearn model and its distributed training (method.md §2–§3)."""
+    """Hyperparameters of the HyperLearn model and its distributed training (docs/method.md §2–§3)."""
 
     rank: Positive = field(default=10, metadata={"help": "CP rank R: width of every embedding"})
     cheb_order: Count = field(default=4, metadata={"help": "Chebyshev order q (q+1 polynomial terms)"})

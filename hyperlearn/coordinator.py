@@ -1,4 +1,4 @@
-"""Distributed training (method.md §3): one long-lived trainer actor per modality, pinned to its own Dask
+"""Distributed training (docs/method.md §3): one long-lived trainer actor per modality, pinned to its own Dask
 worker; each round every trainer updates in parallel from the previous round's states (Jacobi block
 coordinate descent), then the states — factors and biases, never graphs, encoders or optimisers — are
 exchanged through Dask."""

@@ -1,4 +1,4 @@
-"""Cross-modal loss terms of one relation (method.md §2–§4), over its observed entries only.
+"""Cross-modal loss terms of one relation (docs/method.md §2–§4), over its observed entries only.
 
 A relation scores a tuple through its CP blocks (hyperlearn.scores); its value model (hyperlearn.value_models)
 turns the scores of its observed entries — and, for relations of observed tuples, of their sampled negatives

@@ -1,4 +1,4 @@
-"""Sampled unobserved tuples of a relation, as `RelationMeta.negatives` says (method.md §2).
+"""Sampled unobserved tuples of a relation, as `RelationMeta.negatives` says (docs/method.md §2).
 
 Each positive gets `count` negatives. A negative copies its positive and replaces the entity on one axis: the
 axis is one of `negatives.axes` (default: the evaluation target's axis when the relation has one — the axis

@@ -1,4 +1,4 @@
-"""The training objective, assembled in one place for every way of training (method.md §2–§3).
+"""The training objective, assembled in one place for every way of training (docs/method.md §2–§3).
 
     objective = Σ_relations (cross-modal term)  +  Σ_{own modalities θ} (γ · ½tr(A_θᵀ L_θ A_θ)/n_θ + projection decay)
 

@@ -9,7 +9,7 @@ That is what lets a large rank generalise where free rows over-fit.
 For a relation of any order the unfolding's columns are projected mode by mode: X_(θ) P becomes
 Σ_{k≠θ} M_θk P_k, where M_θk (n_θ × n_k, sparse) sums the observed values over the remaining modes; for
 K = 2 that is exactly X P. Only the relation's observed entries enter, and no other modality's factor does,
-so a modality's parameters stay its own and per-modality training (method.md §3) is unchanged.
+so a modality's parameters stay its own and per-modality training (docs/method.md §3) is unchanged.
 """
 
 from __future__ import annotations

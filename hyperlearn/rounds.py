@@ -62,7 +62,7 @@ def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[st
 
 
 def training_objective(problem: Problem, states: States, config: TrainingConfig) -> float:
-    """The global objective (method.md §2) at the published states: cross-modal terms of every relation plus
+    """The global objective (docs/method.md §2) at the published states: cross-modal terms of every relation plus
     the Dirichlet energy of every modality. The same number for joint and distributed runs. A projection's
     weight decay is not in it: the projection weights stay with their model and are not published."""
     factors, biases = _tensors(states)
@@ -106,7 +106,9 @@ def run_rounds(
     trainers = make_trainers(False)
     trainer_start_seconds = time.perf_counter() - start
     try:
-        history, best_round, best_states, first_states = _search(problem, trainers, config, mode, log, checkpoints, start)
+        history, best_round, best_states, first_states = _search(
+            problem, trainers, config, mode, log, checkpoints, start
+        )
     finally:
         trainers.close()
     search_seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Starting factors and biases: the cheap decomposition the encoders refine (method.md §2).
+"""Starting factors and biases: the cheap decomposition the encoders refine (docs/method.md §2).
 
 CP-ALS on the observed entries of the regressions (never the dense tensor): each sweep solves, for every
 modality in turn, its entity biases and then its factor, from MTTKRP and the per-row Gram matrices of the

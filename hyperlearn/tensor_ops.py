@@ -1,4 +1,4 @@
-"""Sparse CP maths over the observed entries of a tensor of any order (method.md §2–§3).
+"""Sparse CP maths over the observed entries of a tensor of any order (docs/method.md §2–§3).
 
 Coordinates are a (K, nnz) int64 tensor, one row per mode. Nothing here forms the dense tensor or the full
 Khatri–Rao product: every operation gathers the rows that the observed entries touch, so cost is O(nnz·K·R).
