@@ -4,22 +4,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyperlearn.pipeline.readers import SourceError, read_source
+from hyperlearn.pipeline.readers import SourceError, batch_frame, read_batches, read_source
 from hyperlearn.pipeline.spec import SourceSpec
 
 
-def _rows(frame) -> pd.DataFrame:
-    return frame.compute().reset_index(drop=True)
+def _rows(source: SourceSpec, columns: list[str], **options) -> pd.DataFrame:
+    """Every batch of `source`, concatenated, as read_source's frame."""
+    frames = [batch_frame(batch) for batch in read_batches(source, columns, **options)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, "source_file"])
 
 
 def test_csv_in_many_partitions_keeps_keys_exact_and_numbers_rows(write):
     body = "".join(f"{i:03d},item{i % 7},{i % 5}.5\n" for i in range(200))
     path = write("ratings.csv", "user,item,rating\n" + body)
 
-    frame = read_source(SourceSpec(path, "csv"), ["item", "user"], blocksize=256)
-    rows = _rows(frame)
+    batches = list(read_batches(SourceSpec(path, "csv"), ["item", "user"], blocksize=256))
+    rows = _rows(SourceSpec(path, "csv"), ["item", "user"], blocksize=256)
 
-    assert frame.npartitions > 5
+    assert len(batches) > 5
     assert list(rows.columns) == ["item", "user", "source_file", "row_number", "read_error", "raw_record"]
     assert rows["user"].tolist() == [f"{i:03d}" for i in range(200)]  # "007" stays "007"
     np.testing.assert_array_equal(rows["row_number"], np.arange(1, 201))
@@ -30,7 +32,7 @@ def test_csv_in_many_partitions_keeps_keys_exact_and_numbers_rows(write):
 def test_rows_with_the_wrong_number_of_fields_are_kept_with_their_reason(write):
     path = write("ratings.csv", 'user,item,rating\nu1,i1,4\nu2,i2\n\nu3,i3,5,extra\n"u,4",i4,3\n')
 
-    rows = _rows(read_source(SourceSpec(path, "csv"), ["user", "rating"], blocksize=16))
+    rows = _rows(SourceSpec(path, "csv"), ["user", "rating"], blocksize=16)
 
     assert rows["row_number"].tolist() == [1, 2, 3, 4, 5]
     assert rows["read_error"].tolist()[1:4] == ["expected 3 fields, got 2", "empty line", "expected 3 fields, got 4"]
@@ -43,7 +45,7 @@ def test_tsv_without_header_uses_names(write):
     path = write("u1.base", "1\t10\t5\t881250949\n2\t20\t3\t891717742\n")
     source = SourceSpec(path, "tsv", header=False, names=("user", "item", "rating", "time"))
 
-    rows = _rows(read_source(source, ["user", "rating"]))
+    rows = _rows(source, ["user", "rating"])
 
     assert rows[["user", "rating"]].values.tolist() == [["1", "5"], ["2", "3"]]
     assert rows["row_number"].tolist() == [1, 2]
@@ -51,7 +53,7 @@ def test_tsv_without_header_uses_names(write):
 
 def test_names_replace_a_header_row(write):
     path = write("ratings.csv", "a;b\nx;1\n")
-    rows = _rows(read_source(SourceSpec(path, "csv", sep=";", names=("user", "value")), ["user", "value"]))
+    rows = _rows(SourceSpec(path, "csv", sep=";", names=("user", "value")), ["user", "value"])
     assert rows[["user", "value", "row_number"]].values.tolist() == [["x", "1", 1]]
 
 
@@ -59,21 +61,21 @@ def test_missing_column_names_the_file_and_column(write):
     path = write("ratings.csv", "user,item\nu1,i1\n")
     message = r"ratings\.csv: column 'rating' not found; the columns are \['user', 'item'\]"
     with pytest.raises(SourceError, match=message):
-        read_source(SourceSpec(path, "csv"), ["user", "rating"])
+        list(read_batches(SourceSpec(path, "csv"), ["user", "rating"]))
 
 
 def test_header_errors(write):
     with pytest.raises(SourceError, match=r"empty\.csv: empty first row, expected a header"):
-        read_source(SourceSpec(write("empty.csv", ""), "csv"), ["user"])
+        list(read_batches(SourceSpec(write("empty.csv", ""), "csv"), ["user"]))
     with pytest.raises(SourceError, match=r"twice\.csv: column 'user' appears 2 times in the header"):
-        read_source(SourceSpec(write("twice.csv", "user,user\n1,2\n"), "csv"), ["user"])
+        list(read_batches(SourceSpec(write("twice.csv", "user,user\n1,2\n"), "csv"), ["user"]))
     with pytest.raises(SourceError, match=r"column name 'row_number' is reserved"):
-        read_source(SourceSpec(write("reserved.csv", "row_number\n1\n"), "csv"), ["row_number"])
+        list(read_batches(SourceSpec(write("reserved.csv", "row_number\n1\n"), "csv"), ["row_number"]))
 
 
 def test_empty_file_without_header_has_no_rows(write):
     source = SourceSpec(write("empty.csv", ""), "csv", header=False, names=("user", "item"))
-    rows = _rows(read_source(source, ["user"]))
+    rows = _rows(source, ["user"])
     assert rows.empty and list(rows.columns)[:2] == ["user", "source_file"]
 
 
@@ -81,12 +83,12 @@ def test_bytes_not_valid_in_the_encoding_are_a_row_error(tmp_path):
     path = tmp_path / "ratings.csv"
     path.write_bytes("user,item\nu1,caf\u00e9\n".encode() + b"u2,caf\xe9\n")
 
-    rows = _rows(read_source(SourceSpec(path, "csv"), ["user", "item"]))
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"])
 
     assert rows["item"][0] == "caf\u00e9"
     assert rows["read_error"].tolist()[1] == "bytes not valid in encoding utf-8"
     assert json.loads(rows["raw_record"][1]) == ["u2", "caf\udce9"]
-    latin = _rows(read_source(SourceSpec(path, "csv", encoding="latin-1"), ["item"]))
+    latin = _rows(SourceSpec(path, "csv", encoding="latin-1"), ["item"])
     assert latin["item"][1] == "caf\u00e9" and latin["read_error"].isna().all()
 
 
@@ -101,10 +103,10 @@ def test_jsonl_values_keep_their_json_text(write):
     ]
     path = write("events.jsonl", "\n".join(lines) + "\n")
 
-    frame = read_source(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40)
-    rows = _rows(frame)
+    batches = list(read_batches(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40))
+    rows = _rows(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40)
 
-    assert frame.npartitions > 1
+    assert len(batches) > 1
     np.testing.assert_array_equal(rows["row_number"], np.arange(1, 7))
     assert rows.loc[0, ["user", "item", "rating", "liked"]].tolist() == ["007", "12", "4.0", "true"]
     assert rows.loc[1, "user"] == "u2" and pd.isna(rows.loc[1, "item"]) and pd.isna(rows.loc[1, "rating"])
@@ -119,7 +121,7 @@ def test_parquet_columns_become_text(tmp_path):
     path = tmp_path / "ratings.parquet"
     pd.DataFrame({"user": [7, 8, 9], "item": ["a", None, "c"], "rating": [4.5, np.nan, 1.0]}).to_parquet(path)
 
-    rows = _rows(read_source(SourceSpec(path, "parquet"), ["user", "item", "rating"]))
+    rows = _rows(SourceSpec(path, "parquet"), ["user", "item", "rating"])
 
     assert rows["user"].tolist() == ["7", "8", "9"]
     assert rows["rating"][0] == "4.5" and pd.isna(rows["rating"][1]) and pd.isna(rows["item"][1])
@@ -133,5 +135,5 @@ def test_byte_order_mark_is_not_data(tmp_path, header):
     path = tmp_path / "ratings.csv"
     path.write_bytes("\ufeff".encode() + (b"user,item\n" if header else b"") + b"u1,i1\n")
     source = SourceSpec(path, "csv", header=header, names=None if header else ("user", "item"))
-    rows = _rows(read_source(source, ["user"]))
+    rows = _rows(source, ["user"])
     assert rows["user"].tolist() == ["u1"]
