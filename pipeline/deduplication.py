@@ -28,8 +28,8 @@ def record_dtype(order: int, with_time: bool) -> np.dtype:
 
 
 def partition_count(estimated_rows: int, dtype: np.dtype, memory_limit: int) -> int:
-    """How many partitions keep one partition's merge within half of `memory_limit`."""
-    return max(1, math.ceil(estimated_rows * dtype.itemsize * RECORD_SORT_FACTOR / (memory_limit / 2)))
+    """How many partitions keep one partition's merge within half of `memory_limit` (at most 2**16)."""
+    return min(2**16, max(1, math.ceil(estimated_rows * dtype.itemsize * RECORD_SORT_FACTOR / (memory_limit / 2))))
 
 
 class PartitionedRows:
@@ -56,8 +56,8 @@ class PartitionedRows:
         if len(self.paths) == 1:
             self._files[0].write(records.tobytes())
             return
-        partition = partition_of(codes, len(self.paths))
-        order = np.argsort(partition, kind="stable")
+        partition = partition_of(codes, len(self.paths)).astype(np.uint16)
+        order = np.argsort(partition, kind="stable")  # a radix sort for 16-bit integers
         bounds = np.searchsorted(partition[order], np.arange(len(self.paths) + 1))
         for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
             if end > start:
@@ -90,30 +90,49 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint64(31))
 
 
-def merge_duplicates(records: np.ndarray, order: int, rule: Duplicates) -> tuple[np.ndarray, np.ndarray]:
-    """One entry per key tuple: (codes (order, entries) int64, values float64), in key order.
+def merge_duplicates(
+    records: np.ndarray, order: int, rule: Duplicates, sizes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One entry per key tuple: (codes (order, entries) int64, values float64), in key order; `sizes` bound
+    the codes of each axis.
 
     first / last: the earliest / latest row by time when records have one, else by sequence (ties on time go
-    by sequence). mean / sum / max: aggregate the values.
+    by sequence). mean / sum / max: aggregate the values, in sequence order.
     """
     if not len(records):
         return np.empty((order, 0), dtype=np.int64), np.empty(0, dtype=np.float64)
-    codes = [records[f"code_{axis}"] for axis in range(order)]
-    tie_breaks = [records["sequence"]]
-    if "time" in records.dtype.names and rule in ("first", "last"):
-        tie_breaks.append(records["time"])
-    permutation = np.lexsort([*tie_breaks, *codes[::-1]])
-    sorted_codes = np.stack([axis_codes[permutation] for axis_codes in codes])
+    codes = np.stack([records[f"code_{axis}"] for axis in range(order)])
+    permutation = key_order(codes, sizes)
+    codes = codes[:, permutation]
     new_group = np.ones(len(records), dtype=bool)
-    new_group[1:] = (sorted_codes[:, 1:] != sorted_codes[:, :-1]).any(axis=0)
+    new_group[1:] = (codes[:, 1:] != codes[:, :-1]).any(axis=0)
+    group = np.cumsum(new_group) - 1
     starts = np.flatnonzero(new_group)
-    ends = np.append(starts[1:], len(records))
+    sizes_of_groups = np.diff(np.append(starts, len(records)))
+    repeated = np.flatnonzero(sizes_of_groups[group] > 1)
+    if len(repeated):  # order the rows of each repeated key tuple by (time,) sequence; singletons need nothing
+        tie_breaks = [records["sequence"][permutation[repeated]]]
+        if "time" in records.dtype.names and rule in ("first", "last"):
+            tie_breaks.append(records["time"][permutation[repeated]])
+        permutation[repeated] = permutation[repeated][np.lexsort([*tie_breaks, group[repeated]])]
     values = records["value"][permutation]
+    ends = starts + sizes_of_groups
     if rule == "first":
-        return sorted_codes[:, starts], values[starts]
+        return codes[:, starts], values[starts]
     if rule == "last":
-        return sorted_codes[:, ends - 1], values[ends - 1]
+        return codes[:, starts], values[ends - 1]
     if rule == "max":
-        return sorted_codes[:, starts], np.maximum.reduceat(values, starts)
+        return codes[:, starts], np.maximum.reduceat(values, starts)
     sums = np.add.reduceat(values, starts)
-    return sorted_codes[:, starts], sums / (ends - starts) if rule == "mean" else sums
+    return codes[:, starts], sums / sizes_of_groups if rule == "mean" else sums
+
+
+def key_order(codes: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
+    """The permutation that sorts key tuples (columns of `codes`, axis 0 first) lexicographically; a single
+    int64 sort key when the sizes' product fits, else a multi-key sort."""
+    if math.prod(sizes) < 2**63:
+        linear = np.zeros(codes.shape[1], dtype=np.int64)
+        for axis, size in enumerate(sizes):
+            linear = linear * np.int64(size) + codes[axis]
+        return np.argsort(linear, kind="stable")
+    return np.lexsort(codes[::-1])

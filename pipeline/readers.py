@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import glob
 import json
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ READ_ERROR = "read_error"
 RAW_RECORD = "raw_record"
 RESERVED_COLUMNS = (SOURCE_FILE, ROW_NUMBER, READ_ERROR, RAW_RECORD)
 DEFAULT_BLOCKSIZE = 64 * 2**20
+PARSE_THREADS = 2
 
 _BYTE_ORDER_MARK = "\ufeff"  # written by some tools at the start of a file; never data
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -113,17 +117,12 @@ def read_file(source: SourceSpec, path: Path, columns: list[str], blocksize: int
             fields = fields if fields is not None else header
         _check_columns(path, columns, fields)
     row = 0
-    for lines in _line_blocks(path, source, blocksize):
-        if source.format == "jsonl":
-            rows = _jsonl_rows(lines, columns)
-        else:
-            rows = _delimited_rows(lines, columns, fields, source.delimiter)
-        numbers = pa.array(np.arange(row + 1, row + 1 + len(lines), dtype=np.int64))
+    parse = functools.partial(_parse_block, source=source, columns=columns, fields=fields)
+    for rows, size in _ordered_map(parse, _utf8_blocks(path, source, blocksize)):
+        numbers = pa.array(np.arange(row + 1, row + 1 + len(rows), dtype=np.int64))
+        row += len(rows)
         rows = rows.append_column(ROW_NUMBER, numbers)
-        delimiter = source.delimiter if source.format != "jsonl" else None
-        rows = _mark_blanked(rows, lines, columns, delimiter)
-        row += len(lines)
-        yield Batch(str(path), rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD]), len(lines.block))
+        yield Batch(str(path), rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD]), size)
     if source.format in ("csv", "tsv") and source.header and row == 0:
         raise SourceError(f"{path}: has a header row but no data rows")
 
@@ -222,19 +221,42 @@ class Lines:
         return len(self.text)
 
 
-def _line_blocks(path: Path, source: SourceSpec, blocksize: int) -> Iterator[Lines]:
-    """The data lines of a text file, block by block (about `blocksize` bytes each)."""
+def _ordered_map(function: Callable[[Any], Any], items: Iterator[Any]) -> Iterator[Any]:
+    """`function` over `items` on PARSE_THREADS threads (Arrow and NumPy release the GIL), results in order,
+    at most one item per thread ahead of the consumer so memory stays bounded."""
+    with ThreadPoolExecutor(PARSE_THREADS) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > PARSE_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _parse_block(block: bytes, source: SourceSpec, columns: list[str], fields: Sequence[str] | None) -> tuple[pa.Table, int]:
+    """One UTF-8 block of whole lines as the reader's columns (without row numbers) and its size in bytes."""
+    lines = _split_lines(block, source.encoding)
+    if source.format == "jsonl":
+        rows = _jsonl_rows(lines, columns)
+    else:
+        rows = _delimited_rows(lines, columns, fields, source.delimiter)
+    return _mark_blanked(rows, lines, columns, None if source.format == "jsonl" else source.delimiter), len(block)
+
+
+def _utf8_blocks(path: Path, source: SourceSpec, blocksize: int) -> Iterator[bytes]:
+    """The data lines of a text file as UTF-8, in blocks of whole lines (about `blocksize` bytes each)."""
     skip_header = source.header and source.format in ("csv", "tsv")
     if "\n".encode(source.encoding) != b"\n":  # UTF-16/32: b"\n" is no line break there; read whole
         text = Path(path).read_bytes().decode(source.encoding, errors="surrogateescape").removeprefix(_BYTE_ORDER_MARK)
         if skip_header:
             text = text.partition("\n")[2]
         if text:
-            yield _split_lines(text.encode("utf-8", errors="surrogateescape"), source.encoding)
+            yield text.encode("utf-8", errors="surrogateescape")
         return
     utf8 = codecs.lookup(source.encoding).name in ("utf-8", "ascii")
     for block in _byte_blocks(path, blocksize, skip_header):
-        yield _split_lines(block if utf8 else _to_utf8(block, source.encoding), source.encoding)
+        yield block if utf8 else _to_utf8(block, source.encoding)
 
 
 def _byte_blocks(path: Path, blocksize: int, skip_header: bool) -> Iterator[bytes]:
@@ -278,9 +300,9 @@ def _blanked_lines(
 ) -> dict[int, tuple[str, bytes]]:
     """The lines of `block` that cannot be parsed as text, by position: (reason, bytes). Those are lines not
     valid UTF-8 (checked only where bytes above 127 are) and lines holding a carriage return."""
-    suspects = np.concatenate((np.flatnonzero(data >= 128), np.flatnonzero(data == 13)))
-    if not len(suspects):
+    if block.isascii() and block.find(b"\r") < 0:
         return {}
+    suspects = np.concatenate((np.flatnonzero(data >= 128), np.flatnonzero(data == 13)))
     blanked = {}
     for line in np.unique(np.searchsorted(starts, suspects, side="right") - 1).tolist():
         text = block[starts[line] : ends[line]]
@@ -308,7 +330,7 @@ def _mark_blanked(rows: pa.Table, lines: Lines, columns: list[str], delimiter: s
         raws[position] = json.dumps(_fields_of(text, delimiter) if delimiter else text, ensure_ascii=True)
     mask = pa.array(failed)
     values = {column: pc.if_else(mask, pa.scalar(None, pa.string()), rows.column(column)) for column in columns}
-    return _rows_table(values, errors, raws, len(rows)).append_column(ROW_NUMBER, rows.column(ROW_NUMBER))
+    return _rows_table(values, errors, raws, len(rows))
 
 
 def _dense_strings(array: pa.ChunkedArray) -> dict[int, str]:
@@ -359,9 +381,9 @@ def _delimited_rows(lines: Lines, columns: list[str], fields: Sequence[str], del
 
 def _quoted_lines(lines: Lines) -> np.ndarray:
     """Positions of the lines holding a double quote."""
+    if lines.block.find(b'"') < 0:
+        return np.empty(0, dtype=np.int64)
     quotes = np.flatnonzero(np.frombuffer(lines.block, dtype=np.uint8) == 34)
-    if not len(quotes):
-        return quotes
     offsets = np.frombuffer(lines.text.buffers()[1], dtype=np.int64)[: len(lines) + 1]
     return np.unique(np.searchsorted(offsets, quotes, side="right") - 1)
 

@@ -66,16 +66,25 @@ def key_options(modality: ModalitySpec) -> KeyOptions:
 
 
 def normalise_keys(keys: pa.Array, options: KeyOptions) -> pa.Array:
-    """`keys` normalised by `options` (nulls stay null)."""
-    keys = pc.replace_substring(keys, "\x00", "")
-    if options.strip:
+    """`keys` normalised by `options` (nulls stay null). Keys of printable ASCII without surrounding spaces
+    only go through casefolding, so the common case costs one scan of the bytes."""
+    data = _bytes(keys)
+    if (data == 0).any():
+        keys = pc.replace_substring(keys, "\x00", "")
+    if options.strip and ((data <= 32) | (data >= 127)).any():
         keys = pc.utf8_trim_whitespace(keys)
-    ascii_only = pc.all(pc.string_is_ascii(keys)).as_py() is not False
+    ascii_only = not (data >= 128).any()
     if options.unicode is not None and not ascii_only:
         keys = pc.utf8_normalize(keys, options.unicode)
     if options.casefold:
         keys = pc.utf8_lower(keys) if ascii_only else pa.array([_casefold(k) for k in keys.to_pylist()], pa.string())
     return keys
+
+
+def _bytes(strings: pa.Array) -> np.ndarray:
+    """The bytes of a string array's values (of its whole data buffer, a superset when it is a slice)."""
+    buffer = strings.buffers()[2]
+    return np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.empty(0, dtype=np.uint8)
 
 
 def _casefold(key: str | None) -> str | None:
@@ -85,8 +94,10 @@ def _casefold(key: str | None) -> str | None:
 def key_problems(keys: pa.Array, normalised: pa.Array) -> list[tuple[np.ndarray, str]]:
     """(mask, reason) of each key check in priority order: missing, too long, empty once normalised."""
     missing = _mask(pc.is_null(keys))
-    too_long = _mask(pc.greater(pc.utf8_length(keys), KEY_LENGTH_LIMIT))
-    empty = _mask(pc.equal(pc.utf8_length(normalised), 0))
+    too_long = _mask(pc.greater(pc.binary_length(keys), KEY_LENGTH_LIMIT))  # bytes bound characters
+    if too_long.any():
+        too_long = _mask(pc.greater(pc.utf8_length(keys), KEY_LENGTH_LIMIT))
+    empty = _mask(pc.equal(pc.binary_length(normalised), 0))
     return [
         (missing, "missing key"),
         (too_long, f"key longer than {KEY_LENGTH_LIMIT:,} characters"),
@@ -138,8 +149,9 @@ def parse_times(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _parse_floats(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(float64 values, NaN where not parsed; blank mask; parsed mask) of a string array."""
-    trimmed = pc.utf8_trim_whitespace(text)
-    blank = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(pc.utf8_length(trimmed), 0)))
+    data = _bytes(text)
+    trimmed = pc.utf8_trim_whitespace(text) if ((data <= 32) | (data >= 127)).any() else text
+    blank = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(pc.binary_length(trimmed), 0)))
     try:
         return _floats(trimmed.cast(pa.float64())), blank, ~blank
     except pa.ArrowInvalid:
@@ -234,6 +246,9 @@ def validate_batch(batch: Batch, relation: RelationSpec, options: list[KeyOption
     accepted = pa.array(~problems.failed)
     changed = []
     for raw, normalised in keys:
+        if normalised is raw:
+            changed.append(set())
+            continue
         differs = _mask(pc.not_equal(raw, normalised)) & ~problems.failed
         changed.append(set(raw.take(pa.array(np.flatnonzero(differs))).to_pylist()) if differs.any() else set())
     return ValidatedBatch(

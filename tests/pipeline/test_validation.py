@@ -138,7 +138,7 @@ def test_merge_duplicates_by_rule(write, tmp_path, rule, time, expected, partiti
     for start in range(len(accepted)):  # one row per batch: order must survive batching and partitioning
         spilled.append([c[start : start + 1] for c in codes], accepted["value"].to_numpy()[start : start + 1], None if times is None else times[start : start + 1])
 
-    merged = [merge_duplicates(records, 2, rule) for records in spilled.partitions()]
+    merged = [merge_duplicates(records, 2, rule, (2, 1)) for records in spilled.partitions()]
 
     values = {tuple(key): value for coords, vals in merged for key, value in zip(coords.T.tolist(), vals.tolist())}
     assert values == {(0, 0): expected, (1, 0): 5.0}
