@@ -101,38 +101,45 @@ def merge_duplicates(
     """
     if not len(records):
         return np.empty((order, 0), dtype=np.int64), np.empty(0, dtype=np.float64)
-    codes = np.stack([records[f"code_{axis}"] for axis in range(order)])
-    permutation = key_order(codes, sizes)
-    codes = codes[:, permutation]
+    codes = [records[f"code_{axis}"] for axis in range(order)]
+    keys = sort_keys(codes, sizes)
+    permutation = np.argsort(keys, kind="stable")
+    keys = keys[permutation]
     new_group = np.ones(len(records), dtype=bool)
-    new_group[1:] = (codes[:, 1:] != codes[:, :-1]).any(axis=0)
-    group = np.cumsum(new_group) - 1
+    new_group[1:] = keys[1:] != keys[:-1]
     starts = np.flatnonzero(new_group)
-    sizes_of_groups = np.diff(np.append(starts, len(records)))
-    repeated = np.flatnonzero(sizes_of_groups[group] > 1)
-    if len(repeated):  # order the rows of each repeated key tuple by (time,) sequence; singletons need nothing
+    group_sizes = np.diff(np.append(starts, len(records)))
+    if len(starts) < len(records):  # order each repeated key tuple's rows by (time,) sequence
+        group = np.cumsum(new_group) - 1
+        repeated = np.flatnonzero(group_sizes[group] > 1)
         tie_breaks = [records["sequence"][permutation[repeated]]]
         if "time" in records.dtype.names and rule in ("first", "last"):
             tie_breaks.append(records["time"][permutation[repeated]])
         permutation[repeated] = permutation[repeated][np.lexsort([*tie_breaks, group[repeated]])]
     values = records["value"][permutation]
-    ends = starts + sizes_of_groups
+    chosen = permutation[starts]
+    entry_codes = np.stack([axis_codes[chosen] for axis_codes in codes])
     if rule == "first":
-        return codes[:, starts], values[starts]
+        return entry_codes, values[starts]
     if rule == "last":
-        return codes[:, starts], values[ends - 1]
+        return entry_codes, values[starts + group_sizes - 1]
     if rule == "max":
-        return codes[:, starts], np.maximum.reduceat(values, starts)
+        return entry_codes, np.maximum.reduceat(values, starts)
     sums = np.add.reduceat(values, starts)
-    return codes[:, starts], sums / sizes_of_groups if rule == "mean" else sums
+    return entry_codes, sums / group_sizes if rule == "mean" else sums
+
+
+def sort_keys(codes: list[np.ndarray] | np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
+    """One sort key per key tuple that orders tuples lexicographically (axis 0 first): the int64 linear index
+    when the sizes' product fits, else the rank of each tuple among the distinct tuples."""
+    if math.prod(sizes) < 2**63:
+        linear = np.zeros(len(codes[0]), dtype=np.int64)
+        for axis_codes, size in zip(codes, sizes):
+            linear = linear * np.int64(size) + axis_codes
+        return linear
+    return np.unique(np.stack(codes), axis=1, return_inverse=True)[1].ravel()
 
 
 def key_order(codes: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
-    """The permutation that sorts key tuples (columns of `codes`, axis 0 first) lexicographically; a single
-    int64 sort key when the sizes' product fits, else a multi-key sort."""
-    if math.prod(sizes) < 2**63:
-        linear = np.zeros(codes.shape[1], dtype=np.int64)
-        for axis, size in enumerate(sizes):
-            linear = linear * np.int64(size) + codes[axis]
-        return np.argsort(linear, kind="stable")
-    return np.lexsort(codes[::-1])
+    """The permutation that sorts key tuples (columns of `codes`) lexicographically."""
+    return np.argsort(sort_keys(codes, sizes), kind="stable")

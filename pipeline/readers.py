@@ -455,8 +455,12 @@ def _line(text: pa.Array, position: int) -> str:
     return text[position].as_py().rstrip("\r\n")
 
 
-def _fields_of(line: str, delimiter: str) -> list[str]:
-    return next(csv.reader([line], delimiter=delimiter), [])
+def _fields_of(line: str, delimiter: str) -> list[str] | str:
+    """A line's fields as the csv module splits them (quoting lenient), or the line itself when it cannot."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return line
 
 
 # --- JSON lines -----------------------------------------------------------------------------------------------

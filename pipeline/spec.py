@@ -8,6 +8,7 @@ any data is read. Data paths resolve relative to the spec file's folder, or to `
 from __future__ import annotations
 
 import codecs
+import glob
 import hashlib
 import json
 import math
@@ -372,7 +373,7 @@ def _source(node: Any, where: str, base: Path) -> SourceSpec:
             _at(where, "format"),
             f"cannot infer the format of {path.name!r} from its suffix; set format: {' | '.join(get_args(Format))}",
         )
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir() or glob.glob(str(path))):  # a file, a folder of files, or a glob
         raise _Invalid(_at(where, "path"), f"file not found: {path}")
     if format_ not in DEFAULT_SEPARATORS:
         for key in ("sep", "header", "names"):

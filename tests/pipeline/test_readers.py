@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyperlearn.pipeline.readers import SourceError, batch_frame, read_batches, read_source
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hyperlearn.pipeline.readers import SourceError, batch_frame, read_batches, read_source, source_files
 from hyperlearn.pipeline.spec import SourceSpec
 
 
@@ -137,3 +140,71 @@ def test_byte_order_mark_is_not_data(tmp_path, header):
     source = SourceSpec(path, "csv", header=header, names=None if header else ("user", "item"))
     rows = _rows(source, ["user"])
     assert rows["user"].tolist() == ["u1"]
+
+
+def test_a_stray_quote_spoils_its_own_line_only(write):
+    body = 'u1,i1,4\nu2,"i2,3\nu3,i3,5\nu4,i"4,2\n"u5",i5,1\n'
+    path = write("ratings.csv", "user,item,rating\n" + body + "".join(f"v{i},j{i},1\n" for i in range(1000)))
+
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"], blocksize=64)
+
+    assert len(rows) == 1005 and rows["row_number"].tolist() == list(range(1, 1006))
+    assert rows["read_error"][1] == "malformed quoting: unexpected end of data"
+    assert json.loads(rows["raw_record"][1]) == 'u2,"i2,3'
+    assert rows["read_error"].drop(index=1).isna().all()
+    assert rows.loc[[0, 2, 3, 4], "item"].tolist() == ["i1", "i3", 'i"4', "i5"]  # a quote inside a field is data
+    assert rows.loc[4, "user"] == "u5" and rows["user"].iloc[-1] == "v999"
+
+
+def test_a_huge_field_is_read_as_one_value(write):
+    path = write("ratings.csv", "user,item\n" + "k" * 300_000 + ",i1\nu2,i2\n")
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"])
+    assert rows["user"].str.len().tolist() == [300_000, 2] and rows["read_error"].isna().all()
+
+
+def test_carriage_returns_end_lines_or_are_reported(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"user,item\r\nu1,i1\r\nu2\ri2,x\r\n\r\nu3,i3")
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"])
+    assert rows["row_number"].tolist() == [1, 2, 3, 4]
+    assert rows["read_error"].tolist()[1:3] == ["carriage return inside the line", "empty line"]
+    assert rows.loc[[0, 3], "item"].tolist() == ["i1", "i3"]
+
+
+def test_parquet_integer_keys_keep_their_text_and_nulls_stay_missing(tmp_path):
+    path = tmp_path / "ratings.parquet"
+    pq.write_table(pa.table({"user": pa.array([1, None, 30], pa.int64()), "rating": [4.0, 2.5, 1.0]}), path)
+    rows = _rows(SourceSpec(path, "parquet"), ["user", "rating"])
+    assert rows["user"].tolist()[::2] == ["1", "30"] and pd.isna(rows["user"][1])
+
+
+def test_unreadable_sources_are_named_with_what_they_are(write, tmp_path):
+    with pytest.raises(SourceError, match=r"fake\.parquet: not a Parquet file"):
+        list(read_batches(SourceSpec(write("fake.parquet", "user,item\nu1,i1\n"), "parquet"), ["user"]))
+    with pytest.raises(SourceError, match=r"header\.csv: has a header row but no data rows"):
+        list(read_batches(SourceSpec(write("header.csv", "user,item\n"), "csv"), ["user"]))
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(SourceError, match=r"folder\.csv: is a directory holding no csv file"):
+        list(read_batches(SourceSpec(tmp_path / "folder.csv", "csv"), ["user"]))
+    with pytest.raises(SourceError, match=r"nothing-\*\.csv: the pattern matches no file"):
+        list(read_batches(SourceSpec(tmp_path / "nothing-*.csv", "csv"), ["user"]))
+
+
+def test_folders_and_globs_read_their_files_in_order(write, tmp_path):
+    write("logs/b.csv", "user\nu3\n")
+    write("logs/a.csv", "user\nu1\nu2\n")
+    write("logs/notes.txt", "not data\n")
+    for path in (tmp_path / "logs", tmp_path / "logs" / "*.csv"):
+        source = SourceSpec(path, "csv")
+        assert [p.name for p in source_files(source)] == ["a.csv", "b.csv"]
+        rows = _rows(source, ["user"])
+        assert rows[["user", "row_number"]].values.tolist() == [["u1", 1], ["u2", 2], ["u3", 1]]
+        assert rows["source_file"].str.endswith(("a.csv", "a.csv", "b.csv")).all()
+
+
+def test_read_source_is_a_dask_frame_with_one_partition_per_file(write, tmp_path):
+    write("logs/a.csv", "user\nu1\nu2\n")
+    write("logs/b.csv", "user\nu3\n")
+    frame = read_source(SourceSpec(tmp_path / "logs", "csv"), ["user"])
+    assert frame.npartitions == 2
+    assert frame.compute()["user"].tolist() == ["u1", "u2", "u3"]
