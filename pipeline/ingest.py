@@ -13,7 +13,6 @@ copies it back, so a failed run never changes the catalog that earlier versions 
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from hyperlearn.pipeline.catalog import EntityCatalog
@@ -35,7 +33,7 @@ from hyperlearn.pipeline.deduplication import (
     partition_count,
     record_dtype,
 )
-from hyperlearn.pipeline.readers import read_batches, source_files
+from hyperlearn.pipeline.readers import estimated_rows, read_batches, source_files
 from hyperlearn.pipeline.relations import assign_splits
 from hyperlearn.pipeline.spec import DatasetSpec, RelationSpec, SourceSpec
 from hyperlearn.pipeline.validation import (
@@ -51,7 +49,6 @@ from hyperlearn.pipeline.validation import (
 from hyperlearn.rundir import SPLITS, Entries, RelationMeta, RunDir
 
 DEFAULT_MEMORY_LIMIT = 1 * 2**30
-ESTIMATE_SAMPLE_BYTES = 2**20
 log = logging.getLogger(__name__)
 
 
@@ -220,7 +217,7 @@ def _read_relation(
     try:
         for name, source in relation.sources.items():
             paths = files[relation.name, name]
-            estimate = _estimated_rows(source, paths)
+            estimate = estimated_rows(source, paths)
             partitions = partition_count(estimate, dtype, memory_limit)
             rows = PartitionedRows(scratch / relation.name / name, relation.order, uses_time(relation), partitions)
             sources[name] = _read_source(relation, source, rows, options, codes, quarantine, blocksize, bar)
@@ -278,20 +275,6 @@ def _read_source(
 def _log_file(path: str | None, rows: int, rejected: int) -> None:
     if path is not None:
         log.info("%s: %d rows read, %d quarantined", path, rows, rejected)
-
-
-def _estimated_rows(source: SourceSpec, paths: list[Path]) -> int:
-    """About how many rows a source's files hold, to size its partitions before reading: Parquet says; for
-    text, the lines of each file's first MiB tell the bytes per line (with a quarter more for safety)."""
-    if source.format == "parquet":
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
-    rows = 0
-    for path in paths:
-        with open(path, "rb") as handle:
-            sample = handle.read(ESTIMATE_SAMPLE_BYTES)
-        per_line = len(sample) / max(1, sample.count(b"\n"))
-        rows += math.ceil(1.25 * path.stat().st_size / max(per_line, 1.0))
-    return rows
 
 
 def _relation_tensors(
