@@ -57,9 +57,8 @@ def write_log(path: Path, rows: int, seed: int = 0) -> None:
             items = rng.integers(0, ITEMS, size)
             ratings = rng.integers(1, 11, size) / 2
             stamps = 1_500_000_000 + rng.integers(0, 10**8, size)
-            handle.write(
-                "".join(f"u{u},i{i},{r},{t}\n" for u, i, r, t in zip(users.tolist(), items.tolist(), ratings.tolist(), stamps.tolist()))
-            )
+            columns = zip(users.tolist(), items.tolist(), ratings.tolist(), stamps.tolist())
+            handle.write("".join(f"u{u},i{i},{r},{t}\n" for u, i, r, t in columns))
     temporary.rename(path)
 
 
@@ -73,7 +72,8 @@ def measure(spec: Path, memory_limit: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as scratch:
         start, cpu = time.perf_counter(), time.process_time()
-        report = ingest(load_spec(spec), RunDir(Path(scratch) / "run"), Path(scratch) / "catalog", memory_limit=memory_limit)
+        run, catalog = RunDir(Path(scratch) / "run"), Path(scratch) / "catalog"
+        report = ingest(load_spec(spec), run, catalog, memory_limit=memory_limit)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     (relation,) = report.relations
     return {
@@ -136,9 +136,11 @@ def write_results(out: Path, results: list[dict], memory_limit: int) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    (out / "results.json").write_text(json.dumps({"memory_limit": memory_limit, "machine": machine, "results": results}, indent=2))
+    everything = {"memory_limit": memory_limit, "machine": machine, "results": results}
+    (out / "results.json").write_text(json.dumps(everything, indent=2))
     lines = [
-        f"memory_limit = {memory_limit / 2**30:.2f} GiB, {machine['cpus']} CPUs; load = 1-minute load average at the start",
+        f"memory_limit = {memory_limit / 2**30:.2f} GiB, {machine['cpus']} CPUs; "
+        "load = 1-minute load average at the start (the machine is shared)",
         "",
         "| rows | CSV MB | wall s | CPU s | rows/s | peak RSS GB | quarantined | merged | entries | load |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -156,7 +158,8 @@ def write_results(out: Path, results: list[dict], memory_limit: int) -> None:
     speed.set(xscale="log", xlabel="rows", ylabel="rows / s (wall)", title="ingest throughput")
     memory.plot(rows, [r["peak_rss_gb"] for r in results], "o-")
     memory.axhline(1.5, color="grey", linestyle="--", label="target 1.5 GB")
-    memory.set(xscale="log", xlabel="rows", ylabel="peak RSS (GB)", title=f"peak memory, memory_limit {memory_limit / 2**30:.1f} GiB")
+    title = f"peak memory, memory_limit {memory_limit / 2**30:.1f} GiB"
+    memory.set(xscale="log", xlabel="rows", ylabel="peak RSS (GB)", title=title)
     memory.legend()
     figure.tight_layout()
     figure.savefig(out / "ingest.png", dpi=120)

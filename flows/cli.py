@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
     ingest.add_argument("--data-root", type=Path, metavar="DIR", help="resolve the spec's data paths against DIR")
-    ingest.add_argument("--out", type=Path, metavar="DIR", help="the scratch run directory (default: a new temporary one)")
+    ingest.add_argument(
+        "--out", type=Path, metavar="DIR", help="the scratch run directory (default: a new temporary one)"
+    )
     ingest.add_argument("--memory-limit-mb", type=int, default=1024, metavar="N",
                         help="memory ingest plans for, beside the catalog and the tensors (default: %(default)s)")
 
@@ -256,8 +258,11 @@ def _ingest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         for r in report.relations
     ]
     table += [("modality", "entities", "keys normalised", "graph edges", "", "", "", "")]
-    table += [(m.name, f"{m.entities:,}", f"{m.keys_normalised:,}", f"{graphs[m.name].edges:,}" if m.name in graphs else "-",
-               "", "", "", "") for m in report.modalities]
+    table += [
+        (m.name, f"{m.entities:,}", f"{m.keys_normalised:,}",
+         f"{graphs[m.name].edges:,}" if m.name in graphs else "-", "", "", "", "")
+        for m in report.modalities
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

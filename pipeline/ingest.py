@@ -39,6 +39,7 @@ from hyperlearn.pipeline.spec import DatasetSpec, RelationSpec, SourceSpec
 from hyperlearn.pipeline.validation import (
     FIELD,
     REASON,
+    KeyOptions,
     QuarantineWriter,
     key_column,
     key_options,
@@ -145,7 +146,9 @@ def ingest(
     quarantine files, relation tensors per split and the catalog into `run`. Memory stays near `memory_limit`
     bytes plus the catalog and the output tensors; `progress` shows a bar over the bytes read."""
     files = {
-        (relation.name, name): source_files(source) for relation in spec.relations for name, source in relation.sources.items()
+        (relation.name, name): source_files(source)
+        for relation in spec.relations
+        for name, source in relation.sources.items()
     }
     total_bytes = sum(path.stat().st_size for paths in files.values() for path in paths)
     codes = {modality.name: KeyCodes() for modality in spec.modalities}
@@ -244,12 +247,14 @@ def _read_source(
     relation: RelationSpec,
     source: SourceSpec,
     rows: PartitionedRows,
-    options: list,
+    options: list[KeyOptions],
     codes: dict[str, KeyCodes],
     quarantine: QuarantineWriter,
     blocksize: int,
     bar: tqdm,
 ) -> _SourceRows:
+    """Stream one source: each batch validated, its rejects quarantined, its keys coded, its rows spilled;
+    one log line per file read."""
     read = _SourceRows(rows)
     current, file_rows, file_rejected = None, 0, 0
     for batch in read_batches(source, relation_columns(relation), blocksize=blocksize):

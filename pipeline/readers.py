@@ -167,7 +167,9 @@ def batch_frame(batch: Batch) -> pd.DataFrame:
     """A batch as a pandas frame of str columns (missing: NaN) with its source_file column."""
     frame = pd.DataFrame(
         {
-            name: pd.Series(batch.rows.column(name).to_numpy(zero_copy_only=False), dtype="int64" if name == ROW_NUMBER else "str")
+            name: pd.Series(
+                batch.rows.column(name).to_numpy(zero_copy_only=False), dtype="int64" if name == ROW_NUMBER else "str"
+            )
             for name in batch.rows.column_names
         }
     )
@@ -177,7 +179,8 @@ def batch_frame(batch: Batch) -> pd.DataFrame:
 
 def _empty_rows(columns: list[str]) -> pa.Table:
     table = _rows_table({column: pa.array([], pa.string()) for column in columns}, {}, {}, 0)
-    return table.append_column(ROW_NUMBER, pa.array([], pa.int64())).select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD])
+    table = table.append_column(ROW_NUMBER, pa.array([], pa.int64()))
+    return table.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD])
 
 
 def _rows_table(values: dict[str, pa.Array], errors: dict[int, str], raws: dict[int, str], rows: int) -> pa.Table:
@@ -250,7 +253,9 @@ def _ordered_map(function: Callable[[Any], Any], items: Iterator[Any]) -> Iterat
             yield pending.popleft().result()
 
 
-def _parse_block(block: bytes, source: SourceSpec, columns: list[str], fields: Sequence[str] | None) -> tuple[pa.Table, int]:
+def _parse_block(
+    block: bytes, source: SourceSpec, columns: list[str], fields: Sequence[str] | None
+) -> tuple[pa.Table, int]:
     """One UTF-8 block of whole lines as the reader's columns (without row numbers) and its size in bytes."""
     lines = _split_lines(block, source.encoding)
     if source.format == "jsonl":
@@ -294,7 +299,7 @@ def _to_utf8(block: bytes, encoding: str) -> bytes:
 
 
 def _split_lines(block: bytes, encoding: str) -> Lines:
-    """One UTF-8 block of whole lines as Lines: zero-copy offsets over the block, line breaks excluded."""
+    """One UTF-8 block of whole lines as Lines: zero-copy offsets over the block."""
     data = np.frombuffer(block, dtype=np.uint8)
     breaks = np.flatnonzero(data == 10)
     ends = breaks if block.endswith(b"\n") else np.append(breaks, len(block))
@@ -314,21 +319,31 @@ def _split_lines(block: bytes, encoding: str) -> Lines:
 def _blanked_lines(
     block: bytes, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, encoding: str
 ) -> dict[int, tuple[str, bytes]]:
-    """The lines of `block` that cannot be parsed as text, by position: (reason, bytes). Those are lines not
-    valid UTF-8 (checked only where bytes above 127 are) and lines holding a carriage return."""
-    if block.isascii() and block.find(b"\r") < 0:
+    """The lines of `block` that cannot be parsed as text, by position: (reason, bytes). Those are lines
+    holding a carriage return that does not end them and, when the block is not valid UTF-8, the lines that
+    are not (only lines with bytes above 127 are checked)."""
+    suspects = np.flatnonzero(data == 13) if block.find(b"\r") >= 0 else np.empty(0, dtype=np.int64)
+    suspects = suspects[~np.isin(suspects, ends)]  # a CR right before the line break ends the line
+    undecodable = False
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable = True
+            suspects = np.concatenate((suspects, np.flatnonzero(data >= 128)))
+    if not len(suspects):
         return {}
-    suspects = np.concatenate((np.flatnonzero(data >= 128), np.flatnonzero(data == 13)))
     blanked = {}
     for line in np.unique(np.searchsorted(starts, suspects, side="right") - 1).tolist():
         text = block[starts[line] : ends[line]]
         if b"\r" in text:
             blanked[line] = ("carriage return inside the line", text)
             continue
-        try:
-            text.decode("utf-8")
-        except UnicodeDecodeError:
-            blanked[line] = (f"bytes not valid in encoding {encoding}", text)
+        if undecodable:
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError:
+                blanked[line] = (f"bytes not valid in encoding {encoding}", text)
     return blanked
 
 
@@ -542,7 +557,8 @@ def _parquet_batches(path: Path, columns: list[str], blocksize: int) -> Iterator
         rows = _rows_table(values, {}, {}, batch.num_rows)
         rows = rows.append_column(ROW_NUMBER, pa.array(np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)))
         row += batch.num_rows
-        yield Batch(str(path), rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD]), round(bytes_per_row * batch.num_rows))
+        rows = rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD])
+        yield Batch(str(path), rows, round(bytes_per_row * batch.num_rows))
 
 
 def _as_text(array: pa.Array, path: Path, column: str) -> pa.Array:

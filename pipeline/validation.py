@@ -160,9 +160,11 @@ def _parse_floats(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return values, blank, parsed
 
 
-def _quoting(text: pa.Array, prefix: str) -> Any:
-    """A reason function: `prefix` and each failed value as a Python literal (shows blanks, odd characters)."""
-    return lambda positions: [prefix + repr(value) for value in text.take(pa.array(positions, pa.int64())).to_pylist()]
+def _quoting(text: pa.Array, prefix: str, literal: bool = True) -> Any:
+    """A reason function: `prefix` and each failed value, as a Python literal (shows blanks and odd characters)
+    unless `literal` is false."""
+    show = repr if literal else str
+    return lambda positions: [prefix + show(value) for value in text.take(pa.array(positions, pa.int64())).to_pylist()]
 
 
 def _floats(array: pa.Array) -> np.ndarray:
@@ -236,7 +238,7 @@ def validate_batch(batch: Batch, relation: RelationSpec, options: list[KeyOption
         if relation.loss == "logistic":
             outside = (values < 0) | (values > 1)
             message = "a logistic relation needs values in [0, 1], got "
-            problems.fail(outside, relation.value_column, lambda new: [message + t for t in text.take(pa.array(new)).to_pylist()])
+            problems.fail(outside, relation.value_column, _quoting(text, message, literal=False))
     times = None
     if uses_time(relation):
         text = rows.column(relation.time).combine_chunks()
