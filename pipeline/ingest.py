@@ -1,6 +1,6 @@
 """Ingest: a dataset spec's relation sources → validated, de-duplicated entries → catalog → relation tensors.
 
-Sources are streamed batch by batch (about `memory_limit` / 16 bytes of input each): every batch is validated,
+Sources are streamed batch by batch (about `memory_limit` / 32 bytes of input each): every batch is validated,
 its quarantined rows appended to the relation's quarantine file, its accepted rows' keys normalised and coded
 per modality, and the rows spilled to disk in hash partitions of their key tuple, sized so that merging one
 partition stays within `memory_limit`. Duplicates are then merged one partition at a time. What stays in
@@ -215,7 +215,7 @@ def _read_relation(
     options = [key_options(spec.modality(name)) for name in relation.modalities]
     quarantine = QuarantineWriter(run.relation_quarantine(relation.name))
     dtype = record_dtype(relation.order, uses_time(relation))
-    blocksize = max(2**20, min(64 * 2**20, memory_limit // 16))
+    blocksize = max(2**20, min(32 * 2**20, memory_limit // 32))  # reading holds about 18 blocks' worth
     sources = {}
     try:
         for name, source in relation.sources.items():
