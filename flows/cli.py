@@ -463,8 +463,13 @@ def _print_table(table: Any) -> None:
 
 
 def _print_summary(published: Path) -> None:
-    """Print the metrics of a published version and where its embeddings are."""
-    metrics = json.loads((published / "metrics.json").read_text())["metrics"]
+    """Print the test metrics of a published version (the model's next to its baselines) and the training
+    summary, and where its embeddings are; the validation metrics of the best round are in its metrics.json."""
+    metrics = {
+        name: value
+        for name, value in json.loads((published / "metrics.json").read_text())["metrics"].items()
+        if not name.startswith("validation/")
+    }
     width = max(map(len, metrics))
     print("\nmetrics:")
     for name, value in sorted(metrics.items()):
