@@ -66,7 +66,7 @@ def initial_states(problem: Problem, config: TrainingConfig) -> dict[str, Modali
         return states
     terms = _terms_per_modality(problem, config)
     factors = {m: torch.from_numpy(s.factor).double() for m, s in states.items()}
-    biases = {(m, r): torch.from_numpy(b).double() for m, s in states.items() for r, b in s.biases.items()}
+    biases = {m: {r: torch.from_numpy(b).double() for r, b in s.biases.items()} for m, s in states.items()}
     for _ in range(config.init_iterations):
         for modality, own_terms in terms.items():
             for term in own_terms:
@@ -75,7 +75,7 @@ def initial_states(problem: Problem, config: TrainingConfig) -> dict[str, Modali
             _update_factor(modality, own_terms, factors, biases, config.l2, problem.laplacians[modality], smoothing)
     for modality, state in states.items():
         state.factor = factors[modality].float().numpy()
-        state.biases = {r: biases[(modality, r)].float().numpy() for r in state.biases}
+        state.biases = {r: b.float().numpy() for r, b in biases[modality].items()}
     return states
 
 
@@ -114,7 +114,7 @@ def _residual(
     """targets − score, leaving out the bias on one axis and/or one block's CP term."""
     mode_factors = [factors[m] for m in term.modalities]
     mode_biases = [
-        torch.zeros_like(biases[(m, term.name)]) if axis == without_bias_on else biases[(m, term.name)]
+        torch.zeros_like(biases[m][term.name]) if axis == without_bias_on else biases[m][term.name]
         for axis, m in enumerate(term.modalities)
     ]
     blocks = [block for block in term.blocks if block != without_block]
@@ -131,7 +131,7 @@ def _update_bias(modality: str, term: _LeastSquaresTerm, factors, biases, l2: fl
         residual = _residual(term, factors, biases, without_bias_on=axis)
         total.index_add_(0, term.coords[axis], residual)
         count.index_add_(0, term.coords[axis], torch.ones_like(residual))
-    biases[(modality, term.name)] = total / (count * (1 + l2)).clamp_min(1e-12)
+    biases[modality][term.name] = total / (count * (1 + l2)).clamp_min(1e-12)
 
 
 def _axes_of(term: _LeastSquaresTerm, modality: str) -> list[int]:
