@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from distributed import Client, Future
+from distributed.actor import BaseActorFuture
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.start import initial_states
@@ -16,6 +17,14 @@ from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
 from hyperlearn.trainer import ModalityTrainer
+
+
+#: How long to wait on a trainer before asking the scheduler whether its worker is still there.
+LIVENESS_CHECK_SECONDS = 2.0
+
+
+class TrainerLost(RuntimeError):
+    """A trainer's worker left the cluster (killed, crashed, out of memory); the message names both."""
 
 
 def place_modalities(modalities: list[str], workers: list[str]) -> dict[str, str]:
@@ -42,6 +51,7 @@ class DaskTrainers:
         fit_validation: bool,
     ) -> None:
         self.client = client
+        self.placement = placement
         fitted = with_validation_in_training(problem) if fit_validation else problem
         states = initial_states(fitted, config)
         workers = client.scheduler_info()["workers"]
@@ -58,12 +68,31 @@ class DaskTrainers:
         self.actors = {modality: future.result() for modality, future in zip(placement, self.futures)}
 
     def start(self) -> States:
-        pending = {modality: actor.state() for modality, actor in self.actors.items()}
-        return {modality: call.result() for modality, call in pending.items()}
+        return self._collect({modality: actor.state() for modality, actor in self.actors.items()})
 
     def round(self, states: States) -> States:
-        pending = {modality: actor.update(states) for modality, actor in self.actors.items()}
-        return {modality: call.result() for modality, call in pending.items()}
+        return self._collect({modality: actor.update(states) for modality, actor in self.actors.items()})
+
+    def _collect(self, pending: dict[str, BaseActorFuture]) -> States:
+        """Every trainer's answer; a trainer whose worker has left the cluster raises TrainerLost within
+        `LIVENESS_CHECK_SECONDS` instead of being waited for, for ever."""
+        states = {}
+        for modality, call in pending.items():
+            while modality not in states:
+                try:
+                    states[modality] = call.result(timeout=LIVENESS_CHECK_SECONDS)
+                except TimeoutError:
+                    if self.placement[modality] not in self.client.scheduler_info()["workers"]:
+                        raise self._lost(modality) from None
+                except OSError as error:  # the call could not reach the actor's worker at all
+                    raise self._lost(modality) from error
+        return states
+
+    def _lost(self, modality: str) -> TrainerLost:
+        return TrainerLost(
+            f"the worker {self.placement[modality]} training modality {modality!r} left the cluster; its encoder "
+            "and optimiser state are lost with it"
+        )
 
     def close(self) -> None:
         """Cancel the actors' futures, which releases the actors and their memory on the workers."""

@@ -1,11 +1,16 @@
 """Distributed (one trainer actor per modality on a real Dask cluster) against joint training, on planted data."""
 
+import os
+import re
+import signal
+import time
+
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.coordinator import place_modalities, train_distributed
+from hyperlearn.coordinator import DaskTrainers, TrainerLost, place_modalities, train_distributed
 from hyperlearn.joint import JointTrainers, train_joint
 from hyperlearn.metrics import evaluate
 from hyperlearn.problem import load_problem, with_validation_in_training
@@ -118,3 +123,23 @@ def test_joint_training_on_the_gpu_matches_the_cpu(planted_run):
     assert on_gpu.metrics["test_rmse"] == pytest.approx(on_cpu.metrics["test_rmse"], rel=1e-3)
     for modality in on_cpu.factors:
         np.testing.assert_allclose(on_gpu.factors[modality], on_cpu.factors[modality], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_killed_trainer_worker_fails_the_round_at_once_naming_worker_and_modality(planted_run):
+    with (
+        LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        problem = load_problem(planted_run)
+        placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
+        trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, fit_validation=False)
+        states = trainers.round(trainers.start())
+        victim = placement["tag"]
+        os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(TrainerLost, match=rf"worker {re.escape(victim)} training modality 'tag' left the cluster"):
+            for _ in range(10):
+                states = trainers.round(states)
+        assert time.monotonic() - started < 60
+        trainers.close()
