@@ -183,3 +183,31 @@ def test_fetch_is_idempotent(movielens_dir: Path, tmp_path: Path, monkeypatch: p
     (copy / "u1.test").write_text("tampered\n")
     with pytest.raises(AssertionError, match="downloaded again"):
         fetch_movielens_100k(copy)
+
+
+KG_EXAMPLE = EXAMPLE.with_name("movielens-100k-kg.yaml")
+TAG_EXAMPLE = EXAMPLE.with_name("movielens-latest-small.yaml")
+
+
+def test_kg_example_spec_reads_the_written_files(tmp_path: Path):
+    for name, content in movielens_files(*FAKE_MEMBERS, fold_size=2).items():
+        (tmp_path / name).write_bytes(content)
+    spec = load_spec(KG_EXAMPLE, data_root=tmp_path)
+    assert [m.name for m in spec.modalities] == ["user", "movie", "entity", "relation_type"]
+    triple, link = spec.relation("triple"), spec.relation("link")
+    assert triple.modalities == ("entity", "relation_type", "entity")
+    assert triple.key_columns == movielens.KG_COLUMNS and triple.structure == "cp" and triple.loss == "bpr"
+    assert triple.evaluation.target == 2
+    assert link.modalities == ("movie", "entity") and link.key_columns == movielens.LINK_COLUMNS
+    assert spec.relation("rating").sources["train"].path == tmp_path / "u1.base"
+
+
+def test_tag_example_spec_keeps_posts_together(tmp_path: Path):
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n2,60756,funny,1445714994\n")
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    spec = load_spec(TAG_EXAMPLE, data_root=tmp_path)
+    tagging = spec.relation("tagging")
+    assert tagging.modalities == ("user", "movie", "tag") and tagging.loss == "bpr"
+    assert tagging.structure == "pairwise" and tagging.evaluation.target == 2
+    assert tagging.split.group_by == ("userId", "movieId")
+    assert spec.modality("tag").keys.strip is False and spec.relation("rating").loss == "squared"
