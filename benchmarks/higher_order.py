@@ -89,17 +89,20 @@ class Plan:
 
     tag_rounds: int
     kg_rounds: int
-    learning_rates: tuple[float, ...]  # HyperLearn's and the BPR peers' grid, chosen on validation
+    learning_rates: tuple[float, ...]  # HyperLearn's and the BPR peers' grid on the tags, chosen on validation
+    kg_learning_rates: tuple[float, ...]  # HyperLearn's grid on the KG (each KG round costs ~10 s here)
     peer_epochs: int
     pykeen_epochs: int
     pykeen_check_every: int
     pykeen_models: tuple[str, ...]
 
 
-FULL = Plan(tag_rounds=40, kg_rounds=20, learning_rates=(0.01, 0.003), peer_epochs=60, pykeen_epochs=30,
-            pykeen_check_every=10, pykeen_models=("DistMult", "ComplEx", "CP"))
-QUICK = Plan(tag_rounds=6, kg_rounds=3, learning_rates=(0.01,), peer_epochs=8, pykeen_epochs=2,
-             pykeen_check_every=2, pykeen_models=("DistMult",))
+# PyKEEN's epochs on this KG take ~15 s and each of its validation checks ~60 s on 2 cores, which bounds the
+# epochs a ~20-minute run can give its three models.
+FULL = Plan(tag_rounds=40, kg_rounds=10, learning_rates=(0.01, 0.003), kg_learning_rates=(0.01,), peer_epochs=60,
+            pykeen_epochs=6, pykeen_check_every=3, pykeen_models=("DistMult", "ComplEx", "CP"))
+QUICK = Plan(tag_rounds=6, kg_rounds=3, learning_rates=(0.01,), kg_learning_rates=(0.01,), peer_epochs=8,
+             pykeen_epochs=2, pykeen_check_every=2, pykeen_models=("DistMult",))
 
 
 # --- data through the pipeline -----------------------------------------------------------------------------------
@@ -194,12 +197,12 @@ def timed(train: Callable[[], TrainResult]) -> tuple[TrainResult, float]:
     return result, time.perf_counter() - start
 
 
-def choose_learning_rate(prepared: RunDir, keep: Sequence[str] | None, config: TrainingConfig, plan: Plan,
-                         relation: str, metric: str, scratch: Path, log: Log) -> dict[str, Any]:
+def choose_learning_rate(prepared: RunDir, keep: Sequence[str] | None, config: TrainingConfig,
+                         rates: Sequence[float], relation: str, metric: str, scratch: Path, log: Log) -> dict[str, Any]:
     """The learning rate whose joint run reaches the best validation `metric` of `relation` at any round,
     trained on a copy without test entries."""
     search = {}
-    for number, rate in enumerate(plan.learning_rates):
+    for number, rate in enumerate(rates):
         copy = run_copy(prepared, scratch / f"select-{relation}-{len(keep or ())}-{number}", keep, test=False)
         result = train_joint(copy, config.replace(learning_rate=rate, refit=False), log=lambda line: None)
         curve = [row.get(f"validation/{relation}/{metric}", float("nan")) for row in result.history]
@@ -219,7 +222,7 @@ def tag_benchmark(data: Path, plan: Plan, scratch: Path, client: Client, log: Lo
     config = spec.training.replace(rounds=plan.tag_rounds, device="cpu")
     rows, selection = [], {}
     for label, keep in (("tags + ratings", None), ("tags only", ["tagging"])):
-        choice = choose_learning_rate(prepared, keep, config, plan, "tagging", "ndcg@10", scratch, log)
+        choice = choose_learning_rate(prepared, keep, config, plan.learning_rates, "tagging", "ndcg@10", scratch, log)
         selection[label] = choice
         chosen = config.replace(learning_rate=choice["chosen"])
         for mode in ("joint", "distributed"):
@@ -290,7 +293,8 @@ def kg_benchmark(data: Path, plan: Plan, scratch: Path, log: Log) -> dict[str, A
         if keep == ["rating"]:
             chosen = config.replace(learning_rate=selection["ratings + KG + links"]["chosen"])
         else:
-            selection[label] = choose_learning_rate(prepared, keep, config, plan, relation, metric, scratch, log)
+            selection[label] = choose_learning_rate(prepared, keep, config, plan.kg_learning_rates, relation, metric,
+                                                    scratch, log)
             chosen = config.replace(learning_rate=selection[label]["chosen"])
         run = run_copy(prepared, scratch / f"kg-{len(keep or ())}-{relation}", keep)
         result, wall = timed(lambda: train_joint(run, chosen, log=lambda line: None))

@@ -207,7 +207,7 @@ def train_pykeen(
     epochs: int = 100,
     seed: int = 0,
     check_every: int = 5,
-    learning_rate: float = 0.005,
+    learning_rate: float = 0.02,
 ) -> PykeenResult:
     """Train PyKEEN's `model` (DistMult, ComplEx, CP …) on `triples` {"train", "validation", "test"} ((3, n)
     head, relation, tail ids), early-stopped by PyKEEN's stopper on validation MRR (checked every
