@@ -7,6 +7,9 @@
     hyperlearn datasets get movielens-100k [--dest DIR]
     hyperlearn spec-schema > spec.schema.json
     hyperlearn run examples/movielens-100k.yaml --data-root DIR
+    hyperlearn recommend OUT/demo/latest --relation rating --target item --queries Q.csv -k 10 --output R.parquet
+    hyperlearn recommend OUT/demo/latest --relation tagging --target tag --given user=u1 item=i2
+    hyperlearn neighbors OUT/demo/latest --modality item --key i2 [-k 10] [--to user]
 
 The training options are generated from `TrainingConfig`'s fields, so the help, the spec's `training:` block
 and the code never disagree. Prefect, Dask and the data sources are imported only inside the subcommand that
@@ -117,7 +120,45 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder to write the data into (default: %(default)s)",
     )
+    _add_scoring_commands(commands)
     return parser
+
+
+def _add_scoring_commands(commands: argparse._SubParsersAction) -> None:
+    """`recommend` and `neighbors`: answers from a published version's files (hyperlearn.pipeline.published)."""
+    version_help = "a published version folder, or OUT/<dataset>/latest"
+    recommend = commands.add_parser(
+        "recommend",
+        help="the top-k entities of one axis of a relation for given queries, by the published model's score",
+        description="Rank every entity of the target axis for each query (the keys of the relation's other "
+        "axes) by the model's score, computed from the version's embeddings, biases and scoring.json. "
+        "Unknown keys count as entities with a zero embedding and bias; how many there were is printed.",
+    )
+    recommend.add_argument("version", type=Path, metavar="VERSION", help=version_help)
+    recommend.add_argument("--relation", required=True, help="relation to score")
+    recommend.add_argument("--target", required=True, help="axis to rank: its modality, or its axis name where "
+                           "the modality repeats")
+    queries = recommend.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--queries", type=Path, metavar="Q.csv", help="CSV with a header naming every other "
+                         "axis (modality, or axis name where it repeats), one query of raw keys per row")
+    queries.add_argument("--given", nargs="+", metavar="AXIS=KEY", help="one query, printed as a table")
+    recommend.add_argument("-k", type=int, default=10, help="candidates per query (default: %(default)s)")
+    recommend.add_argument("--output", type=Path, metavar="OUT.parquet", help="with --queries: write query, "
+                           "rank, key, score here")
+    recommend.add_argument("--exclude-seen", action="store_true", help="leave out the tuples the model was "
+                           "trained or validated on")
+
+    neighbors = commands.add_parser(
+        "neighbors",
+        help="the entities nearest to one entity by cosine similarity of the published embeddings",
+        description="Print the k entities (of the same modality, or of --to) whose embeddings have the highest "
+        "cosine similarity with KEY's.",
+    )
+    neighbors.add_argument("version", type=Path, metavar="VERSION", help=version_help)
+    neighbors.add_argument("--modality", required=True, help="the modality of KEY")
+    neighbors.add_argument("--key", required=True, help="the entity's raw key")
+    neighbors.add_argument("-k", type=int, default=10, help="neighbours to print (default: %(default)s)")
+    neighbors.add_argument("--to", metavar="MODALITY", help="search another modality of the same embedding width")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -203,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schedule": _schedule,
         "datasets": _datasets,
         "spec-schema": _spec_schema,
+        "recommend": _recommend,
+        "neighbors": _neighbors,
     }
     return handlers[args.command](parser, args)
 
@@ -291,6 +334,71 @@ def _spec_schema(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
     print(json.dumps(spec_json_schema(), indent=2))
     return 0
+
+
+def _recommend(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from hyperlearn.pipeline.published import open_version, read_queries
+
+    if (args.queries is None) != (args.output is None):
+        parser.exit(2, "hyperlearn recommend: error: --queries and --output go together\n")
+    try:
+        version = open_version(args.version)
+        if args.queries is not None:
+            queries = read_queries(args.queries, version.relation(args.relation).query_labels(args.target))
+        else:
+            queries = _given_keys(args.given)
+        result = version.recommend(args.relation, args.target, queries, args.k, exclude_seen=args.exclude_seen)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        _fail(parser, "recommend", error)
+    unknown = ", ".join(f"{label} {count}" for label, count in result.unknown.items())
+    print(f"unknown query keys: {unknown}")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(result.table, args.output)
+        print(f"{result.table.num_rows} recommendations written to {args.output}")
+    else:
+        _print_table(result.table.drop_columns(["query"]))
+    return 0
+
+
+def _given_keys(given: Sequence[str]) -> dict[str, list[str]]:
+    """`AXIS=KEY` words as one query."""
+    pairs = [word.partition("=") for word in given]
+    malformed = [word for word, (label, sep, key) in zip(given, pairs) if not (label and sep and key)]
+    if malformed:
+        raise ValueError(f"--given takes AXIS=KEY words, got {malformed}")
+    return {label: [key] for label, _, key in pairs}
+
+
+def _neighbors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hyperlearn.pipeline.published import open_version
+
+    try:
+        table = open_version(args.version).neighbors(args.modality, args.key, args.k, to=args.to)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        _fail(parser, "neighbors", error)
+    _print_table(table)
+    return 0
+
+
+def _fail(parser: argparse.ArgumentParser, command: str, error: Exception) -> typing.NoReturn:
+    """Exit with the error in one line (a KeyError's message without the quotes str() adds)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    parser.exit(2, f"hyperlearn {command}: error: {message}\n")
+
+
+def _print_table(table: Any) -> None:
+    """A pyarrow table as aligned text columns, floats to four decimals."""
+    columns = {
+        name: [f"{v:.4f}" if isinstance(v, float) else str(v) for v in table.column(name).to_pylist()]
+        for name in table.column_names
+    }
+    widths = {name: max([len(name), *map(len, values)]) for name, values in columns.items()}
+    print("  ".join(f"{name:>{widths[name]}}" for name in columns))
+    for row in zip(*columns.values()):
+        print("  ".join(f"{value:>{widths[name]}}" for name, value in zip(columns, row)))
 
 
 def _print_summary(published: Path) -> None:

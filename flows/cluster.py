@@ -1,6 +1,6 @@
 """The cluster factory: the one place that knows which kind of Dask cluster training runs on.
 
-HyperLearn trains one model per modality, each pinned to its own Dask worker (method.md §3). For the device the
+HyperLearn trains one model per modality, each pinned to its own Dask worker (docs/method.md §3). For the device the
 run's settings resolved (`training.device`, "auto" made concrete once by `hyperlearn.model.resolve_device`):
 "cuda" is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; "cpu" is
 distributed's `LocalCluster` with one process worker per modality and the machine's cores split between them.
@@ -18,11 +18,13 @@ from typing import Literal
 import dask
 import torch
 from dask.system import CPU_COUNT
-from dask_cuda import LocalCUDACluster
 from distributed import LocalCluster
 from distributed.deploy import Cluster
 
 _logger = logging.getLogger(__name__)
+
+#: What the workers run: imported by each worker as it starts.
+TRAINER_MODULE = "hyperlearn.trainer"
 
 #: Thread-count variables a numerical library reads once, at import: set before the worker process starts.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -38,6 +40,14 @@ def worker_environ() -> dict[str, object]:
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     return environ
+
+
+def cuda_cluster_type() -> type[Cluster]:
+    """dask-cuda's LocalCUDACluster, imported on first use: its CUDA bindings take seconds to load, which a CPU
+    run should not pay."""
+    from dask_cuda import LocalCUDACluster
+
+    return LocalCUDACluster
 
 
 def visible_gpu_count() -> int:
@@ -57,7 +67,8 @@ def make_cluster(
     "cuda": one worker per visible GPU, using at most `n_workers` GPUs; with fewer GPUs than trainers some workers
     host several trainers, and `log` says so. "cpu": `n_workers` process workers. Either way each worker gets
     `threads_per_worker` threads (default: the cores split evenly, at least one), and its OpenMP/BLAS/torch
-    thread pools are sized to match. Dashboards are off. The caller closes the cluster.
+    thread pools are sized to match, and it imports the trainer as it starts. Dashboards are off. The caller
+    closes the cluster.
     """
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
@@ -76,12 +87,15 @@ def make_cluster(
         # than 8787, so that clusters started side by side never collide or warn.
         "dashboard_address": None,
         "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+        # Each worker imports the trainer (torch and all) as it starts, not when its first actor arrives: a
+        # cluster started while the run ingests is then ready to train when ingest is done.
+        "preload": [TRAINER_MODULE],
     }
     with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
         if device == "cuda":
             if gpus < n_workers:
                 log(f"{n_workers} trainers on {gpus} GPU(s): some GPU workers host more than one trainer")
-            cluster: Cluster = LocalCUDACluster(
+            cluster: Cluster = cuda_cluster_type()(
                 CUDA_VISIBLE_DEVICES=list(range(workers)), n_workers=workers, threads_per_worker=threads, **options
             )
         else:

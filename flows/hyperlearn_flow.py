@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from distributed.deploy import Cluster
 from prefect.cache_policies import NO_CACHE
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.flows.training import Mode, train
+from hyperlearn.flows.training import Mode, train, training_cluster
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.lock import dataset_lock
@@ -46,10 +48,12 @@ def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_step(spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode) -> dict[str, Any]:
-    """Train (on a fresh cluster in distributed mode), write embeddings and the report; return the summary."""
+def train_step(
+    spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode, cluster: Future[Cluster] | None
+) -> dict[str, Any]:
+    """Train (distributed: on the run's cluster), write embeddings and the report; return the summary."""
     logger = get_run_logger()
-    result, device = train(run, config, mode=mode, n_modalities=len(spec.modalities), log=logger.info)
+    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info)
     write_training_outputs(run, dataset=spec.name, version=version, config=config, result=result)
     return training_summary(result, device)
 
@@ -97,13 +101,17 @@ def train_embeddings(
         logger.info("%s: %.1f s", stage, seconds[stage])
 
     logger.info("%s version %s (%s mode), staging in %s", spec.name, version, mode, dataset_dir)
-    with dataset_lock(DatasetDir(dataset_dir), wait, log=logger.info), staged_run_dir(dataset_dir, version) as run:
+    with (
+        dataset_lock(DatasetDir(dataset_dir), wait, log=logger.info),
+        staged_run_dir(dataset_dir, version) as run,
+        training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
+    ):
         with timed("ingest"):
             report = ingest_step(spec, run, DatasetDir(dataset_dir).catalog)
         with timed("graphs"):
             graphs = build_graphs_step(spec, run)
         with timed("train"):
-            summary = train_step(spec, run, version, config, mode)
+            summary = train_step(spec, run, version, config, mode, cluster)
         with timed("publish"):
             record = VersionRecord(spec, version, config, summary, report, graphs, seconds)
             published = publish_step(run, dataset_dir, record)

@@ -1,12 +1,15 @@
 """Training a prepared run directory in either mode, as plain functions the flow's train task wraps.
 
-Distributed mode starts a cluster with one worker per modality, trains on it and shuts it down; joint mode
-trains every encoder in this process, the yardstick the distributed mode is compared against.
+Distributed mode trains on a local cluster with one worker per modality, started in the background by
+`training_cluster` while the run ingests, so that its workers spawn and import the trainer meanwhile; joint
+mode trains every encoder in this process, the yardstick the distributed mode is compared against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Literal, get_args
 
 from distributed import Client
@@ -24,42 +27,65 @@ Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 
+def run_device(config: TrainingConfig) -> str:
+    """The device a run trains on, "cpu" or "cuda": `config.device` with "auto" resolved, the one place where
+    the cluster and the trainers learn it."""
+    return resolve_device(config.device).type
+
+
+@contextmanager
+def training_cluster(
+    n_modalities: int, config: TrainingConfig, mode: Mode, log: Callable[[str], None] = print
+) -> Iterator[Future[Cluster] | None]:
+    """For distributed mode, the local cluster of the run's trainers, starting in the background from the
+    beginning of the block, and closed at its end (a teardown that fails is logged, never raised); None for
+    joint mode."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if mode == "joint":
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-start") as starter:
+        cluster = starter.submit(make_cluster, n_modalities, run_device(config), log=log)
+        try:
+            yield cluster
+        finally:
+            if cluster.exception() is None:
+                _close(cluster.result(), log)
+
+
 def train(
     run: RunDir,
     config: TrainingConfig,
     *,
     mode: Mode,
-    n_modalities: int,
+    cluster: Future[Cluster] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[TrainResult, str]:
-    """Train the run in `run`; return the result and the device it ran on ("cpu" or "cuda"): `config.device`,
-    with "auto" resolved here, once, for the cluster and the trainers alike. A rank whose parameters would not
-    fit in memory for the run's entity counts raises MemoryBudgetError first."""
+    """Train the run in `run` (distributed: on `cluster`, from `training_cluster`); return the result and the
+    device it ran on. A rank whose parameters would not fit in memory for the run's entity counts raises
+    MemoryBudgetError first."""
     check_memory(run.entity_counts(), config)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    device = resolve_device(config.device).type
+    device = run_device(config)
     config = config.replace(device=device)
     if mode == "joint":
         return train_joint(run, config, log=log), device
-    cluster = make_cluster(n_modalities, device, log=log)
-    client = None
+    if cluster is None:
+        raise ValueError("distributed training needs the cluster from training_cluster")
+    client = Client(cluster.result())
     try:
-        client = Client(cluster)
-        result = train_distributed(client, run, config, log=log)
+        return train_distributed(client, run, config, log=log), device
     finally:
-        _close(cluster, client, log)
-    return result, device
+        _close(client, log)
 
 
-def _close(cluster: Cluster, client: Client | None, log: Callable[[str], None]) -> None:
-    """Shut the client and cluster down; a teardown that fails (a worker that will not stop in time) is logged,
+def _close(closable: Client | Cluster, log: Callable[[str], None]) -> None:
+    """Shut a client or cluster down; a teardown that fails (a worker that will not stop in time) is logged,
     never raised: it must not discard a finished training, nor hide the error that ended an unfinished one."""
-    for closable in (client, cluster):
-        if closable is None:
-            continue
-        try:
-            closable.close()
-        except Exception as error:  # noqa: BLE001 - whatever teardown raises, the run's outcome stands
-            log(f"closing the Dask {type(closable).__name__} failed, ignored: {type(error).__name__}: {error}")
+    try:
+        closable.close()
+    except Exception as error:  # noqa: BLE001 - whatever teardown raises, the run's outcome stands
+        log(f"closing the Dask {type(closable).__name__} failed, ignored: {type(error).__name__}: {error}")
 

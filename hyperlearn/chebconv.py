@@ -1,4 +1,4 @@
-"""Chebyshev graph convolution (method.md §2): Ã = Σ_{j=0}^{q} T_j(L̃) A W_j.
+"""Chebyshev graph convolution (docs/method.md §2): Ã = Σ_{j=0}^{q} T_j(L̃) A W_j.
 
 The Laplacian product has a hand-written backward: for a symmetric L̃ the gradient of L̃X is L̃·grad, which
 is 2.5–3× faster than stock sparse autograd (stack.md).

@@ -35,7 +35,7 @@ BYTES_PER_FACTOR_ENTRY = 4 * 4
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainingConfig:
-    """Hyperparameters of the HyperLearn model and its distributed training (method.md §2–§3)."""
+    """Hyperparameters of the HyperLearn model and its distributed training (docs/method.md §2–§3)."""
 
     rank: Positive = field(default=10, metadata={"help": "CP rank R: width of every embedding"})
     cheb_order: Count = field(default=4, metadata={"help": "Chebyshev order q (q+1 polynomial terms)"})
@@ -71,7 +71,6 @@ class TrainingConfig:
         default=1.0, metadata={"help": "distributed only: pull towards last round's state, damping Jacobi rounds"}
     )
     l2: NonNegative = field(default=0.05, metadata={"help": "ridge weight on the rows and biases each observed entry touches"})
-    negatives: Count = field(default=4, metadata={"help": "sampled negatives per positive for logistic relations"})
     init: InitKind = field(default="als", metadata={"help": "starting factors: als (CP-ALS on observed entries) or random"})
     init_iterations: Positive = field(default=10, metadata={"help": "ALS sweeps for the starting factors"})
     refit: Flag = field(

@@ -1,4 +1,4 @@
-"""Distributed training (method.md §3): one long-lived trainer actor per modality, pinned to its own Dask
+"""Distributed training (docs/method.md §3): one long-lived trainer actor per modality, pinned to its own Dask
 worker; each round every trainer updates in parallel from the previous round's states (Jacobi block
 coordinate descent), then the states — factors and biases, never graphs, encoders or optimisers — are
 exchanged through Dask."""
@@ -10,7 +10,7 @@ import time
 from distributed import Client, Future
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.init import initial_states
+from hyperlearn.start import initial_states
 from hyperlearn.problem import Problem, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Log, States, run_rounds

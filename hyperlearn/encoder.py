@@ -1,4 +1,4 @@
-"""The per-modality factor encoder (method.md §2, after sRGCNN): graph convolution + recurrent diffusion.
+"""The per-modality factor encoder (docs/method.md §2, after sRGCNN): graph convolution + recurrent diffusion.
 
     repeat T times:  δA = LSTM(ReLU(ChebConv(L̃, A))) → Linear → R numbers per row;  A ← A + δA
 

@@ -1,4 +1,4 @@
-"""Intra-modal graphs and their Laplacians (method.md §1).
+"""Intra-modal graphs and their Laplacians (docs/method.md §1).
 
 Pure functions over NumPy/SciPy arrays: a binary k-nearest-neighbour graph over entity features, the symmetric
 normalised Laplacian L = I − D^{-1/2} W D^{-1/2}, and its rescaled form L̃ = 2L/λ_max − I used by Chebyshev

@@ -12,7 +12,7 @@ import time
 import torch
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.init import initial_states
+from hyperlearn.start import initial_states
 from hyperlearn.model import build_model, resolve_device
 from hyperlearn.objective import objective
 from hyperlearn.problem import Problem, Relation, load_problem, with_validation_in_training

@@ -1,11 +1,12 @@
-"""Cross-modal loss terms of one relation (method.md §2–§4), over its observed entries only.
+"""Cross-modal loss terms of one relation (docs/method.md §2–§4), over its observed entries only.
 
-A relation's score for a tuple is  μ + Σ_θ b_θ[i_θ] + Σ_r Π_θ A_θ[i_θ, r]  (μ: the train mean for ratings,
-0 for observed/unobserved tuples). Squared-error relations regress values; logistic relations separate
-observed tuples from sampled unobserved ones. Both add a ridge penalty on the free rows and biases each observed
-entry touches, so frequent entities are regularised in proportion to their data (ALS-WR style).
+A relation scores a tuple through its CP blocks (hyperlearn.scores); its value model (hyperlearn.value_models)
+turns the scores of its observed entries — and, for relations of observed tuples, of their sampled negatives
+(hyperlearn.negatives) — into the fit term. Every relation adds a ridge penalty on the free rows and biases each
+observed entry touches, so frequent entities are regularised in proportion to their data (ALS-WR style).
 The same function serves the per-modality loss (other factors frozen) and the joint loss, so their gradients
-with respect to a modality's parameters agree exactly.
+with respect to a modality's parameters agree exactly. Factors and biases are passed per axis: a modality on
+several axes of a relation (user × user, KG head and tail) is passed once per axis and gets both gradients.
 """
 
 from __future__ import annotations
@@ -13,20 +14,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from hyperlearn.negatives import sample_negatives
 from hyperlearn.problem import Relation
-from hyperlearn.tensor_ops import cp_predict
-
-
-def tuple_scores(
-    factors: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], coords: torch.Tensor, offset: float
-) -> torch.Tensor:
-    """Model output for each coordinate column: offset + Σ_θ b_θ[i_θ] + CP prediction."""
-    total = cp_predict(factors, coords) + offset
-    for mode, bias in enumerate(biases):
-        total = total + bias.index_select(0, coords[mode])
-    return total
+from hyperlearn.scores import tuple_scores
+from hyperlearn.structure import relation_blocks
+from hyperlearn.value_models import value_model
 
 
 def ridge(
@@ -49,38 +42,29 @@ def ridge(
     return total / max(coords.shape[1], 1)
 
 
-def corrupt(coords: torch.Tensor, shape: Sequence[int], copies: int, generator: torch.Generator) -> torch.Tensor:
-    """Negative tuples: each positive repeated `copies` times with one uniformly chosen mode replaced by a
-    uniformly drawn entity."""
-    repeated = coords.repeat(1, copies)
-    n = repeated.shape[1]
-    modes = torch.randint(len(shape), (n,), generator=generator, device="cpu").to(coords.device)
-    sizes = torch.as_tensor(shape, dtype=torch.float64)[modes.cpu()]
-    draws = (torch.rand(n, generator=generator, dtype=torch.float64) * sizes).long().to(coords.device)
-    return repeated.scatter(0, modes[None, :], draws[None, :])
-
-
 def relation_loss(
     relation: Relation,
     factors: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
     offset: float,
     l2: float,
-    negatives: int,
     generator: torch.Generator,
     free: Sequence[bool] | None = None,
 ) -> torch.Tensor:
-    """Weighted cross-modal loss of one relation on its training entries; factors/biases in its mode order,
-    `free` as in `ridge`."""
+    """Weighted cross-modal loss of one relation on its training entries; factors/biases per axis, `free` as
+    in `ridge`; negatives (for relations of observed tuples) drawn from `generator`."""
     observed = relation.train
     if observed.nnz == 0:
         return factors[0].new_zeros(())
-    scores = tuple_scores(factors, biases, observed.coords, offset)
-    if relation.meta.loss == "squared":
-        fit = (observed.values - scores).pow(2).mean()
+    model = value_model(relation.meta)
+    blocks = relation_blocks(relation.meta, factors[0].shape[1])
+    scores = tuple_scores(blocks, factors, biases, observed.coords, offset)
+    if model.regresses_values:
+        fit = model.fit(scores, observed.values, None, None)
     else:
-        negative = corrupt(observed.coords, relation.meta.shape, max(negatives, 1), generator)
-        fit = F.softplus(-scores).mean() + F.softplus(tuple_scores(factors, biases, negative, offset)).mean()
+        negatives = sample_negatives(relation.meta, observed.coords, observed.coords, generator)
+        negative_scores = tuple_scores(blocks, factors, biases, negatives.coords, offset)
+        fit = model.fit(scores, observed.values, negative_scores.view(negatives.count, -1), negatives)
     return relation.meta.weight * (fit + l2 * ridge(factors, biases, observed.coords, free))
 
 
@@ -89,7 +73,6 @@ def cross_modal_loss(
     factors: Mapping[str, torch.Tensor],
     biases: Mapping[str, Mapping[str, torch.Tensor]],
     l2: float,
-    negatives: int,
     generator: torch.Generator,
     projected: Collection[str] = (),
 ) -> torch.Tensor:
@@ -104,7 +87,6 @@ def cross_modal_loss(
             [biases[m][relation.meta.name] for m in names],
             relation.train_mean(),
             l2,
-            negatives,
             generator,
             [m not in projected for m in names],
         )
@@ -127,8 +109,8 @@ def proximal_term(
     """
     total = factor.new_zeros(())
     for relation in relations:
-        mode = relation.meta.modalities.index(modality)
-        index = relation.train.coords[mode : mode + 1]
+        axes = list(relation.meta.axes_of(modality))
+        index = relation.train.coords[axes].reshape(1, -1)
         delta_bias = biases[relation.meta.name] - previous_biases[relation.meta.name]
-        total = total + 0.5 * relation.meta.weight * ridge([factor - previous_factor], [delta_bias], index)
+        total = total + 0.5 * relation.meta.weight * ridge([factor - previous_factor], [delta_bias], index) * len(axes)
     return total

@@ -1,4 +1,4 @@
-"""The training objective, assembled in one place for every way of training (method.md §2–§3).
+"""The training objective, assembled in one place for every way of training (docs/method.md §2–§3).
 
     objective = Σ_relations (cross-modal term)  +  Σ_{own modalities θ} (γ · ½tr(A_θᵀ L_θ A_θ)/n_θ + projection decay)
 
@@ -39,7 +39,7 @@ def objective(
     own_terms: Mapping[str, OwnTerms],
 ) -> torch.Tensor:
     """The cross-modal terms of `relations` plus the own terms of the modalities in `own_terms`."""
-    total = cross_modal_loss(relations, factors, biases, config.l2, config.negatives, generator, config.projected)
+    total = cross_modal_loss(relations, factors, biases, config.l2, generator, config.projected)
     for modality, terms in own_terms.items():
         total = total + terms(factors[modality])
     return total

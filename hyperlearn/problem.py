@@ -11,6 +11,7 @@ import scipy.sparse
 import torch
 
 from hyperlearn.rundir import SPLITS, Entries, RelationMeta, RunDir
+from hyperlearn.value_models import value_model
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,8 @@ class Relation:
         return self.splits["train"]
 
     def train_mean(self) -> float:
-        """Global offset μ of a squared-loss relation (0 for logistic ones, whose values are all 1)."""
-        if self.meta.loss != "squared" or self.train.nnz == 0:
-            return 0.0
-        return float(self.train.values.double().mean())
+        """Global offset μ of the scores: the train mean of a regression, 0 for relations of observed tuples."""
+        return value_model(self.meta).offset(self.train.values)
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,9 @@ class Problem:
         return tuple(r for r in self.relations if modality in r.meta.modalities)
 
     def primary_relation(self) -> Relation:
-        """The relation whose test metrics are the headline (test_rmse, test_mae): the first squared-loss
-        relation, else the first one."""
-        return next((r for r in self.relations if r.meta.loss == "squared"), self.relations[0])
+        """The relation whose test metrics are the headline (test_rmse, test_mae, or test_ndcg@10 …): the first
+        regression, else the first one."""
+        return next((r for r in self.relations if value_model(r.meta).regresses_values), self.relations[0])
 
 
 def with_validation_in_training(problem: Problem) -> Problem:

@@ -9,7 +9,7 @@ That is what lets a large rank generalise where free rows over-fit.
 For a relation of any order the unfolding's columns are projected mode by mode: X_(θ) P becomes
 Σ_{k≠θ} M_θk P_k, where M_θk (n_θ × n_k, sparse) sums the observed values over the remaining modes; for
 K = 2 that is exactly X P. Only the relation's observed entries enter, and no other modality's factor does,
-so a modality's parameters stay its own and per-modality training (method.md §3) is unchanged.
+so a modality's parameters stay its own and per-modality training (docs/method.md §3) is unchanged.
 """
 
 from __future__ import annotations
@@ -25,19 +25,19 @@ INITIAL_SCALE = 0.01  # small, so that every entity starts near σ(0) = ½ whate
 
 
 def mode_marginals(relation: Relation, modality: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """For each other mode k of `relation`: M_θk as a CSR tensor, M_θk[i, j] = Σ values of the training
-    entries with i_θ = i and i_k = j."""
+    """For each axis a of `modality` and each other axis k of `relation`: M_ak as a CSR tensor,
+    M_ak[i, j] = Σ values of the training entries with i_a = i and i_k = j, keyed "a_k" (a modality on two
+    axes, as in a user × user relation, projects both of its roles)."""
     observed = relation.train
-    names = relation.meta.modalities
-    own = names.index(modality)
     marginals = {}
-    for mode, name in enumerate(names):
-        if mode == own:
-            continue
-        shape = (relation.meta.shape[own], relation.meta.shape[mode])
-        index = observed.coords[[own, mode]].cpu()
-        coo = torch.sparse_coo_tensor(index, observed.values.cpu(), shape, check_invariants=True).coalesce()
-        marginals[name] = coo.to_sparse_csr().to(device)
+    for own in relation.meta.axes_of(modality):
+        for mode in range(relation.meta.order):
+            if mode == own:
+                continue
+            shape = (relation.meta.shape[own], relation.meta.shape[mode])
+            index = observed.coords[[own, mode]].cpu()
+            coo = torch.sparse_coo_tensor(index, observed.values.cpu(), shape, check_invariants=True).coalesce()
+            marginals[f"{own}_{mode}"] = coo.to_sparse_csr().to(device)
     return marginals
 
 
@@ -98,5 +98,5 @@ class UnfoldingProjection(nn.Module):
         return total
 
 
-def _key(relation: str, modality: str) -> str:
-    return f"{relation}__{modality}"
+def _key(relation: str, axes: str) -> str:
+    return f"{relation}__{axes}"

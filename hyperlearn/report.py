@@ -1,7 +1,7 @@
 """Training curves as a PNG: how the losses and validation metrics moved, per round and against wall time.
 
 Plotting against rounds compares convergence; plotting against wall seconds compares cost — the two views the
-paper's claims about distributed training are judged on (method.md §3).
+paper's claims about distributed training are judged on (docs/method.md §3).
 """
 
 from __future__ import annotations

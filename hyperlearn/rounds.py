@@ -5,9 +5,11 @@ Training is driven through a `TrainerSet`: the models of every modality, with `s
 (`hyperlearn.joint.JointTrainers`) and one Dask actor per modality (`hyperlearn.coordinator.DaskTrainers`) are
 its two implementations, so the loop here knows nothing of processes or devices.
 
-The best round is the one with the lowest validation loss — the cross-modal terms of the objective, each
-relation weighted as in training, on the validation entries — so several relations are traded off as the
-spec's weights say. With a refit, a fresh trainer set fitting training + validation entries is trained for
+The best round is the one with the best early-stopping criterion (`metrics.early_stopping_criterion`): the
+primary relation's validation NDCG@10 when it has an evaluation target, else the lowest validation loss — the
+cross-modal terms of the objective, each relation weighted as in training, on the validation entries — so
+several relations are traded off as the spec's weights say. Published states that collapsed to zero stop the
+run (hyperlearn.collapse). With a refit, a fresh trainer set fitting training + validation entries is trained for
 that many rounds, so the published model has seen every training entry while its round count was still chosen
 on held-out data. Test data is read only once, for the final state, after training has stopped.
 """
@@ -23,9 +25,10 @@ import torch
 from hyperlearn.chebconv import to_torch_csr
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import cross_modal_loss
-from hyperlearn.metrics import evaluate
+from hyperlearn.collapse import check_not_collapsed
+from hyperlearn.metrics import early_stopping_criterion, evaluate, headline_names
 from hyperlearn.objective import dirichlet_energy, objective
-from hyperlearn.problem import Problem, Relation
+from hyperlearn.problem import Problem, Relation, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import ModalityState, RunDir
 from hyperlearn.seeds import evaluation_seed
@@ -59,7 +62,7 @@ def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[st
 
 
 def training_objective(problem: Problem, states: States, config: TrainingConfig) -> float:
-    """The global objective (method.md §2) at the published states: cross-modal terms of every relation plus
+    """The global objective (docs/method.md §2) at the published states: cross-modal terms of every relation plus
     the Dirichlet energy of every modality. The same number for joint and distributed runs. A projection's
     weight decay is not in it: the projection weights stay with their model and are not published."""
     factors, biases = _tensors(states)
@@ -71,12 +74,13 @@ def training_objective(problem: Problem, states: States, config: TrainingConfig)
 
 
 def validation_loss(problem: Problem, states: States, config: TrainingConfig) -> float:
-    """Σ_relations w · (mean squared error, or logistic loss against seeded sampled negatives) on validation."""
+    """Σ_relations w · (the value model's fit term, against seeded sampled negatives for observed tuples) on
+    validation."""
     held_out = [Relation(meta=r.meta, splits={"train": r.splits["validation"]}) for r in problem.relations]
     factors, biases = _tensors(states)
     generator = torch.Generator().manual_seed(evaluation_seed(config.seed))
     with torch.no_grad():
-        return float(cross_modal_loss(held_out, factors, biases, 0.0, config.negatives, generator))
+        return float(cross_modal_loss(held_out, factors, biases, 0.0, generator))
 
 
 def validation_metrics(problem: Problem, states: States, config: TrainingConfig) -> dict[str, float]:
@@ -102,20 +106,24 @@ def run_rounds(
     trainers = make_trainers(False)
     trainer_start_seconds = time.perf_counter() - start
     try:
-        history, best_round, best_states = _search(problem, trainers, config, mode, log, checkpoints, start)
+        history, best_round, best_states, first_states = _search(
+            problem, trainers, config, mode, log, checkpoints, start
+        )
     finally:
         trainers.close()
     search_seconds = time.perf_counter() - start
+    fitted = problem
     if config.refit and best_round > 0:
+        fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
         best_states = _refit(make_trainers(True), best_round, mode, log)
         if checkpoints is not None:
             checkpoints.save_checkpoint(best_states, best_round)
+    check_not_collapsed(best_states, first_states, when=f"after training (round {best_round})")
     train_seconds = time.perf_counter() - start
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
-    for relation in problem.relations:
+    for relation in fitted.relations:
         test.update(evaluate(relation, best_states, "test", evaluation_seed(config.seed)))
-    primary = problem.primary_relation()
-    summary = _headline(primary.meta.name, primary.meta.loss, test)
+    summary = _headline(problem.primary_relation(), test)
     rounds_run = len(history) - 1
     summary.update(
         {
@@ -142,12 +150,14 @@ def _search(
     log: Log,
     checkpoints: RunDir | None,
     start: float,
-) -> tuple[list[dict[str, float]], int, States]:
-    """The early-stopped rounds: their history, the best round and its states."""
+) -> tuple[list[dict[str, float]], int, States, States]:
+    """The early-stopped rounds: their history, the best round, its states and the round-0 states."""
     states = trainers.start()
+    check_not_collapsed(states, when="at the start")
+    first_states = states
     metrics = validation_metrics(problem, states, config)
     history = [{"round": 0, "seconds": 0.0, "train_loss": training_objective(problem, states, config), **metrics}]
-    best_score, best_round, best_states = metrics["validation_loss"], 0, states
+    best_score, best_round, best_states = early_stopping_criterion(problem, metrics).value, 0, states
     log(f"[{mode}] round 0: {_describe(metrics)}")
     for round_number in range(1, config.rounds + 1):
         states = trainers.round(states)
@@ -155,9 +165,10 @@ def _search(
         metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
         history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
-        improved = metrics["validation_loss"] < best_score
+        criterion = early_stopping_criterion(problem, metrics)
+        improved = criterion.improves_on(best_score)
         if improved:
-            best_score, best_round, best_states = metrics["validation_loss"], round_number, states
+            best_score, best_round, best_states = criterion.value, round_number, states
             if checkpoints is not None:
                 checkpoints.save_checkpoint(states, round_number)
         log(
@@ -167,7 +178,7 @@ def _search(
         if round_number - best_round >= config.patience:
             log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
             break
-    return history, best_round, best_states
+    return history, best_round, best_states, first_states
 
 
 def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> States:
@@ -183,10 +194,10 @@ def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> States:
     return states
 
 
-def _headline(relation: str, loss: str, metrics: dict[str, float]) -> dict[str, float]:
-    """test_rmse/test_mae (or test_auc) of the primary relation under short keys."""
-    names = ["rmse", "mae"] if loss == "squared" else ["auc"]
-    return {f"test_{name}": metrics[f"test/{relation}/{name}"] for name in names if f"test/{relation}/{name}" in metrics}
+def _headline(relation: Relation, metrics: dict[str, float]) -> dict[str, float]:
+    """The primary relation's headline test metrics (test_rmse, test_mae, or test_ndcg@10 …) under short keys."""
+    keys = {name: f"test/{relation.meta.name}/{name}" for name in headline_names(relation)}
+    return {f"test_{name}": metrics[key] for name, key in keys.items() if key in metrics}
 
 
 def _describe(metrics: dict[str, float]) -> str:

@@ -1,4 +1,4 @@
-"""Sparse CP maths over the observed entries of a tensor of any order (method.md §2–§3).
+"""Sparse CP maths over the observed entries of a tensor of any order (docs/method.md §2–§3).
 
 Coordinates are a (K, nnz) int64 tensor, one row per mode. Nothing here forms the dense tensor or the full
 Khatri–Rao product: every operation gathers the rows that the observed entries touch, so cost is O(nnz·K·R).
@@ -40,35 +40,41 @@ def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor, chunk: int
 
 
 class _MatrixPredict(torch.autograd.Function):
+    """The matrix path computes each distinct cell once: the sampled product on the distinct cells in CSR
+    order, gathered back to the entries (sampled negatives repeat cells, and a pattern with more entries than
+    the matrix has cells is not a valid CSR pattern)."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, coords: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
     ) -> torch.Tensor:
-        ctx.save_for_backward(coords, rows, columns)
-        pattern, order = _csr(coords, 0, (rows.shape[0], columns.shape[0]), rows.new_ones(coords.shape[1]))
-        sampled = torch.sparse.sampled_addmm(pattern, rows, columns.t(), beta=0.0).values()
-        return torch.empty_like(sampled).index_copy_(0, order, sampled)
+        shape = (rows.shape[0], columns.shape[0])
+        cells, inverse = torch.unique(coords[0] * shape[1] + coords[1], sorted=True, return_inverse=True)
+        cell_rows, cell_columns = cells // shape[1], cells % shape[1]
+        ctx.save_for_backward(cell_rows, cell_columns, inverse, rows, columns)
+        pattern = _csr(cell_rows, cell_columns, shape, rows.new_ones(cells.shape[0]))
+        return torch.sparse.sampled_addmm(pattern, rows, columns.t(), beta=0.0).values()[inverse]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        coords, rows, columns = ctx.saved_tensors
+        cell_rows, cell_columns, inverse, rows, columns = ctx.saved_tensors
         shape = (rows.shape[0], columns.shape[0])
-        grad_rows = _csr(coords, 0, shape, grad)[0] @ columns if ctx.needs_input_grad[1] else None
-        grad_columns = _csr(coords, 1, shape[::-1], grad)[0] @ rows if ctx.needs_input_grad[2] else None
+        per_cell = grad.new_zeros(cell_rows.shape[0]).index_add_(0, inverse, grad)
+        grad_rows = _csr(cell_rows, cell_columns, shape, per_cell) @ columns if ctx.needs_input_grad[1] else None
+        if ctx.needs_input_grad[2]:
+            by_column = torch.argsort(cell_columns * shape[0] + cell_rows)
+            transposed = _csr(cell_columns[by_column], cell_rows[by_column], shape[::-1], per_cell[by_column])
+            grad_columns = transposed @ rows
+        else:
+            grad_columns = None
         return None, grad_rows, grad_columns
 
 
-def _csr(
-    coords: torch.Tensor, mode: int, shape: tuple[int, int], values: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The entries of a matrix as a CSR tensor with rows from coordinate row `mode`, and the permutation that
-    took them into CSR order (entry `order[k]` is stored at position k)."""
-    row, column = coords[mode], coords[1 - mode]
-    order = torch.argsort(row * shape[1] + column, stable=True)
+def _csr(row: torch.Tensor, column: torch.Tensor, shape: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
+    """Distinct cells already in row-major order as a CSR tensor."""
     counts = torch.bincount(row, minlength=shape[0])
     crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    matrix = torch.sparse_csr_tensor(crow, column[order], values[order], shape, check_invariants=False)
-    return matrix, order
+    return torch.sparse_csr_tensor(crow, column, values, shape, check_invariants=False)
 
 
 class _CPPredict(torch.autograd.Function):

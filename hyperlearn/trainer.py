@@ -1,4 +1,4 @@
-"""One worker's job: minimise its modality's loss with every other factor frozen (method.md §3).
+"""One worker's job: minimise its modality's loss with every other factor frozen (docs/method.md §3).
 
 Loss_θ = Σ_{relations ∋ θ} (cross-modal term) + γ · Dirichlet energy of A_θ (+ projection weight decay), plus
 a proximal term towards the state it published last round, which damps the parallel (Jacobi) rounds. The

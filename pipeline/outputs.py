@@ -3,7 +3,9 @@
 Plain functions, no Prefect: the flow's tasks call them, and tests call them directly.
 
 - `staged_run_dir`: the staging folder, removed again unless the run published it;
-- `write_training_outputs`: embedding Parquet per modality, the checkpoints folder, `report.png`;
+- `write_training_outputs`: embedding Parquet per modality, bias Parquet per relation and modality,
+  `scoring.json` (how each relation scores a tuple: `hyperlearn.pipeline.published`), the checkpoints folder,
+  `report.png`;
 - `write_record`: `metrics.json` (test metrics, timings, the training curve) and `manifest.json` (what went in,
   what came out, every file with its size).
 """
@@ -20,14 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.report import plot_training_curves
 from hyperlearn.result import TrainResult
 from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.published import SCORING_FILE, RelationScoring, bias_path, scoring_description
 from hyperlearn.pipeline.publish import write_embeddings, write_json_atomic
 from hyperlearn.pipeline.spec import DatasetSpec
-from hyperlearn.rundir import DatasetDir, RunDir
+from hyperlearn.rundir import DatasetDir, ModalityState, RelationMeta, RunDir
+
+BIAS_SCHEMA = pa.schema(
+    [
+        pa.field("entity_id", pa.int64(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("bias", pa.float32(), nullable=False),
+    ]
+)
 
 
 @contextmanager
@@ -55,29 +68,90 @@ def staged_run_dir(dataset_dir: Path, version: str) -> Iterator[RunDir]:
 def write_training_outputs(
     run: RunDir, *, dataset: str, version: str, config: TrainingConfig, result: TrainResult
 ) -> list[Path]:
-    """Write one embedding Parquet per modality (keys from the run's catalog), make sure `checkpoints/`
-    exists, and draw `report.png`; return the embedding files."""
+    """Write one embedding Parquet per modality (keys from the run's catalog), one bias Parquet per relation
+    and modality, `scoring.json`, make sure `checkpoints/` exists, and draw `report.png`; return the Parquet
+    files and `scoring.json`.
+
+    Together the embeddings, biases and `scoring.json` are everything a reader needs to compute the model's
+    own score of any tuple (`hyperlearn.pipeline.published`)."""
     metadata = {
         "hyperlearn.dataset": dataset,
         "hyperlearn.version": version,
         "hyperlearn.config_hash": config.config_hash(),
     }
+    catalogs = {modality: EntityCatalog.load(run.catalog, modality) for modality in result.states}
     files = []
     for modality, factor in sorted(result.factors.items()):
-        catalog = EntityCatalog.load(run.catalog, modality)
         files.append(
             write_embeddings(
                 run,
                 modality=modality,
-                entity_ids=np.arange(len(catalog), dtype=np.int64),
-                keys=catalog.keys.to_numpy(),
+                entity_ids=np.arange(len(catalogs[modality]), dtype=np.int64),
+                keys=catalogs[modality].keys.to_numpy(),
                 embeddings=factor,
                 metadata=metadata,
             )
         )
+    relations = []
+    for name in run.relation_names():
+        meta = run.read_relation_meta(name)
+        for modality in sorted(set(meta.modalities)):
+            files.append(write_biases(run, name, modality, catalogs[modality], result.states[modality], metadata))
+        rank = _width(meta, result.states)
+        relations.append(RelationScoring.from_meta(meta, rank, relation_offset(run, meta, config.refit)))
+    description = scoring_description(
+        relations, dataset=dataset, version=version, config_hash=config.config_hash(), rank=config.rank
+    )
+    write_json_atomic(run.path / SCORING_FILE, json_ready(description))
+    files.append(run.path / SCORING_FILE)
     run.checkpoints.mkdir(exist_ok=True)
     plot_training_curves(result.history, run.report)
     return files
+
+
+def write_biases(
+    run: RunDir, relation: str, modality: str, catalog: EntityCatalog, state: ModalityState, metadata: dict[str, str]
+) -> Path:
+    """Write the biases of `modality` in `relation` as `biases/relation=<r>/modality=<m>/part-0.parquet`
+    (entity_id int64, key string, bias float32, one row per catalog entity); non-finite biases are rejected so a
+    broken run can't publish."""
+    if relation not in state.biases:
+        raise ValueError(f"{modality}: the training result has no biases for relation {relation!r}")
+    bias = np.asarray(state.biases[relation], dtype=np.float32)
+    if bias.shape != (len(catalog),):
+        raise ValueError(f"{modality}/{relation}: {bias.shape[0]} biases for {len(catalog)} catalog entities")
+    if not np.isfinite(bias).all():
+        raise ValueError(f"{modality}/{relation}: biases contain NaN or infinite values")
+    schema = BIAS_SCHEMA.with_metadata(
+        {**metadata, "hyperlearn.relation": relation, "hyperlearn.modality": modality}
+    )
+    table = pa.table(
+        {"entity_id": np.arange(len(catalog), dtype=np.int64), "key": catalog.keys.to_numpy(), "bias": bias},
+        schema=schema,
+    )
+    path = run.path / bias_path(relation, modality)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def relation_offset(run: RunDir, meta: RelationMeta, refit: bool) -> float:
+    """The offset the published model adds to every score of `meta`'s relation: the mean value of the entries
+    it was fitted to (training, plus validation after a refit) for a squared relation, else 0 — as
+    `hyperlearn.problem.Relation.train_mean` gives it to the trainers."""
+    if meta.loss != "squared":
+        return 0.0
+    splits = ("train", "validation") if refit else ("train",)
+    values = np.concatenate([run.read_relation_split(meta.name, split).values for split in splits])
+    return float(values.astype(np.float64).mean()) if values.size else 0.0
+
+
+def _width(meta: RelationMeta, states: Mapping[str, ModalityState]) -> int:
+    """The embedding width shared by the relation's modalities (the blocks split it)."""
+    widths = {states[modality].factor.shape[1] for modality in meta.modalities}
+    if len(widths) != 1:
+        raise ValueError(f"relation {meta.name!r}: its modalities have embeddings of widths {sorted(widths)}")
+    return widths.pop()
 
 
 def training_summary(result: TrainResult, device: str) -> dict[str, Any]:

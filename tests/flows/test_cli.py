@@ -181,3 +181,83 @@ def test_data_outside_the_root_needs_allow_root(small_demo_spec, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["run", str(moved), "--allow-root", str(data), "--rank", "1000000000"])
     assert "--rank: rank 1000000000 needs at least" in capsys.readouterr().err  # the paths passed; the rank did not
+
+
+@pytest.fixture(scope="module")
+def tiny_version(tmp_path_factory):
+    """A small version (tests/pipeline/handmade.py) published as `OUT/handmade/latest`."""
+    from tests.pipeline.handmade import write_handmade_version
+
+    dataset = tmp_path_factory.mktemp("out") / "handmade"
+    write_handmade_version(dataset / "v1")
+    (dataset / "latest").symlink_to("v1")
+    return dataset / "latest"
+
+
+def test_the_command_line_imports_nothing_heavy_until_a_command_runs():
+    import subprocess
+    import sys
+
+    probe = "import sys, hyperlearn.flows.cli; print(sorted(m for m in ('torch', 'pyarrow', 'prefect') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_recommend_writes_the_top_k_of_every_query_row(tiny_version, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from hyperlearn.pipeline.published import RECOMMENDATION_SCHEMA, open_version
+
+    queries = tmp_path / "queries.csv"
+    queries.write_text("item,user\ni1,u1\ni2,nobody\ni3,u3\ni4,u5\n")
+    output = tmp_path / "top.parquet"
+    code = main(["recommend", str(tiny_version), "--relation", "tagging", "--target", "tag", "--queries", str(queries),
+                 "-k", "3", "--output", str(output)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "unknown query keys: user 1, item 0" in printed and "12 recommendations written" in printed
+    table = pq.read_table(output)
+    assert table.schema.remove_metadata() == RECOMMENDATION_SCHEMA
+    expected = open_version(tiny_version).recommend(
+        "tagging", "tag", {"user": ["u1", "nobody", "u3", "u5"], "item": ["i1", "i2", "i3", "i4"]}, k=3
+    )
+    assert table.to_pylist() == expected.table.to_pylist()
+
+
+def test_recommend_for_one_given_query_prints_a_table(tiny_version, capsys):
+    from hyperlearn.pipeline.published import open_version
+
+    assert main(["recommend", str(tiny_version), "--relation", "rating", "--target", "item", "--given", "user=u1",
+                 "-k", "2", "--exclude-seen"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = open_version(tiny_version).recommend("rating", "item", {"user": ["u1"]}, k=2, exclude_seen=True).table
+    assert lines[0] == "unknown query keys: user 0"
+    assert lines[1].split() == ["rank", "key", "score"]
+    assert [line.split()[1] for line in lines[2:]] == expected.column("key").to_pylist()
+
+
+def test_neighbors_prints_the_nearest_entities(tiny_version, capsys):
+    from hyperlearn.pipeline.published import open_version
+
+    assert main(["neighbors", str(tiny_version), "--modality", "item", "--key", "i4", "-k", "3", "--to", "user"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = open_version(tiny_version).neighbors("item", "i4", k=3, to="user")
+    assert lines[0].split() == ["rank", "key", "similarity"]
+    assert [line.split()[1] for line in lines[1:]] == expected.column("key").to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["recommend", "{v}", "--relation", "rating", "--target", "item", "--given", "user"], "AXIS=KEY"),
+        (["recommend", "{v}", "--relation", "rating", "--target", "item", "--queries", "q.csv"], "go together"),
+        (["recommend", "{v}", "--relation", "nope", "--target", "item", "--given", "user=u1"], "no relation 'nope'"),
+        (["neighbors", "{v}", "--modality", "item", "--key", "zzz"], "item: key 'zzz' is not in this version"),
+        (["neighbors", "/nonexistent", "--modality", "item", "--key", "i1"], "no scoring.json"),
+    ],
+)
+def test_scoring_mistakes_fail_in_one_line(tiny_version, arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([argument.format(v=tiny_version) for argument in arguments])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1

@@ -22,6 +22,7 @@ def _worker_state() -> dict:
         "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "torch_threads": torch.get_num_threads(),
         "prefect_imported": "prefect" in sys.modules,
+        "trainer_imported": "hyperlearn.trainer" in sys.modules,
     }
 
 
@@ -38,7 +39,9 @@ def test_cpu_cluster_has_one_process_worker_per_trainer_with_matching_threads(mo
     assert len(states) == 2
     for state in states.values():
         # no malloc trim threshold: it would turn off glibc's adaptive mmap threshold (see worker_environ)
-        assert state == {"omp": "2", "malloc_trim": None, "torch_threads": 2, "prefect_imported": False}
+        assert state == {
+            "omp": "2", "malloc_trim": None, "torch_threads": 2, "prefect_imported": False, "trainer_imported": True,
+        }
 
 
 def test_default_threads_split_the_cores(monkeypatch):
@@ -71,11 +74,13 @@ class _StandInCUDACluster(LocalCluster):
     """Stand-in for dask-cuda's LocalCUDACluster (as dask-cuda tests its multi-GPU logic without GPUs):
     one threaded worker per listed device, named after it, with the arguments recorded."""
 
-    def __init__(self, CUDA_VISIBLE_DEVICES, n_workers, threads_per_worker, dashboard_address, env, scheduler_kwargs):
+    def __init__(
+        self, CUDA_VISIBLE_DEVICES, n_workers, threads_per_worker, dashboard_address, env, scheduler_kwargs, preload
+    ):
         self.devices = list(CUDA_VISIBLE_DEVICES)
         self.threads_per_worker = threads_per_worker
         self.env = env
-        assert n_workers == len(self.devices)
+        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer"]
         super().__init__(
             n_workers=0,
             threads_per_worker=threads_per_worker,
@@ -94,7 +99,7 @@ class _StandInCUDACluster(LocalCluster):
 )
 def test_gpu_cluster_has_one_worker_per_gpu(monkeypatch, gpus, trainers, expected_devices, warns):
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: gpus)
-    monkeypatch.setattr(cluster_module, "LocalCUDACluster", _StandInCUDACluster)
+    monkeypatch.setattr(cluster_module, "cuda_cluster_type", lambda: _StandInCUDACluster)
     messages: list[str] = []
     with make_cluster(trainers, "cuda", threads_per_worker=1, log=messages.append) as cluster, Client(cluster) as client:
         assert cluster.devices == expected_devices
@@ -116,7 +121,7 @@ def test_a_cpu_device_gets_a_cpu_cluster_even_where_gpus_are_visible(monkeypatch
     """`--device cpu` on a GPU host: the cluster follows the setting, not the hardware."""
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 4)
     monkeypatch.setattr(cluster_module, "LocalCluster", _ThreadedCluster)
-    monkeypatch.setattr(cluster_module, "LocalCUDACluster", _StandInCUDACluster)
+    monkeypatch.setattr(cluster_module, "cuda_cluster_type", lambda: _StandInCUDACluster)
     with make_cluster(2, "cpu") as cluster:
         assert isinstance(cluster, _ThreadedCluster) and cluster.kwargs["n_workers"] == 2
 

@@ -14,7 +14,7 @@ def test_a_rank_too_large_for_the_runs_entities_is_refused_before_training(tmp_p
 
     assert run.entity_counts() == {"entity": 1_000_000, "kind": 50}
     with pytest.raises(MemoryBudgetError, match=r"rank 100000 needs at least .*entity 1000000, kind 50"):
-        train(run, TrainingConfig(rank=100_000, encoder="none"), mode="joint", n_modalities=2)
+        train(run, TrainingConfig(rank=100_000, encoder="none"), mode="joint")
 
 
 class _StuckCluster:
@@ -28,5 +28,5 @@ def test_a_teardown_that_fails_is_logged_and_never_raised():
     from hyperlearn.flows.training import _close
 
     logged: list[str] = []
-    _close(_StuckCluster(), None, logged.append)
+    _close(_StuckCluster(), logged.append)
     assert logged == ["closing the Dask _StuckCluster failed, ignored: TimeoutError: workers did not stop within 4 s"]

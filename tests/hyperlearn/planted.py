@@ -2,7 +2,8 @@
 
 Users and items live in latent clusters that their features reveal (so k-NN graphs are informative);
 ratings = μ + biases + ⟨u, i⟩ + noise (order 2, squared loss) and taggings are user×item×tag triples drawn
-with probability increasing in Σ_r u_r i_r t_r (order 3, logistic loss).
+with probability increasing in Σ_r u_r i_r t_r (order 3, BPR loss, PITF's pairwise structure, evaluated by
+ranking tags for held-out (user, item) posts).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hyperlearn.graphs import knn_graph, normalized_laplacian
-from hyperlearn.rundir import Entries, RelationMeta, RunDir
+from hyperlearn.rundir import Entries, Evaluation, RelationMeta, RunDir
 
 NOISE = 0.3
 
@@ -57,7 +58,9 @@ def write_planted_run(
     keep = rng.random(len(affinity)) < 1 / (1 + np.exp(-(3 * affinity - 2)))
     triples = np.unique(candidates[:, keep], axis=1)[:, :2500]
     shape3 = (n_users, n_items, n_tags)
-    tagging = RelationMeta("tagging", ("user", "item", "tag"), shape3, "logistic", tagging_weight)
+    tagging = RelationMeta(
+        "tagging", ("user", "item", "tag"), shape3, "bpr", tagging_weight, structure="pairwise", evaluation=Evaluation(2)
+    )
     _write_splits(run, tagging, triples, np.ones(triples.shape[1]), rng)
 
     for name, features in [("user", user_features), ("item", item_features)]:

@@ -4,18 +4,10 @@ import pytest
 import torch
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.init import initial_states
-from hyperlearn.losses import corrupt, cross_modal_loss, proximal_term, ridge, tuple_scores
+from hyperlearn.start import initial_states
+from hyperlearn.losses import cross_modal_loss, proximal_term, ridge
 from hyperlearn.model import build_model
 from hyperlearn.problem import load_problem
-
-
-def test_tuple_scores_add_offset_biases_and_cp():
-    factors = [torch.tensor([[1.0, 2.0], [0.5, -1.0]]), torch.tensor([[3.0, 1.0]])]
-    biases = [torch.tensor([0.1, 0.2]), torch.tensor([-0.3])]
-    coords = torch.tensor([[0, 1], [0, 0]])
-    expected = torch.tensor([3.5 + 0.1 - 0.3 + 5.0, 3.5 + 0.2 - 0.3 + 0.5])
-    torch.testing.assert_close(tuple_scores(factors, biases, coords, 3.5), expected)
 
 
 def test_ridge_counts_each_row_once_per_entry_and_skips_projected_factors():
@@ -26,14 +18,6 @@ def test_ridge_counts_each_row_once_per_entry_and_skips_projected_factors():
     assert ridge(factors, biases, coords).item() == pytest.approx(float(sum(per_entry)) / 3)
     without_first = float(biases[0][coords[0]].pow(2).sum() + per_entry[1]) / 3
     assert ridge(factors, biases, coords, free=[False, True]).item() == pytest.approx(without_first)
-
-
-def test_corrupt_changes_exactly_one_mode_within_range():
-    coords = torch.tensor([[0, 1, 2], [3, 4, 0], [1, 1, 1]])
-    negative = corrupt(coords, (3, 5, 2), copies=4, generator=torch.Generator().manual_seed(0))
-    assert negative.shape == (3, 12)
-    assert ((negative != coords.repeat(1, 4)).sum(0) <= 1).all()
-    assert (negative < torch.tensor([[3], [5], [2]])).all() and (negative >= 0).all()
 
 
 @pytest.mark.parametrize("projected", [(), ("user",), ("user", "item")])
@@ -52,7 +36,7 @@ def test_modality_loss_gradient_equals_joint_gradient(planted_run, projected):
         factors = {m: model() for m, model in models.items()}
         generator = torch.Generator().manual_seed(seed)
         biases = {m: model.biases for m, model in models.items()}
-        loss = cross_modal_loss(relations, factors, biases, config.l2, config.negatives, generator, projected)
+        loss = cross_modal_loss(relations, factors, biases, config.l2, generator, projected)
         return loss, factors
 
     joint, factors = loss_for(problem.relations, seed=3)
@@ -75,3 +59,21 @@ def test_proximal_term_is_zero_at_the_previous_state_and_positive_elsewhere(plan
     biases = {r.meta.name: torch.zeros(problem.sizes["item"]) for r in relations}
     assert proximal_term(relations, "item", factor, factor, biases, biases) == 0
     assert proximal_term(relations, "item", factor + 0.1, factor, biases, biases) > 0
+
+
+def test_proximal_term_counts_every_axis_of_a_modality():
+    """user × user: each entry pulls both of its users towards their last state."""
+    from hyperlearn.problem import Observations, Relation
+    from hyperlearn.rundir import RelationMeta
+
+    coords = torch.tensor([[0, 1], [2, 2]])
+    relation = Relation(
+        meta=RelationMeta("friends", ("user", "user"), (3, 3), "logistic"),
+        splits={"train": Observations(coords, torch.ones(2))},
+    )
+    previous = torch.zeros(3, 2)
+    factor = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    biases = {"friends": torch.zeros(3)}
+    squares = factor.pow(2).sum(1)
+    expected = 0.5 * (squares[0] + squares[1] + 2 * squares[2]) / 2
+    assert proximal_term([relation], "user", factor, previous, biases, biases).item() == pytest.approx(expected.item())

@@ -27,9 +27,9 @@ def test_mode_marginals_sum_the_other_modes_of_an_order_three_tensor():
     dense = np.zeros(shape)
     dense[tuple(coords)] = values
     marginals = mode_marginals(relation_of(coords, values, shape, ["a", "b", "c"]), "b")
-    assert set(marginals) == {"a", "c"}
-    np.testing.assert_allclose(marginals["a"].to_dense().numpy(), dense.sum(axis=2).T, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(marginals["c"].to_dense().numpy(), dense.sum(axis=0), rtol=1e-6, atol=1e-6)
+    assert set(marginals) == {"1_0", "1_2"}
+    np.testing.assert_allclose(marginals["1_0"].to_dense().numpy(), dense.sum(axis=2).T, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(marginals["1_2"].to_dense().numpy(), dense.sum(axis=0), rtol=1e-6, atol=1e-6)
 
 
 def test_projection_of_a_matrix_is_sigmoid_of_x_times_p_and_its_penalty_is_per_entry():
@@ -42,7 +42,7 @@ def test_projection_of_a_matrix_is_sigmoid_of_x_times_p_and_its_penalty_is_per_e
             parameter.normal_()
     x = np.zeros((3, 4))
     x[tuple(coords)] = values
-    weight = projection.weights["r__item"].detach().numpy()
+    weight = projection.weights["r__0_1"].detach().numpy()
     expected = 1 / (1 + np.exp(-(x @ weight + projection.offset.detach().numpy())))
     np.testing.assert_allclose(projection().detach().numpy(), expected, rtol=1e-5)
     assert projection.weight_penalty().item() == pytest.approx(0.5 * 2.0 * (weight**2).sum() / 5, rel=1e-5)
@@ -63,7 +63,7 @@ def test_dropout_drops_entries_in_training_only_and_keeps_the_input_unbiased():
     relation = relation_of(coords, values, (3, 4), ["user", "item"])
     projection = UnfoldingProjection([relation], "user", rank=2, dropout=0.5, seed=7)
     with torch.no_grad():
-        projection.weights["r__item"].normal_(std=0.1)
+        projection.weights["r__0_1"].normal_(std=0.1)
     full = projection.eval()()
     torch.testing.assert_close(projection(), full)
     projection.train()
@@ -103,3 +103,15 @@ def test_joint_training_with_a_projected_modality_learns_the_planted_ratings(pla
     start, best = result.history[0]["validation/rating/rmse"], result.history[-1]["validation/rating/rmse"]
     assert best < 0.6 * start
     assert result.metrics["test_rmse"] < 0.6 * start
+
+
+def test_a_modality_on_two_axes_projects_both_of_its_roles():
+    """user × user: the start sees who a user befriends (row marginal) and who befriends them (column)."""
+    coords = np.array([[0, 1, 2, 2], [1, 2, 0, 1]])
+    values = np.ones(4)
+    marginals = mode_marginals(relation_of(coords, values, (3, 3), ["user", "user"]), "user")
+    x = np.zeros((3, 3))
+    x[tuple(coords)] = values
+    assert set(marginals) == {"0_1", "1_0"}
+    np.testing.assert_allclose(marginals["0_1"].to_dense().numpy(), x)
+    np.testing.assert_allclose(marginals["1_0"].to_dense().numpy(), x.T)

@@ -97,3 +97,39 @@ def test_row_gram_sums_weighted_outer_products():
             h = factors[1][coords[1, e]] * factors[2][coords[2, e]]
             expected += weights[e] * torch.outer(h, h)
         torch.testing.assert_close(gram[row], expected)
+
+
+def test_matrix_prediction_with_more_entries_than_cells():
+    """600 × 4 with 2,401 entries: more than the matrix has cells, as sampled negatives of a relation over a
+    small modality are. Each cell is computed once and every repeat gets its value and its gradient."""
+    generator = torch.Generator().manual_seed(0)
+    factors = [torch.randn(600, 3, generator=generator, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)]
+    coords = torch.stack([torch.randint(600, (2401,), generator=generator), torch.randint(4, (2401,), generator=generator)])
+    weights = torch.randn(2401, dtype=torch.float64, generator=generator)
+    leaves = [f.clone().requires_grad_(True) for f in factors]
+    predicted = cp_predict(leaves, coords)
+    (predicted * weights).sum().backward()
+    torch.testing.assert_close(predicted, (factors[0][coords[0]] * factors[1][coords[1]]).sum(1))
+    for mode in range(2):
+        torch.testing.assert_close(leaves[mode].grad, mttkrp(factors, coords, weights, mode))
+
+
+def test_a_logistic_relation_over_a_small_modality_trains(tmp_path):
+    """600 users × 4 items, 2,000 observed pairs and 4 negatives each: 10,000 scored pairs on 2,400 cells."""
+    from hyperlearn.config import TrainingConfig
+    from hyperlearn.joint import train_joint
+    from hyperlearn.rundir import Entries, RelationMeta, RunDir
+
+    rng = np.random.default_rng(0)
+    flat = rng.choice(2400, size=2000, replace=False)
+    coords = np.stack(np.unravel_index(flat, (600, 4)))
+    parts = np.array_split(rng.permutation(2000), [1600, 1800])
+    run = RunDir(tmp_path)
+    meta = RelationMeta("likes", ("user", "item"), (600, 4), "logistic")
+    run.write_relation(
+        meta, {s: Entries(coords[:, p], np.ones(len(p)), (600, 4)) for s, p in zip(("train", "validation", "test"), parts)}
+    )
+    config = TrainingConfig(rank=3, encoder="none", rounds=2, local_steps=3, device="cpu")
+    result = train_joint(run, config, log=lambda line: None)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -47,7 +47,7 @@ def test_distributed_and_joint_reach_the_noise_level_and_agree(dense_planted_run
     assert len({line.split(" on ")[1] for line in logged if "trainer for" in line}) == 3, "one worker per modality"
     for result in (distributed, joint):
         assert result.metrics["test_rmse"] < 1.3 * NOISE
-        assert result.metrics["test/tagging/auc"] > 0.7
+        assert result.metrics["test/tagging/ndcg@10"] > result.metrics["test/tagging/popularity_ndcg@10"]
         assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
     gap = abs(distributed.metrics["test_rmse"] - joint.metrics["test_rmse"]) / joint.metrics["test_rmse"]
     assert gap < 0.05

@@ -115,8 +115,10 @@ def test_spec_is_valid(demo: Path):
     assert spec.modality("user").graph.knn.k == 10 and spec.modality("tag").graph is None
     rating, tagging = spec.relation("rating"), spec.relation("tagging")
     assert rating.modalities == ("user", "item") and rating.loss == "squared" and rating.duplicates == "last"
-    assert tagging.modalities == ("user", "item", "tag") and tagging.value == 1.0 and tagging.loss == "logistic"
+    assert tagging.modalities == ("user", "item", "tag") and tagging.value == 1.0 and tagging.loss == "bpr"
+    assert tagging.evaluation.target == 2 and tagging.structure == "pairwise"  # the default for implicit order 3
     assert (spec.split.test, spec.split.validation, spec.split.seed) == (0.1, 0.05, 0)
+    assert spec.split.group_by == ("user", "item")
     assert (spec.training.rank, spec.training.rounds) == (8, 30)
 
 

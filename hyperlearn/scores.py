@@ -1,0 +1,75 @@
+"""A relation's score of tuples through its CP blocks (hyperlearn.structure): the one definition of the model's
+output, shared by the losses, the starts and evaluation.
+
+    score(i_1 … i_K) = offset + Σ_k b_k[i_k] + Σ_blocks Σ_{c ∈ block columns} Π_{k ∈ block axes} A_k[i_k, c]
+
+`factors` and `biases` are given per axis (a modality on two axes appears twice, the same tensor), so autograd
+sends the gradient of both axes to the one factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hyperlearn.structure import Block
+from hyperlearn.tensor_ops import cp_predict
+
+
+def block_columns(factor: torch.Tensor, block: Block) -> torch.Tensor:
+    """The factor's columns of `block`; the factor itself when the block spans all of them (the "cp" case), so
+    that structure keeps the fast paths of `cp_predict` on unsliced storage."""
+    if block.start == 0 and block.stop == factor.shape[1]:
+        return factor
+    return factor[:, block.start : block.stop]
+
+
+def tuple_scores(
+    blocks: Sequence[Block],
+    factors: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    coords: torch.Tensor,
+    offset: float,
+) -> torch.Tensor:
+    """Score of each coordinate column (K, n) → (n,): the blocks' CP terms + offset + biases (summed in that
+    order, which for one "cp" block is the order the rating results were measured with)."""
+    total = sum(
+        cp_predict([block_columns(factors[axis], block) for axis in block.axes], coords[list(block.axes)])
+        for block in blocks
+    )
+    total = total + offset
+    for axis, bias in enumerate(biases):
+        total = total + bias.index_select(0, coords[axis])
+    return total
+
+
+def candidate_scores(
+    blocks: Sequence[Block],
+    factors: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    contexts: torch.Tensor,
+    target: int,
+    offset: float,
+) -> torch.Tensor:
+    """Scores of every entity on axis `target` for each query: (B, N_target) for `contexts` (K, B), whose row
+    `target` is ignored. One dense product per block instead of B·N gathered tuples."""
+    others = [axis for axis in range(len(factors)) if axis != target]
+    per_query = contexts.new_zeros(contexts.shape[1], dtype=factors[0].dtype) + offset
+    for axis in others:
+        per_query = per_query + biases[axis].index_select(0, contexts[axis])
+    total = per_query[:, None] + biases[target][None, :]
+    for block in blocks:
+        product = None
+        for axis in block.axes:
+            if axis == target:
+                continue
+            rows = block_columns(factors[axis], block).index_select(0, contexts[axis])
+            product = rows if product is None else product * rows
+        if product is None:
+            raise ValueError("a block needs at least one axis besides the target")
+        if target in block.axes:
+            total = total + product @ block_columns(factors[target], block).t()
+        else:
+            total = total + product.sum(1, keepdim=True)
+    return total
