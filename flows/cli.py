@@ -2,6 +2,7 @@
 
     hyperlearn run SPEC [--data-root DIR] [--allow-root DIR] [--out DIR] [--mode distributed|joint]
                     [--rank 16 --rounds 30 ...]
+    hyperlearn ingest SPEC [--data-root DIR] [--out DIR] [--memory-limit-mb 1024]
     hyperlearn demo [--out DIR] [--data DIR]
     hyperlearn schedule SPEC --cron "0 3 * * *" [--out DIR] ...
     hyperlearn datasets get movielens-100k [--dest DIR]
@@ -61,6 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
     _add_run_options(run)
     _add_training_options(run)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="check new logs: ingest alone (no training) and print the row accounting",
+        description="Read, validate, quarantine and de-duplicate every relation of SPEC, build the catalog, the "
+        "relation tensors and the graphs into a scratch run directory (fresh entity ids; nothing is published), "
+        "and print how many rows were read, accepted, quarantined and merged, with the quarantine files.",
+    )
+    ingest.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
+    ingest.add_argument("--data-root", type=Path, metavar="DIR", help="resolve the spec's data paths against DIR")
+    ingest.add_argument(
+        "--out", type=Path, metavar="DIR", help="the scratch run directory (default: a new temporary one)"
+    )
+    ingest.add_argument("--memory-limit-mb", type=int, default=1024, metavar="N",
+                        help="memory ingest plans for, beside the catalog and the tensors (default: %(default)s)")
 
     demo = commands.add_parser(
         "demo",
@@ -240,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     handlers: dict[str, Callable[[argparse.ArgumentParser, argparse.Namespace], int]] = {
         "run": _run,
+        "ingest": _ingest,
         "demo": _demo,
         "schedule": _schedule,
         "datasets": _datasets,
@@ -275,6 +292,50 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         wait=args.wait,
     )
     _print_summary(Path(published))
+    return 0
+
+
+def _ingest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Ingest and build graphs into a scratch run directory; print the accounting, warnings and files."""
+    import logging
+    import tempfile
+
+    from hyperlearn.pipeline.graph_build import build_graphs
+    from hyperlearn.pipeline.ingest import ingest
+    from hyperlearn.pipeline.spec import load_spec
+    from hyperlearn.rundir import RunDir
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="hyperlearn-ingest-"))
+    run = RunDir(out)
+    try:
+        spec = load_spec(args.spec, args.data_root)
+        report = ingest(spec, run, out / "no-catalog", memory_limit=args.memory_limit_mb * 2**20, progress=True)
+        graphs = build_graphs(spec, run)
+    except ValueError as error:  # SpecError, SourceError, IngestError
+        parser.exit(1, f"hyperlearn ingest: error: {error}\n")
+    header = ("relation", "rows read", "accepted", "quarantined", "merged", "entries", "train/valid/test", "quarantine")
+    table = [header] + [
+        (r.name, f"{r.rows_read:,}", f"{r.rows_accepted:,}", f"{r.rows_quarantined:,}", f"{r.duplicates_merged:,}",
+         f"{r.entries_total:,}", "/".join(f"{r.entries[s]:,}" for s in ("train", "validation", "test")),
+         str(out / r.quarantine_file))
+        for r in report.relations
+    ]
+    table += [("modality", "entities", "keys normalised", "graph edges", "", "", "", "")]
+    table += [
+        (m.name, f"{m.entities:,}", f"{m.keys_normalised:,}",
+         f"{graphs[m.name].edges:,}" if m.name in graphs else "-", "", "", "", "")
+        for m in report.modalities
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for relation in report.relations:
+        for source, files in relation.files.items():
+            print(f"{relation.name} ({source}): {len(files)} file(s): {', '.join(files)}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    print(f"run directory: {out}")
     return 0
 
 
@@ -402,8 +463,13 @@ def _print_table(table: Any) -> None:
 
 
 def _print_summary(published: Path) -> None:
-    """Print the metrics of a published version and where its embeddings are."""
-    metrics = json.loads((published / "metrics.json").read_text())["metrics"]
+    """Print the test metrics of a published version (the model's next to its baselines) and the training
+    summary, and where its embeddings are; the validation metrics of the best round are in its metrics.json."""
+    metrics = {
+        name: value
+        for name, value in json.loads((published / "metrics.json").read_text())["metrics"].items()
+        if not name.startswith("validation/")
+    }
     width = max(map(len, metrics))
     print("\nmetrics:")
     for name, value in sorted(metrics.items()):

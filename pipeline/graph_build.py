@@ -21,7 +21,7 @@ from hyperlearn.rundir import RunDir
 from hyperlearn.graphs import knn_graph, normalized_laplacian
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.readers import ROW_NUMBER, read_source
-from hyperlearn.pipeline.spec import DatasetSpec, FeatureSpec, ModalitySpec, PairsSpec
+from hyperlearn.pipeline.spec import DatasetSpec, FeatureSpec, KeyNormalisation, ModalitySpec, PairsSpec
 from hyperlearn.pipeline.validation import RowChecks, write_quarantine
 
 
@@ -87,13 +87,13 @@ def _build_graph(
     weights = scipy.sparse.csr_matrix((n, n), dtype=np.float64)
     quarantined, rows_read, knn_edges, pair_edges = [], 0, 0, 0
     if feature_rows is not None:
-        ids, matrix, rejected = feature_matrix(feature_rows, modality.features, catalog)
+        ids, matrix, rejected = feature_matrix(feature_rows, modality.features, catalog, modality.keys)
         knn = _on_catalog(knn_graph(matrix, modality.graph.knn.k), ids, n)
         weights, knn_edges = weights.maximum(knn), knn.nnz // 2
         quarantined.append(rejected)
         rows_read += len(feature_rows)
     if pair_rows is not None:
-        given, rejected = pair_weights(pair_rows, modality.graph.pairs, catalog)
+        given, rejected = pair_weights(pair_rows, modality.graph.pairs, catalog, modality.keys)
         weights, pair_edges = weights.maximum(given), given.nnz // 2
         quarantined.append(rejected)
         rows_read += len(pair_rows)
@@ -116,7 +116,7 @@ def _build_graph(
 
 
 def feature_matrix(
-    rows: pd.DataFrame, features: FeatureSpec, catalog: EntityCatalog
+    rows: pd.DataFrame, features: FeatureSpec, catalog: EntityCatalog, keys: KeyNormalisation = KeyNormalisation()
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Validate feature rows and encode them: (catalog ids, one feature row per id, quarantined rows).
 
@@ -127,7 +127,7 @@ def feature_matrix(
     """
     rows = rows.reset_index(drop=True)
     checks = RowChecks(rows)
-    ids = catalog.ids(checks.key(features.key))
+    ids = catalog.ids(checks.key(features.key, keys))
     checks.fail(pd.Series(ids < 0, index=rows.index), features.key, "key not in any relation")
     numeric = pd.DataFrame({column: checks.number(column) for column in features.numeric}, index=rows.index)
     _fail_repeated_keys(checks, features.key)
@@ -145,7 +145,7 @@ def feature_matrix(
 
 
 def pair_weights(
-    rows: pd.DataFrame, pairs: PairsSpec, catalog: EntityCatalog
+    rows: pd.DataFrame, pairs: PairsSpec, catalog: EntityCatalog, keys: KeyNormalisation = KeyNormalisation()
 ) -> tuple[scipy.sparse.csr_matrix, pd.DataFrame]:
     """Validate given pairs into a symmetric weight matrix over the catalog (pairs given more than once, in
     either direction, keep their largest weight) and the quarantined rows.
@@ -157,7 +157,7 @@ def pair_weights(
     checks = RowChecks(rows)
     ends = []
     for column in pairs.columns:
-        ids = catalog.ids(checks.key(column))
+        ids = catalog.ids(checks.key(column, keys))
         checks.fail(pd.Series(ids < 0, index=rows.index), column, "key not in any relation")
         ends.append(ids)
     checks.fail(pd.Series(ends[0] == ends[1], index=rows.index), pairs.columns[1], "a pair of an entity with itself")

@@ -1,34 +1,44 @@
-"""Read a data source into a Dask DataFrame of strings, one row per data row of the file, none ever dropped.
+"""Read a data source as batches of string columns, one row per physical data row, none ever dropped.
 
 Every value is read as a string so keys stay exact ("007" stays "007"); parsing numbers is validation's job.
-Each row also carries `source_file` and a 1-based `row_number` counting the data rows of the file across all
-partitions, so an error report can point at it. A row that cannot be split into the expected fields (wrong
-number of CSV fields, invalid JSON, bytes not valid in the encoding, an empty line) is kept with its reason in
-`read_error` and its text in `raw_record`, for validation to quarantine.
+Each row carries a 1-based `row_number` counting the data rows of its file, so an error report can point at it.
+A row that cannot be split into the expected fields (wrong number of CSV fields, a quote left open, invalid
+JSON, bytes not valid in the encoding, an empty line) is kept with its reason in `read_error` and its text in
+`raw_record`, for validation to quarantine.
 
-CSV/TSV and JSON lines are parsed here, block by block, because pandas' and pyarrow's CSV parsers either fail on
-a row with too many fields, skip it, or pad a row with too few, losing its position. Files are split into blocks
-at line breaks, so a quoted field holding a line break must not straddle a block boundary (raise `blocksize`
-for such files). Parquet goes through `dask.dataframe.read_parquet`.
+One physical line is one row: a quoted field may hold the separator but never a line break, so a stray `"`
+spoils its own line only and row numbers always match the file's lines. CSV/TSV is split into lines and fields
+with Arrow compute kernels over whole blocks; only lines holding a quote or undecodable bytes go through
+Python's csv module, one line at a time. JSON lines are parsed line by line with `json`. Parquet is read in
+record batches with integer keys kept as integer text. A source path may be a file, a folder (its files with
+the format's suffixes, sorted) or a glob; `source_files` lists what it names.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
-import io
+import glob
 import json
-import re
+import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dask
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from dask.bytes import read_bytes
 
-from hyperlearn.pipeline.spec import SourceSpec
+from hyperlearn.pipeline.spec import SUFFIX_FORMATS, SourceSpec
 
 SOURCE_FILE = "source_file"
 ROW_NUMBER = "row_number"
@@ -36,138 +46,486 @@ READ_ERROR = "read_error"
 RAW_RECORD = "raw_record"
 RESERVED_COLUMNS = (SOURCE_FILE, ROW_NUMBER, READ_ERROR, RAW_RECORD)
 DEFAULT_BLOCKSIZE = 64 * 2**20
+PARSE_THREADS = 2
 
-_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that failed to decode, kept by errors="surrogateescape"
 _BYTE_ORDER_MARK = "\ufeff"  # written by some tools at the start of a file; never data
-
-
-# A parser turns decoded text into (needed field values, error or None, the raw record) per data row.
-Records = Iterator[tuple[list[str | None], str | None, Any]]
-Parser = Callable[[str, list[str]], Records]
+_GLOB_CHARACTERS = frozenset("*?[")
+_ESTIMATE_SAMPLE_BYTES = 2**20
 
 
 class SourceError(ValueError):
     """A source that cannot be read as its spec says; the message names the file (and the column)."""
 
 
-def read_source(
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive rows of one file: the needed columns (string, null where absent or unreadable),
+    row_number (int64), read_error and raw_record (string, null for rows that were read); `input_bytes` is
+    about how much of the file they took (for progress bars)."""
+
+    path: str
+    rows: pa.Table
+    input_bytes: int = 0
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+
+def source_files(source: SourceSpec) -> list[Path]:
+    """The files a source names: the file itself, a folder's files with the format's suffixes, or a glob's
+    matches, sorted. Raise SourceError naming the path when it names no readable file."""
+    path = Path(source.path)
+    if _GLOB_CHARACTERS & set(str(path)):
+        files = sorted(Path(match) for match in glob.glob(str(path)) if Path(match).is_file())
+        if not files:
+            raise SourceError(f"{path}: the pattern matches no file")
+        return files
+    if path.is_dir():
+        suffixes = {suffix for suffix, format_ in SUFFIX_FORMATS.items() if format_ == source.format}
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise SourceError(f"{path}: is a directory holding no {source.format} file ({', '.join(sorted(suffixes))})")
+        return files
+    if not path.exists():
+        raise SourceError(f"{path}: file not found")
+    if not path.is_file():
+        raise SourceError(f"{path}: is not a regular file")
+    return [path]
+
+
+def read_batches(
     source: SourceSpec, columns_needed: Sequence[str], blocksize: int = DEFAULT_BLOCKSIZE
-) -> dd.DataFrame:
-    """The needed columns of `source` as strings (missing: NaN), plus source_file, row_number, read_error and
-    raw_record. Raise SourceError when a needed column is not in the file."""
+) -> Iterator[Batch]:
+    """The needed columns of every file of `source`, batch by batch (about `blocksize` bytes of input each),
+    in file order. Raise SourceError when a file lacks a needed column or is not in the source's format."""
     columns = list(dict.fromkeys(columns_needed))
     for column in columns:
         if column in RESERVED_COLUMNS:
             raise SourceError(f"{source.path}: column name {column!r} is reserved by the reader; rename it")
+    for path in source_files(source):
+        yield from read_file(source, path, columns, blocksize)
+
+
+def read_file(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
+    """The batches of one file of `source` (see read_batches)."""
+    if source.format == "parquet":
+        yield from _parquet_batches(path, columns, blocksize)
+        return
+    fields = None
     if source.format in ("csv", "tsv"):
-        frame = _read_delimited(source, columns, blocksize)
-    elif source.format == "jsonl":
-        frame = _read_blocks(source, columns, blocksize, _parse_jsonl)
-    else:
-        frame = _read_parquet(source, columns)
-    return frame.assign(**{ROW_NUMBER: frame[ROW_NUMBER].cumsum()})  # per-row ones → global 1-based count
+        fields = source.names
+        if source.header:
+            header = _header(path, source)
+            fields = fields if fields is not None else header
+        _check_columns(path, columns, fields)
+    row = 0
+    parse = functools.partial(_parse_block, source=source, columns=columns, fields=fields)
+    for rows, size in _ordered_map(parse, _utf8_blocks(path, source, blocksize)):
+        numbers = pa.array(np.arange(row + 1, row + 1 + len(rows), dtype=np.int64))
+        row += len(rows)
+        rows = rows.append_column(ROW_NUMBER, numbers)
+        yield Batch(str(path), rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD]), size)
+    if source.format in ("csv", "tsv") and source.header and row == 0:
+        raise SourceError(f"{path}: has a header row but no data rows")
 
 
-def _read_delimited(source: SourceSpec, columns: list[str], blocksize: int) -> dd.DataFrame:
-    fields = source.names if source.names is not None else _header(source)
-    for column in columns:
-        if column not in fields:
-            raise SourceError(f"{source.path}: column {column!r} not found; the columns are {list(fields)}")
-        if fields.count(column) > 1:
-            raise SourceError(f"{source.path}: column {column!r} appears {fields.count(column)} times in the header")
-    parse = functools.partial(_parse_delimited, fields=tuple(fields), delimiter=source.delimiter)
-    return _read_blocks(source, columns, blocksize, parse, skip_header=source.header)
+def estimated_rows(source: SourceSpec, paths: Sequence[Path]) -> int:
+    """About how many rows the files of a source hold, to plan memory before reading: Parquet says; for text,
+    the lines of each file's first MiB tell the bytes per line (with a quarter more for safety)."""
+    if source.format == "parquet":
+        return sum(_parquet_file(path).metadata.num_rows for path in paths)
+    rows = 0
+    for path in paths:
+        with open(path, "rb") as handle:
+            sample = handle.read(_ESTIMATE_SAMPLE_BYTES)
+        per_line = len(sample) / max(1, sample.count(b"\n"))
+        rows += math.ceil(1.25 * Path(path).stat().st_size / max(per_line, 1.0))
+    return rows
 
 
-def _header(source: SourceSpec) -> tuple[str, ...]:
-    """The column names in the first row of a delimited file."""
-    with open(source.path, encoding=source.encoding, errors="surrogateescape", newline="") as handle:
-        header = next(csv.reader(handle, delimiter=source.delimiter), None)
-    if not header:
-        raise SourceError(f"{source.path}: empty first row, expected a header (or set header: false and names)")
-    header[0] = header[0].removeprefix(_BYTE_ORDER_MARK)
-    if any(_UNDECODABLE.search(name) for name in header):
-        raise SourceError(f"{source.path}: the header row has bytes not valid in encoding {source.encoding}")
-    return tuple(header)
-
-
-def _read_blocks(
-    source: SourceSpec, columns: list[str], blocksize: int, parse: Parser, skip_header: bool = False
+def read_source(
+    source: SourceSpec, columns_needed: Sequence[str], blocksize: int = DEFAULT_BLOCKSIZE
 ) -> dd.DataFrame:
-    """Parse a text file block by block (blocks end at line breaks), one partition per block."""
-    splittable = "\n".encode(source.encoding) == b"\n"  # not for UTF-16/32: b"\n" is not a line break there
-    _, (blocks,) = read_bytes(
-        str(source.path), delimiter=b"\n", blocksize=blocksize if splittable else None, sample=False
-    )
-    meta = _frame({column: [] for column in columns}, [], [], str(source.path))
-    if not blocks:
-        return dd.from_pandas(meta, npartitions=1)
-    parts = [
-        dask.delayed(_parse_block)(
-            block, parse, columns, str(source.path), source.encoding, first=index == 0, skip_header=skip_header
-        )
-        for index, block in enumerate(blocks)
-    ]
+    """The needed columns of `source` as a Dask DataFrame of strings (missing: NaN), one partition per file,
+    plus source_file, row_number, read_error and raw_record. Raise SourceError when a needed column is missing."""
+    columns = list(dict.fromkeys(columns_needed))
+    files = source_files(source)
+    if source.format == "parquet":
+        for path in files:
+            _check_columns(path, columns, _parquet_file(path).schema_arrow.names)
+    meta = batch_frame(Batch("", _empty_rows(columns)))
+    parts = [dask.delayed(_file_frame)(source, path, columns, blocksize) for path in files]
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
 
-def _parse_block(
-    block: bytes, parse: Parser, columns: list[str], path: str, encoding: str, first: bool, skip_header: bool
-) -> pd.DataFrame:
-    """One block as the reader's frame: decode, split into records, keep failed records with their reason."""
+def _file_frame(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> pd.DataFrame:
+    frames = [batch_frame(batch) for batch in read_file(source, path, columns, blocksize)]
+    return pd.concat(frames, ignore_index=True) if frames else batch_frame(Batch(str(path), _empty_rows(columns)))
+
+
+def batch_frame(batch: Batch) -> pd.DataFrame:
+    """A batch as a pandas frame of str columns (missing: NaN) with its source_file column."""
+    frame = pd.DataFrame(
+        {
+            name: pd.Series(
+                batch.rows.column(name).to_numpy(zero_copy_only=False), dtype="int64" if name == ROW_NUMBER else "str"
+            )
+            for name in batch.rows.column_names
+        }
+    )
+    frame.insert(len(frame.columns) - 3, SOURCE_FILE, pd.Series([batch.path] * len(frame), dtype="str"))
+    return frame
+
+
+def _empty_rows(columns: list[str]) -> pa.Table:
+    table = _rows_table({column: pa.array([], pa.string()) for column in columns}, {}, {}, 0)
+    table = table.append_column(ROW_NUMBER, pa.array([], pa.int64()))
+    return table.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD])
+
+
+def _rows_table(values: dict[str, pa.Array], errors: dict[int, str], raws: dict[int, str], rows: int) -> pa.Table:
+    """The reader's columns of `rows` rows; `errors` and `raws` hold the failed rows' texts by position."""
+    return pa.table({**values, READ_ERROR: _sparse_strings(errors, rows), RAW_RECORD: _sparse_strings(raws, rows)})
+
+
+def _sparse_strings(texts: dict[int, str], rows: int) -> pa.Array:
+    """A string array of `rows` rows, null except at the positions in `texts`."""
+    if not texts:
+        return pa.nulls(rows, pa.string())
+    index = np.zeros(rows, dtype=np.int64)
+    missing = np.ones(rows, dtype=bool)
+    index[list(texts)] = np.arange(len(texts))
+    missing[list(texts)] = False
+    return pa.array(list(texts.values()), pa.string()).take(pa.array(index, mask=missing))
+
+
+def _check_columns(path: Path, columns: list[str], fields: Sequence[str]) -> None:
+    fields = list(fields)
+    for column in columns:
+        if column not in fields:
+            raise SourceError(f"{path}: column {column!r} not found; the columns are {fields}")
+        if fields.count(column) > 1:
+            raise SourceError(f"{path}: column {column!r} appears {fields.count(column)} times in the header")
+
+
+# --- text files: lines --------------------------------------------------------------------------------------
+
+
+def _header(path: Path, source: SourceSpec) -> tuple[str, ...]:
+    """The column names in the first row of a delimited file."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
     try:
-        text, check_bytes = block.decode(encoding), False
+        text = first.decode(source.encoding).removeprefix(_BYTE_ORDER_MARK).rstrip("\r\n")
     except UnicodeDecodeError:
-        text, check_bytes = block.decode(encoding, errors="surrogateescape"), True
-    if first:
-        text = text.removeprefix(_BYTE_ORDER_MARK)
+        raise SourceError(f"{path}: the header row has bytes not valid in encoding {source.encoding}") from None
+    header = next(csv.reader([text], delimiter=source.delimiter), None)
+    if not header:
+        raise SourceError(f"{path}: empty first row, expected a header (or set header: false and names)")
+    return tuple(header)
+
+
+@dataclass(frozen=True)
+class Lines:
+    """A block of whole lines: the block's bytes (undecodable lines and lines with a stray carriage return
+    blanked with spaces), each line's text (a zero-copy view of the block, line break included), each line's
+    length without its line break, and the blanked lines' reasons and bytes."""
+
+    block: bytes
+    text: pa.Array
+    lengths: np.ndarray
+    blanked: dict[int, tuple[str, bytes]]
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+
+def _ordered_map(function: Callable[[Any], Any], items: Iterator[Any]) -> Iterator[Any]:
+    """`function` over `items` on PARSE_THREADS threads (Arrow and NumPy release the GIL), results in order,
+    at most one item per thread ahead of the consumer so memory stays bounded."""
+    with ThreadPoolExecutor(PARSE_THREADS) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > PARSE_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _parse_block(
+    block: bytes, source: SourceSpec, columns: list[str], fields: Sequence[str] | None
+) -> tuple[pa.Table, int]:
+    """One UTF-8 block of whole lines as the reader's columns (without row numbers) and its size in bytes."""
+    lines = _split_lines(block, source.encoding)
+    if source.format == "jsonl":
+        rows = _jsonl_rows(lines, columns)
+    else:
+        rows = _delimited_rows(lines, columns, fields, source.delimiter)
+    return _mark_blanked(rows, lines, columns, None if source.format == "jsonl" else source.delimiter), len(block)
+
+
+def _utf8_blocks(path: Path, source: SourceSpec, blocksize: int) -> Iterator[bytes]:
+    """The data lines of a text file as UTF-8, in blocks of whole lines (about `blocksize` bytes each)."""
+    skip_header = source.header and source.format in ("csv", "tsv")
+    if "\n".encode(source.encoding) != b"\n":  # UTF-16/32: b"\n" is no line break there; read whole
+        text = Path(path).read_bytes().decode(source.encoding, errors="surrogateescape").removeprefix(_BYTE_ORDER_MARK)
         if skip_header:
             text = text.partition("\n")[2]
-    values: dict[str, list] = {column: [] for column in columns}
-    errors: list[str | None] = []
-    raws: list[str | None] = []
-    for record, error, raw in parse(text, columns):
-        if error is None and check_bytes and any(_UNDECODABLE.search(v) for v in record if v is not None):
-            error = f"bytes not valid in encoding {encoding}"
-        for column, value in zip(columns, record if error is None else [None] * len(columns)):
-            values[column].append(value)
-        errors.append(error)
-        # ASCII escapes keep undecodable bytes (lone surrogates) writable; otherwise keep the text readable.
-        raws.append(None if error is None else json.dumps(raw, ensure_ascii=check_bytes))
-    return _frame(values, errors, raws, path)
+        if text:
+            yield text.encode("utf-8", errors="surrogateescape")
+        return
+    utf8 = codecs.lookup(source.encoding).name in ("utf-8", "ascii")
+    for block in _byte_blocks(path, blocksize, skip_header):
+        yield block if utf8 else _to_utf8(block, source.encoding)
 
 
-def _parse_delimited(text: str, columns: list[str], fields: tuple[str, ...], delimiter: str) -> Records:
-    """CSV/TSV text as records of the needed fields; a record with the wrong number of fields is an error."""
-    positions = [fields.index(column) for column in columns]
-    for record in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
-        if len(record) == len(fields):
-            yield [record[i] for i in positions], None, record
-        elif not record:
-            yield [], "empty line", record
-        else:
-            yield [], f"expected {len(fields)} fields, got {len(record)}", record
+def _byte_blocks(path: Path, blocksize: int, skip_header: bool) -> Iterator[bytes]:
+    """The file's bytes in blocks of whole lines (about `blocksize` each), without a byte order mark or header."""
+    with open(path, "rb") as handle:
+        if handle.read(3) != _BYTE_ORDER_MARK.encode():
+            handle.seek(0)
+        if skip_header:
+            handle.readline()
+        while block := handle.read(blocksize):
+            if not block.endswith(b"\n"):
+                block += handle.readline()
+            yield block
 
 
-def _parse_jsonl(text: str, columns: list[str]) -> Records:
-    """JSON-lines text as records of the needed fields (absent: None); a line that is no JSON object is an error."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for line in lines:
-        line = line.removesuffix("\r")
-        if not line.strip():
-            yield [], "empty line", line
-            continue
+def _to_utf8(block: bytes, encoding: str) -> bytes:
+    """A block in another ASCII-compatible encoding as UTF-8; undecodable bytes stay invalid UTF-8."""
+    return block.decode(encoding, errors="surrogateescape").encode("utf-8", errors="surrogateescape")
+
+
+def _split_lines(block: bytes, encoding: str) -> Lines:
+    """One UTF-8 block of whole lines as Lines: zero-copy offsets over the block."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    breaks = np.flatnonzero(data == 10)
+    ends = breaks if block.endswith(b"\n") else np.append(breaks, len(block))
+    starts = np.concatenate(([0], breaks + 1))[: len(ends)]
+    ends = ends - ((ends > starts) & (data[np.maximum(ends - 1, 0)] == 13))  # a CR before the LF is no data
+    blanked = _blanked_lines(block, data, starts, ends, encoding)
+    if blanked:
+        writable = data.copy()
+        for position in blanked:
+            writable[starts[position] : ends[position]] = 32
+        block, data = writable.tobytes(), writable
+    offsets = np.append(starts, len(block)).astype(np.int64)
+    text = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(block))
+    return Lines(block, text, ends - starts, blanked)
+
+
+def _blanked_lines(
+    block: bytes, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, encoding: str
+) -> dict[int, tuple[str, bytes]]:
+    """The lines of `block` that cannot be parsed as text, by position: (reason, bytes). Those are lines
+    holding a carriage return that does not end them and, when the block is not valid UTF-8, the lines that
+    are not (only lines with bytes above 127 are checked)."""
+    suspects = np.flatnonzero(data == 13) if block.find(b"\r") >= 0 else np.empty(0, dtype=np.int64)
+    suspects = suspects[~np.isin(suspects, ends)]  # a CR right before the line break ends the line
+    undecodable = False
+    if not block.isascii():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield [], f"invalid JSON: {error.msg} at column {error.colno}", line
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable = True
+            suspects = np.concatenate((suspects, np.flatnonzero(data >= 128)))
+    if not len(suspects):
+        return {}
+    blanked = {}
+    for line in np.unique(np.searchsorted(starts, suspects, side="right") - 1).tolist():
+        text = block[starts[line] : ends[line]]
+        if b"\r" in text:
+            blanked[line] = ("carriage return inside the line", text)
             continue
-        if not isinstance(row, dict):
-            yield [], f"expected a JSON object, got {type(row).__name__}", line
+        if undecodable:
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError:
+                blanked[line] = (f"bytes not valid in encoding {encoding}", text)
+    return blanked
+
+
+def _mark_blanked(rows: pa.Table, lines: Lines, columns: list[str], delimiter: str | None) -> pa.Table:
+    """`rows` with the blanked lines as read errors; their raw record keeps undecodable bytes as ASCII escapes."""
+    if not lines.blanked:
+        return rows
+    failed = np.zeros(len(rows), dtype=bool)
+    failed[list(lines.blanked)] = True
+    errors = _dense_strings(rows.column(READ_ERROR))
+    raws = _dense_strings(rows.column(RAW_RECORD))
+    for position, (reason, raw) in lines.blanked.items():
+        text = raw.decode("utf-8", errors="surrogateescape")
+        errors[position] = reason
+        raws[position] = json.dumps(_fields_of(text, delimiter) if delimiter else text, ensure_ascii=True)
+    mask = pa.array(failed)
+    values = {column: pc.if_else(mask, pa.scalar(None, pa.string()), rows.column(column)) for column in columns}
+    return _rows_table(values, errors, raws, len(rows))
+
+
+def _dense_strings(array: pa.ChunkedArray) -> dict[int, str]:
+    """The non-null values of a string column by position (the inverse of _sparse_strings)."""
+    present = np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))
+    return dict(zip(present.tolist(), array.take(pa.array(present)).to_pylist()))
+
+
+# --- CSV / TSV ------------------------------------------------------------------------------------------------
+
+
+def _delimited_rows(lines: Lines, columns: list[str], fields: Sequence[str], delimiter: str) -> pa.Table:
+    """Lines of a delimited file as the needed fields; a row with the wrong number of fields, an open quote
+    or nothing on it is an error.
+
+    Arrow's CSV parser reads the block with quoting off, so that each non-empty line is one record whose
+    number maps back to its line; the lines holding a quote are then parsed again one by one by the csv
+    module, with quoting on."""
+    width = len(fields)
+    nonempty = np.flatnonzero(lines.lengths > 0)
+    skipped: list[tuple[int, int]] = []
+    table = _arrow_csv(lines.block, columns, fields, delimiter, skipped)
+    parsed = np.zeros(len(lines), dtype=bool)
+    parsed[nonempty] = True
+    errors: dict[int, str] = {int(p): "empty line" for p in np.flatnonzero(lines.lengths == 0)}
+    raws: dict[int, str] = {}
+    for number, count in skipped:
+        position = int(nonempty[number - 1])
+        parsed[position] = False
+        errors[position] = f"expected {width} fields, got {count}"
+        raws[position] = json.dumps(_fields_of(_line(lines.text, position), delimiter), ensure_ascii=False)
+    if table.num_rows != int(parsed.sum()):
+        raise SourceError(f"Arrow read {table.num_rows} records where {int(parsed.sum())} lines have {width} fields")
+    values = {column: table.column(column) for column in columns}
+    if not parsed.all():
+        index = pa.array(np.cumsum(parsed) - 1, mask=~parsed)
+        values = {column: array.take(index) for column, array in values.items()}
+    quoted = _quoted_lines(lines)
+    if len(quoted):
+        values = _quoted_rows(lines.text, quoted, values, errors, raws, width, fields, columns, delimiter)
+    if errors:
+        failed = np.zeros(len(lines), dtype=bool)
+        failed[list(errors)] = True
+        mask = pa.array(failed)
+        values = {column: pc.if_else(mask, pa.scalar(None, pa.string()), array) for column, array in values.items()}
+    return _rows_table(values, errors, raws, len(lines))
+
+
+def _quoted_lines(lines: Lines) -> np.ndarray:
+    """Positions of the lines holding a double quote."""
+    if lines.block.find(b'"') < 0:
+        return np.empty(0, dtype=np.int64)
+    quotes = np.flatnonzero(np.frombuffer(lines.block, dtype=np.uint8) == 34)
+    offsets = np.frombuffer(lines.text.buffers()[1], dtype=np.int64)[: len(lines) + 1]
+    return np.unique(np.searchsorted(offsets, quotes, side="right") - 1)
+
+
+def _arrow_csv(
+    block: bytes, columns: list[str], fields: Sequence[str], delimiter: str, skipped: list[tuple[int, int]]
+) -> pa.Table:
+    """The needed columns of the records of `block` that have the right number of fields, as strings; the
+    others are appended to `skipped` as (number among the non-empty lines, fields found)."""
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        skipped.append((row.number, row.actual_columns))
+        return "skip"
+
+    return pacsv.read_csv(
+        pa.BufferReader(block),
+        read_options=pacsv.ReadOptions(column_names=list(fields), use_threads=False, block_size=16 * 2**20),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter,
+            quote_char=False,
+            newlines_in_values=False,
+            ignore_empty_lines=True,
+            invalid_row_handler=skip,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={column: pa.string() for column in columns},
+            include_columns=columns,
+            strings_can_be_null=False,
+        ),
+    )
+
+
+def _quoted_rows(
+    text: pa.Array,
+    quoted: np.ndarray,
+    values: dict[str, pa.Array],
+    errors: dict[int, str],
+    raws: dict[int, str],
+    width: int,
+    fields: Sequence[str],
+    columns: list[str],
+    delimiter: str,
+) -> dict[str, pa.Array]:
+    """Parse the lines at `quoted` one by one with the csv module (strict quoting), setting or clearing their
+    errors and raw records; return the needed columns with those lines' values."""
+    positions = [list(fields).index(column) for column in columns]
+    result = {column: values[column].to_numpy(zero_copy_only=False).astype(object) for column in columns}
+    for position in quoted.tolist():
+        line = _line(text, position)
+        errors.pop(position, None)
+        raws.pop(position, None)
+        try:
+            record = next(csv.reader([line], delimiter=delimiter, strict=True), [])
+        except csv.Error as error:
+            errors[position] = f"malformed quoting: {error}"
+            raws[position] = json.dumps(line, ensure_ascii=False)
             continue
-        yield [_json_text(row.get(column)) for column in columns], None, row
+        if len(record) != width:
+            errors[position] = f"expected {width} fields, got {len(record)}"
+            raws[position] = json.dumps(record, ensure_ascii=False)
+            continue
+        for column, p in zip(columns, positions):
+            result[column][position] = record[p]
+    return {column: pa.array(column_values, pa.string()) for column, column_values in result.items()}
+
+
+def _line(text: pa.Array, position: int) -> str:
+    """One line of a Lines text without its line break."""
+    return text[position].as_py().rstrip("\r\n")
+
+
+def _fields_of(line: str, delimiter: str) -> list[str] | str:
+    """A line's fields as the csv module splits them (quoting lenient), or the line itself when it cannot."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return line
+
+
+# --- JSON lines -----------------------------------------------------------------------------------------------
+
+
+def _jsonl_rows(lines: Lines, columns: list[str]) -> pa.Table:
+    """JSON lines as the needed fields (absent: null); a line that is no JSON object is an error."""
+    values: dict[str, list] = {column: [] for column in columns}
+    errors: dict[int, str] = {}
+    raws: dict[int, str] = {}
+    for position, line in enumerate(lines.text.to_pylist()):
+        line = line.rstrip("\r\n")
+        record, error = _json_record(line, columns)
+        for column, value in zip(columns, record):
+            values[column].append(value)
+        if error is not None:
+            errors[position] = error
+            raws[position] = json.dumps(line, ensure_ascii=False)
+    return _rows_table({column: pa.array(v, pa.string()) for column, v in values.items()}, errors, raws, len(lines))
+
+
+def _json_record(line: str, columns: list[str]) -> tuple[list[str | None], str | None]:
+    nothing = [None] * len(columns)
+    if not line.strip():
+        return nothing, "empty line"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        return nothing, f"invalid JSON: {error.msg} at column {error.colno}"
+    except RecursionError:
+        return nothing, "invalid JSON: nested too deeply"
+    if not isinstance(row, dict):
+        return nothing, f"expected a JSON object, got {type(row).__name__}"
+    return [_json_text(row.get(column)) for column in columns], None
 
 
 def _json_text(value: Any) -> str | None:
@@ -177,27 +535,36 @@ def _json_text(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def _frame(values: dict[str, list], errors: list, raws: list, path: str) -> pd.DataFrame:
-    """A parsed block as the reader's frame; row_number holds ones until read_source sums them up."""
-    frame = pd.DataFrame({column: pd.Series(column_values, dtype="str") for column, column_values in values.items()})
-    frame[SOURCE_FILE] = pd.Series([path] * len(errors), dtype="str")
-    frame[ROW_NUMBER] = pd.Series(1, index=range(len(errors)), dtype="int64")
-    frame[READ_ERROR] = pd.Series(errors, dtype="str")
-    frame[RAW_RECORD] = pd.Series(raws, dtype="str")
-    return frame
+# --- Parquet ----------------------------------------------------------------------------------------------------
 
 
-def _read_parquet(source: SourceSpec, columns: list[str]) -> dd.DataFrame:
-    available = pq.read_schema(source.path).names
-    for column in columns:
-        if column not in available:
-            raise SourceError(f"{source.path}: column {column!r} not found; the columns are {available}")
-    frame = dd.read_parquet(str(source.path), columns=columns)
-    meta = _frame({column: [] for column in columns}, [], [], str(source.path))
-    return frame.map_partitions(_parquet_strings, str(source.path), meta=meta)
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SourceError(f"{path}: not a Parquet file ({error})") from None
 
 
-def _parquet_strings(part: pd.DataFrame, path: str) -> pd.DataFrame:
-    """A Parquet partition with every column as text (nulls stay missing) and the reader's extra columns."""
-    values = {column: part[column].astype("str").where(part[column].notna()).tolist() for column in part.columns}
-    return _frame(values, [None] * len(part), [None] * len(part), path)
+def _parquet_batches(path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
+    """A Parquet file in record batches, every column as text (integers as integer text, nulls missing)."""
+    parquet = _parquet_file(path)
+    _check_columns(path, columns, parquet.schema_arrow.names)
+    rows_per_batch = max(1, blocksize // 64)
+    bytes_per_row = Path(path).stat().st_size / max(1, parquet.metadata.num_rows)
+    row = 0
+    for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns):
+        values = {column: _as_text(batch.column(column), path, column) for column in columns}
+        rows = _rows_table(values, {}, {}, batch.num_rows)
+        rows = rows.append_column(ROW_NUMBER, pa.array(np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)))
+        row += batch.num_rows
+        rows = rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD])
+        yield Batch(str(path), rows, round(bytes_per_row * batch.num_rows))
+
+
+def _as_text(array: pa.Array, path: Path, column: str) -> pa.Array:
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    try:
+        return array.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise SourceError(f"{path}: column {column!r} of type {array.type} cannot be read as text: {error}") from None

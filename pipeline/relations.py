@@ -1,4 +1,4 @@
-"""Relation tensors: de-duplicated entries mapped through the catalog into sparse tensors, one per split.
+"""Relation tensors' splits and meaning: which split each entry goes to, and the meta its tensor carries.
 
 Splits are drawn per entry from a seeded hash of its key tuple rather than from a shuffled order: an entry
 lands in the same split whatever else the data holds, so when a later run adds rows, earlier test entries stay
@@ -9,15 +9,14 @@ never cut across splits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from hyperlearn.rundir import SPLITS, Entries, RelationMeta
-from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.spec import RelationSpec, SplitSpec
-from hyperlearn.pipeline.validation import VALUE, key_column
+from hyperlearn.pipeline.validation import key_column
+from hyperlearn.rundir import RelationMeta
 
 
 def assign_splits(
@@ -46,58 +45,32 @@ def split_axes(relation: RelationSpec, split: SplitSpec) -> tuple[int, ...]:
     return tuple(relation.axis(name) for name in split.group_by)
 
 
-def build_relation(
-    relation: RelationSpec,
-    entries: Mapping[str, pd.DataFrame],
-    catalogs: Mapping[str, EntityCatalog],
-    split: SplitSpec,
-) -> tuple[dict[str, Entries], RelationMeta]:
-    """One sparse tensor per split and the relation's meta (axes, structure, negatives and evaluation from the
-    spec), split by the relation's own split settings when it has them, else by `split`.
-
-    `entries` maps each source of the relation ("all", or "train" with optional "validation" and "test") to its
-    de-duplicated entries (key_0 … key_{K-1}, value); every key must already be in its modality's catalog. All
-    splits have the shape of the current catalogs; value_min / value_max are the range of the train values.
-    """
+def split_labels(
+    relation: RelationSpec, keys: pd.DataFrame, source: str, split: SplitSpec, carve_validation: bool
+) -> np.ndarray:
+    """The split of each of a relation's entries (key columns key_0 … key_{K-1}) read from `source`: by the
+    relation's own split settings when it has them, else by the dataset's `split`; `carve_validation` when the
+    relation has no validation source."""
     split = relation.split or split
-    key_axes = split_axes(relation, split)
-    carve = "validation" not in entries
-    labelled = pd.concat(
-        [frame.assign(split=assign_splits(frame, source, split, key_axes, carve)) for source, frame in entries.items()],
-        ignore_index=True,
-    )
-    coords = np.stack(
-        [catalogs[name].ids(labelled[key_column(axis)]) for axis, name in enumerate(relation.modalities)]
-    )
-    if (coords < 0).any():
-        axis = int(np.nonzero((coords < 0).any(axis=1))[0][0])
-        modality = relation.modalities[axis]
-        raise ValueError(f"relation {relation.name!r}: keys of modality {modality!r} not in its catalog")
-    shape = tuple(len(catalogs[name]) for name in relation.modalities)
-    values = labelled[VALUE].to_numpy(dtype=np.float32)
-    labels = labelled["split"].to_numpy()
-    tensors = {name: _entries(coords[:, labels == name], values[labels == name], shape) for name in SPLITS}
-    train = tensors["train"].values
-    meta = RelationMeta(
+    return assign_splits(keys, source, split, split_axes(relation, split), carve_validation)
+
+
+def relation_meta(relation: RelationSpec, shape: tuple[int, ...], train_values: np.ndarray) -> RelationMeta:
+    """What the relation's tensor means (axes, structure, negatives and evaluation from the spec), with the range
+    of its training values."""
+    return RelationMeta(
         name=relation.name,
         modalities=relation.modalities,
         shape=shape,
         loss=relation.loss,
         weight=relation.weight,
-        value_min=float(train.min()) if train.size else None,
-        value_max=float(train.max()) if train.size else None,
+        value_min=float(train_values.min()) if train_values.size else None,
+        value_max=float(train_values.max()) if train_values.size else None,
         axes=relation.axes,
         structure=relation.structure,
         negatives=relation.negatives,
         evaluation=relation.evaluation,
     )
-    return tensors, meta
-
-
-def _entries(coords: np.ndarray, values: np.ndarray, shape: tuple[int, ...]) -> Entries:
-    """Entries with coordinates in lexicographic order; explicit zeros are kept (they are observations)."""
-    order = np.lexsort(coords[::-1])
-    return Entries(coords[:, order], values[order], shape)
 
 
 def _uniform(keys: pd.DataFrame, seed: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import glob
 import hashlib
 import json
 from collections import Counter
@@ -590,6 +591,11 @@ def _tuple(values: Iterable[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(values)
 
 
+def _is_pattern(path: Path) -> bool:
+    """Whether a source path is a glob pattern (several files) rather than one file or folder."""
+    return any(character in str(path) for character in "*?[")
+
+
 @dataclass(frozen=True)
 class _Paths:
     """Where data paths resolve (`base`) and the folders they may lie under (`roots`)."""
@@ -610,9 +616,10 @@ class _Paths:
         else:
             raise _Invalid((*loc, "format"), f"cannot infer the format of {path.name!r} from its suffix; "
                            f"set format: {' | '.join(get_args(Format))}")
-        if path.is_dir():
-            raise _Invalid((*loc, "path"), f"{path} is a directory, expected a file")
-        if not path.is_file():
+        if _is_pattern(path):
+            if not glob.glob(str(path)):
+                raise _Invalid((*loc, "path"), f"no file matches {path}")
+        elif not (path.is_file() or path.is_dir()):  # a folder: every file of the format in it
             raise _Invalid((*loc, "path"), f"file not found: {path}")
         if format_ not in DEFAULT_SEPARATORS:
             for key in ("sep", "header", "names"):

@@ -261,3 +261,36 @@ def test_scoring_mistakes_fail_in_one_line(tiny_version, arguments, message, cap
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
+
+
+def test_ingest_prints_the_accounting_into_a_scratch_run(tmp_path, capsys):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.csv").write_text("user,item,rating\nu1,i1,4\nu2,i1,x\nu2,i2,3\nu1,i1,5\n")
+    spec = {
+        "name": "check",
+        "modalities": [{"name": "user"}, {"name": "item"}],
+        "relations": [{"name": "rating", "modalities": {"user": "user", "item": "item"}, "value": "rating",
+                       "source": {"path": "logs/*.csv"}}],
+    }
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))  # JSON is YAML
+
+    assert main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:6] == ["rating", "4", "3", "1", "1", "2"]  # read, accepted, quarantined, merged, entries
+    assert any(line.startswith("rating (all): 1 file(s):") and line.endswith("a.csv") for line in lines)
+    assert (tmp_path / "scratch" / "quarantine" / "rating.parquet").exists()
+
+
+def test_ingest_names_a_broken_source(tmp_path, capsys):
+    (tmp_path / "ratings.parquet").write_text("user,item\n")
+    spec = {
+        "name": "check",
+        "modalities": [{"name": "user"}, {"name": "item"}],
+        "relations": [{"name": "rating", "modalities": {"user": "user", "item": "item"}, "source": {"path": "ratings.parquet"}}],
+    }
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    with pytest.raises(SystemExit) as stop:
+        main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")])
+    assert stop.value.code == 1
+    assert "ratings.parquet: not a Parquet file" in capsys.readouterr().err

@@ -1,7 +1,11 @@
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hyperlearn.pipeline.catalog import EntityCatalog
@@ -115,3 +119,134 @@ def test_same_result_on_a_distributed_client(demo_document, write_spec, tmp_path
         distributed = ingest(spec, RunDir(tmp_path / "distributed"), tmp_path / "catalog")
     local = ingest(spec, RunDir(tmp_path / "local"), tmp_path / "catalog")
     assert distributed.to_dict() == local.to_dict()
+
+
+def _ingest_ratings(write, write_spec, tmp_path, demo_document, text: str, **relation_changes):
+    """Ingest the demo spec with ratings.csv replaced by `text`; the report, its accounting checked."""
+    write("ratings.csv", text)
+    demo_document["relations"][0] |= relation_changes
+    report = ingest(load_spec(write_spec(demo_document)), RunDir(tmp_path / "run"), tmp_path / "catalog")
+    _check_accounting(report)
+    return report
+
+
+def _quarantined(tmp_path) -> list[list]:
+    frame = pd.read_parquet(tmp_path / "run" / "quarantine" / "rating.parquet")
+    return frame[["row_number", "field", "reason"]].values.tolist()
+
+
+HEADER = "user_id,item_id,rating,timestamp\n"
+
+
+def test_values_beyond_float32_and_huge_keys_are_quarantined(demo_document, write_spec, write, tmp_path):
+    text = HEADER + "u1,i1,1e39,1\nu2,i2,3,2\n" + "u" * 131_073 + ",i3,4,3\nu3,i3,-3.4e38,4\n"
+    report = _ingest_ratings(write, write_spec, tmp_path, demo_document, text)
+    assert _quarantined(tmp_path) == [
+        [1, "rating", "beyond the float32 range: '1e39'"],
+        [3, "user_id", "key longer than 131,072 characters"],
+    ]
+    assert report.relations[0].rows_accepted == 2
+    tensors = [RunDir(tmp_path / "run").read_relation_split("rating", s) for s in ("train", "validation", "test")]
+    assert all(np.isfinite(t.values).all() for t in tensors)
+
+
+def test_a_stray_quote_quarantines_its_line_and_the_rest_is_read(demo_document, write_spec, write, tmp_path):
+    rows = "".join(f"u{i},i{i},3,{i}\n" for i in range(50))
+    report = _ingest_ratings(write, write_spec, tmp_path, demo_document, HEADER + 'u0,"i0,3,1\n' + rows)
+    assert _quarantined(tmp_path) == [[1, "(row)", "malformed quoting: unexpected end of data"]]
+    assert report.relations[0].rows_accepted == 50
+
+
+def test_keys_differing_only_in_form_are_one_entity_and_counted(demo_document, write_spec, write, tmp_path):
+    text = HEADER + "u1,i1,1,1\n u1 ,i2,2,2\nu1\x00,i3,3,3\nu\u00e9,i1,4,4\nue\u0301,i2,5,5\n"
+    report = _ingest_ratings(write, write_spec, tmp_path, demo_document, text)
+    users = {m.name: m for m in report.modalities}["user"]
+    assert users.entities == 2 and users.keys_normalised == 3  # " u1 ", "u1\x00", "ue\u0301"
+    assert EntityCatalog.load(tmp_path / "run" / "catalog", "user").keys.tolist() == ["u1", "u\u00e9"]
+
+
+def test_single_entity_and_fully_merged_relations_are_warned_about(demo_document, write_spec, write, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hyperlearn.pipeline.ingest"):
+        report = _ingest_ratings(write, write_spec, tmp_path, demo_document, HEADER + "u1,i1,1,1\nu1,i1,2,2\nu1,i1,3,3\n")
+    assert report.warnings == (
+        "relation 'rating': all 3 accepted rows merged into one entry",
+        "modality 'user' has a single entity: 'u1'",
+        "modality 'item' has a single entity: 'i1'",
+    )
+    assert [record.getMessage() for record in caplog.records] == list(report.warnings)
+    assert report.to_dict()["warnings"] == list(report.warnings)
+
+
+def test_parquet_integer_keys_with_a_null(demo_document, write_spec, tmp_path):
+    table = pa.table(
+        {
+            "user_id": pa.array([1, None, 3], pa.int64()),
+            "item_id": pa.array([10, 20, 30], pa.int64()),
+            "rating": [4.0, 2.0, 1.0],
+            "timestamp": [1, 2, 3],
+        }
+    )
+    pq.write_table(table, tmp_path / "ratings.parquet")
+    demo_document["relations"][0]["source"] = {"path": "ratings.parquet"}
+    report = ingest(load_spec(write_spec(demo_document)), RunDir(tmp_path / "run"), tmp_path / "catalog")
+    _check_accounting(report)
+    assert _quarantined(tmp_path) == [[2, "user_id", "missing key"]]
+    assert EntityCatalog.load(tmp_path / "run" / "catalog", "user").keys.tolist() == ["1", "3"]
+
+
+def test_a_glob_source_lists_its_files_and_numbers_rows_per_file(demo_document, write_spec, write, tmp_path):
+    write("logs/ratings-1.csv", HEADER + "u1,i1,4,1\nu2,i2,x,2\n")
+    write("logs/ratings-2.csv", HEADER + "u3,i1,4,1\n,i2,3,2\n")
+    demo_document["relations"][0]["source"] = {"path": "logs/ratings-*.csv"}
+    report = ingest(load_spec(write_spec(demo_document)), RunDir(tmp_path / "run"), tmp_path / "catalog")
+    _check_accounting(report)
+    (rating,) = report.relations
+    assert [Path(f).name for f in rating.files["all"]] == ["ratings-1.csv", "ratings-2.csv"]
+    quarantine = pd.read_parquet(tmp_path / "run" / rating.quarantine_file)
+    assert [(Path(f).name, r) for f, r in zip(quarantine["source_file"], quarantine["row_number"])] == [
+        ("ratings-1.csv", 2),
+        ("ratings-2.csv", 2),
+    ]
+
+
+@pytest.mark.parametrize("memory_limit", [2**16, 2**30])  # 15 partitions, 1
+def test_memory_limit_changes_partitions_not_results(demo_document, write_spec, write, tmp_path, memory_limit):
+    rng = np.random.default_rng(0)
+    rows = "".join(f"u{u},i{i},{v},{t}\n" for u, i, v, t in zip(rng.integers(0, 30, 3000), rng.integers(0, 20, 3000), rng.integers(1, 6, 3000), rng.integers(0, 50, 3000)))
+    write("ratings.csv", HEADER + rows)
+    spec = load_spec(write_spec(demo_document))
+    small = ingest(spec, RunDir(tmp_path / "small"), tmp_path / "catalog", memory_limit=memory_limit)
+    reference = ingest(spec, RunDir(tmp_path / "reference"), tmp_path / "catalog", memory_limit=2**32)
+    assert small.to_dict() == reference.to_dict()
+    for split in ("train", "validation", "test"):
+        a = RunDir(tmp_path / "small").read_relation_split("rating", split)
+        b = RunDir(tmp_path / "reference").read_relation_split("rating", split)
+        np.testing.assert_array_equal(a.coords, b.coords)
+        np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_a_modality_on_two_axes_with_given_validation_and_no_test(demo_document, write_spec, write, tmp_path):
+    """Friendships (user × user) from train and validation files: one catalog for both axes, no test split, and
+    the spec's structure, negatives and evaluation carried into the tensor's meta."""
+    write("friends-train.csv", "a,b\nu1,u2\nu2,u3\nu3,u1\n")
+    write("friends-validation.csv", "a,b\nu1,u9\n")
+    demo_document["relations"].append({
+        "name": "friendship",
+        "axes": [{"modality": "user", "column": "a"}, {"modality": "user", "column": "b"}],
+        "loss": "bpr",
+        "evaluate": {"target": "b", "k": [1]},
+        "sources": {"train": {"path": "friends-train.csv"}, "validation": {"path": "friends-validation.csv"}},
+    })
+    run = RunDir(tmp_path / "run")
+
+    report = ingest(load_spec(write_spec(demo_document)), run, tmp_path / "catalog")
+
+    _check_accounting(report)
+    meta = run.read_relation_meta("friendship")
+    users = EntityCatalog.load(run.catalog, "user").keys.tolist()
+    assert meta.modalities == ("user", "user") and meta.axes == ("a", "b") and meta.shape == (len(users),) * 2
+    assert meta.loss == "bpr" and meta.evaluation.target == 1 and meta.evaluation.k == (1,)
+    splits = {split: run.read_relation_split("friendship", split) for split in ("train", "validation", "test")}
+    assert (splits["train"].nnz, splits["validation"].nnz, splits["test"].nnz) == (3, 1, 0)
+    (pair,) = splits["validation"].coords.T.tolist()
+    assert [users[i] for i in pair] == ["u1", "u9"]

@@ -4,22 +4,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyperlearn.pipeline.readers import SourceError, read_source
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hyperlearn.pipeline.readers import SourceError, batch_frame, read_batches, read_source, source_files
 from hyperlearn.pipeline.spec import SourceSpec
 
 
-def _rows(frame) -> pd.DataFrame:
-    return frame.compute().reset_index(drop=True)
+def _rows(source: SourceSpec, columns: list[str], **options) -> pd.DataFrame:
+    """Every batch of `source`, concatenated, as read_source's frame."""
+    frames = [batch_frame(batch) for batch in read_batches(source, columns, **options)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, "source_file"])
 
 
 def test_csv_in_many_partitions_keeps_keys_exact_and_numbers_rows(write):
     body = "".join(f"{i:03d},item{i % 7},{i % 5}.5\n" for i in range(200))
     path = write("ratings.csv", "user,item,rating\n" + body)
 
-    frame = read_source(SourceSpec(path, "csv"), ["item", "user"], blocksize=256)
-    rows = _rows(frame)
+    batches = list(read_batches(SourceSpec(path, "csv"), ["item", "user"], blocksize=256))
+    rows = _rows(SourceSpec(path, "csv"), ["item", "user"], blocksize=256)
 
-    assert frame.npartitions > 5
+    assert len(batches) > 5
     assert list(rows.columns) == ["item", "user", "source_file", "row_number", "read_error", "raw_record"]
     assert rows["user"].tolist() == [f"{i:03d}" for i in range(200)]  # "007" stays "007"
     np.testing.assert_array_equal(rows["row_number"], np.arange(1, 201))
@@ -30,7 +35,7 @@ def test_csv_in_many_partitions_keeps_keys_exact_and_numbers_rows(write):
 def test_rows_with_the_wrong_number_of_fields_are_kept_with_their_reason(write):
     path = write("ratings.csv", 'user,item,rating\nu1,i1,4\nu2,i2\n\nu3,i3,5,extra\n"u,4",i4,3\n')
 
-    rows = _rows(read_source(SourceSpec(path, "csv"), ["user", "rating"], blocksize=16))
+    rows = _rows(SourceSpec(path, "csv"), ["user", "rating"], blocksize=16)
 
     assert rows["row_number"].tolist() == [1, 2, 3, 4, 5]
     assert rows["read_error"].tolist()[1:4] == ["expected 3 fields, got 2", "empty line", "expected 3 fields, got 4"]
@@ -43,7 +48,7 @@ def test_tsv_without_header_uses_names(write):
     path = write("u1.base", "1\t10\t5\t881250949\n2\t20\t3\t891717742\n")
     source = SourceSpec(path, "tsv", header=False, names=("user", "item", "rating", "time"))
 
-    rows = _rows(read_source(source, ["user", "rating"]))
+    rows = _rows(source, ["user", "rating"])
 
     assert rows[["user", "rating"]].values.tolist() == [["1", "5"], ["2", "3"]]
     assert rows["row_number"].tolist() == [1, 2]
@@ -51,7 +56,7 @@ def test_tsv_without_header_uses_names(write):
 
 def test_names_replace_a_header_row(write):
     path = write("ratings.csv", "a;b\nx;1\n")
-    rows = _rows(read_source(SourceSpec(path, "csv", sep=";", names=("user", "value")), ["user", "value"]))
+    rows = _rows(SourceSpec(path, "csv", sep=";", names=("user", "value")), ["user", "value"])
     assert rows[["user", "value", "row_number"]].values.tolist() == [["x", "1", 1]]
 
 
@@ -59,21 +64,21 @@ def test_missing_column_names_the_file_and_column(write):
     path = write("ratings.csv", "user,item\nu1,i1\n")
     message = r"ratings\.csv: column 'rating' not found; the columns are \['user', 'item'\]"
     with pytest.raises(SourceError, match=message):
-        read_source(SourceSpec(path, "csv"), ["user", "rating"])
+        list(read_batches(SourceSpec(path, "csv"), ["user", "rating"]))
 
 
 def test_header_errors(write):
     with pytest.raises(SourceError, match=r"empty\.csv: empty first row, expected a header"):
-        read_source(SourceSpec(write("empty.csv", ""), "csv"), ["user"])
+        list(read_batches(SourceSpec(write("empty.csv", ""), "csv"), ["user"]))
     with pytest.raises(SourceError, match=r"twice\.csv: column 'user' appears 2 times in the header"):
-        read_source(SourceSpec(write("twice.csv", "user,user\n1,2\n"), "csv"), ["user"])
+        list(read_batches(SourceSpec(write("twice.csv", "user,user\n1,2\n"), "csv"), ["user"]))
     with pytest.raises(SourceError, match=r"column name 'row_number' is reserved"):
-        read_source(SourceSpec(write("reserved.csv", "row_number\n1\n"), "csv"), ["row_number"])
+        list(read_batches(SourceSpec(write("reserved.csv", "row_number\n1\n"), "csv"), ["row_number"]))
 
 
 def test_empty_file_without_header_has_no_rows(write):
     source = SourceSpec(write("empty.csv", ""), "csv", header=False, names=("user", "item"))
-    rows = _rows(read_source(source, ["user"]))
+    rows = _rows(source, ["user"])
     assert rows.empty and list(rows.columns)[:2] == ["user", "source_file"]
 
 
@@ -81,12 +86,12 @@ def test_bytes_not_valid_in_the_encoding_are_a_row_error(tmp_path):
     path = tmp_path / "ratings.csv"
     path.write_bytes("user,item\nu1,caf\u00e9\n".encode() + b"u2,caf\xe9\n")
 
-    rows = _rows(read_source(SourceSpec(path, "csv"), ["user", "item"]))
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"])
 
     assert rows["item"][0] == "caf\u00e9"
     assert rows["read_error"].tolist()[1] == "bytes not valid in encoding utf-8"
     assert json.loads(rows["raw_record"][1]) == ["u2", "caf\udce9"]
-    latin = _rows(read_source(SourceSpec(path, "csv", encoding="latin-1"), ["item"]))
+    latin = _rows(SourceSpec(path, "csv", encoding="latin-1"), ["item"])
     assert latin["item"][1] == "caf\u00e9" and latin["read_error"].isna().all()
 
 
@@ -101,10 +106,10 @@ def test_jsonl_values_keep_their_json_text(write):
     ]
     path = write("events.jsonl", "\n".join(lines) + "\n")
 
-    frame = read_source(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40)
-    rows = _rows(frame)
+    batches = list(read_batches(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40))
+    rows = _rows(SourceSpec(path, "jsonl"), ["user", "item", "rating", "liked"], blocksize=40)
 
-    assert frame.npartitions > 1
+    assert len(batches) > 1
     np.testing.assert_array_equal(rows["row_number"], np.arange(1, 7))
     assert rows.loc[0, ["user", "item", "rating", "liked"]].tolist() == ["007", "12", "4.0", "true"]
     assert rows.loc[1, "user"] == "u2" and pd.isna(rows.loc[1, "item"]) and pd.isna(rows.loc[1, "rating"])
@@ -119,7 +124,7 @@ def test_parquet_columns_become_text(tmp_path):
     path = tmp_path / "ratings.parquet"
     pd.DataFrame({"user": [7, 8, 9], "item": ["a", None, "c"], "rating": [4.5, np.nan, 1.0]}).to_parquet(path)
 
-    rows = _rows(read_source(SourceSpec(path, "parquet"), ["user", "item", "rating"]))
+    rows = _rows(SourceSpec(path, "parquet"), ["user", "item", "rating"])
 
     assert rows["user"].tolist() == ["7", "8", "9"]
     assert rows["rating"][0] == "4.5" and pd.isna(rows["rating"][1]) and pd.isna(rows["item"][1])
@@ -133,5 +138,73 @@ def test_byte_order_mark_is_not_data(tmp_path, header):
     path = tmp_path / "ratings.csv"
     path.write_bytes("\ufeff".encode() + (b"user,item\n" if header else b"") + b"u1,i1\n")
     source = SourceSpec(path, "csv", header=header, names=None if header else ("user", "item"))
-    rows = _rows(read_source(source, ["user"]))
+    rows = _rows(source, ["user"])
     assert rows["user"].tolist() == ["u1"]
+
+
+def test_a_stray_quote_spoils_its_own_line_only(write):
+    body = 'u1,i1,4\nu2,"i2,3\nu3,i3,5\nu4,i"4,2\n"u5",i5,1\n'
+    path = write("ratings.csv", "user,item,rating\n" + body + "".join(f"v{i},j{i},1\n" for i in range(1000)))
+
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"], blocksize=64)
+
+    assert len(rows) == 1005 and rows["row_number"].tolist() == list(range(1, 1006))
+    assert rows["read_error"][1] == "malformed quoting: unexpected end of data"
+    assert json.loads(rows["raw_record"][1]) == 'u2,"i2,3'
+    assert rows["read_error"].drop(index=1).isna().all()
+    assert rows.loc[[0, 2, 3, 4], "item"].tolist() == ["i1", "i3", 'i"4', "i5"]  # a quote inside a field is data
+    assert rows.loc[4, "user"] == "u5" and rows["user"].iloc[-1] == "v999"
+
+
+def test_a_huge_field_is_read_as_one_value(write):
+    path = write("ratings.csv", "user,item\n" + "k" * 300_000 + ",i1\nu2,i2\n")
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"])
+    assert rows["user"].str.len().tolist() == [300_000, 2] and rows["read_error"].isna().all()
+
+
+def test_carriage_returns_end_lines_or_are_reported(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"user,item\r\nu1,i1\r\nu2\ri2,x\r\n\r\nu3,i3")
+    rows = _rows(SourceSpec(path, "csv"), ["user", "item"])
+    assert rows["row_number"].tolist() == [1, 2, 3, 4]
+    assert rows["read_error"].tolist()[1:3] == ["carriage return inside the line", "empty line"]
+    assert rows.loc[[0, 3], "item"].tolist() == ["i1", "i3"]
+
+
+def test_parquet_integer_keys_keep_their_text_and_nulls_stay_missing(tmp_path):
+    path = tmp_path / "ratings.parquet"
+    pq.write_table(pa.table({"user": pa.array([1, None, 30], pa.int64()), "rating": [4.0, 2.5, 1.0]}), path)
+    rows = _rows(SourceSpec(path, "parquet"), ["user", "rating"])
+    assert rows["user"].tolist()[::2] == ["1", "30"] and pd.isna(rows["user"][1])
+
+
+def test_unreadable_sources_are_named_with_what_they_are(write, tmp_path):
+    with pytest.raises(SourceError, match=r"fake\.parquet: not a Parquet file"):
+        list(read_batches(SourceSpec(write("fake.parquet", "user,item\nu1,i1\n"), "parquet"), ["user"]))
+    with pytest.raises(SourceError, match=r"header\.csv: has a header row but no data rows"):
+        list(read_batches(SourceSpec(write("header.csv", "user,item\n"), "csv"), ["user"]))
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(SourceError, match=r"folder\.csv: is a directory holding no csv file"):
+        list(read_batches(SourceSpec(tmp_path / "folder.csv", "csv"), ["user"]))
+    with pytest.raises(SourceError, match=r"nothing-\*\.csv: the pattern matches no file"):
+        list(read_batches(SourceSpec(tmp_path / "nothing-*.csv", "csv"), ["user"]))
+
+
+def test_folders_and_globs_read_their_files_in_order(write, tmp_path):
+    write("logs/b.csv", "user\nu3\n")
+    write("logs/a.csv", "user\nu1\nu2\n")
+    write("logs/notes.txt", "not data\n")
+    for path in (tmp_path / "logs", tmp_path / "logs" / "*.csv"):
+        source = SourceSpec(path, "csv")
+        assert [p.name for p in source_files(source)] == ["a.csv", "b.csv"]
+        rows = _rows(source, ["user"])
+        assert rows[["user", "row_number"]].values.tolist() == [["u1", 1], ["u2", 2], ["u3", 1]]
+        assert rows["source_file"].str.endswith(("a.csv", "a.csv", "b.csv")).all()
+
+
+def test_read_source_is_a_dask_frame_with_one_partition_per_file(write, tmp_path):
+    write("logs/a.csv", "user\nu1\nu2\n")
+    write("logs/b.csv", "user\nu3\n")
+    frame = read_source(SourceSpec(tmp_path / "logs", "csv"), ["user"])
+    assert frame.npartitions == 2
+    assert frame.compute()["user"].tolist() == ["u1", "u2", "u3"]

@@ -4,10 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyperlearn.pipeline.catalog import EntityCatalog
-from hyperlearn.pipeline.relations import assign_splits, build_relation
+from hyperlearn.pipeline.relations import assign_splits, relation_meta, split_labels
 from hyperlearn.pipeline.spec import RelationSpec, SourceSpec, SplitSpec
-from hyperlearn.rundir import Evaluation, Negatives, RunDir
+from hyperlearn.rundir import Evaluation, Negatives
 
 
 def _entries(n: int, order: int = 2, offset: int = 0) -> pd.DataFrame:
@@ -34,14 +33,6 @@ def _relation(order: int, sources: tuple[str, ...] = ("all",), **fields) -> Rela
         duplicates="last",
         sources={source: SourceSpec(path=Path(f"{source}.csv"), format="csv") for source in sources},
     )
-
-
-def _catalogs(relation: RelationSpec, entries: dict[str, pd.DataFrame]) -> dict[str, EntityCatalog]:
-    catalogs = {name: EntityCatalog(name) for name in relation.modalities}
-    for frame in entries.values():
-        for axis, name in enumerate(relation.modalities):
-            catalogs[name].assign(frame[f"key_{axis}"])
-    return catalogs
 
 
 def test_random_splits_are_deterministic_and_sized_by_the_fractions():
@@ -72,56 +63,6 @@ def test_given_sources_split_train_only_into_validation():
     assert set(train.index) == {"train", "validation"}
     assert train["validation"] == pytest.approx(0.2, abs=0.04)
     assert set(assign_splits(entries, "test", split, (0, 1))) == {"test"}
-
-
-@pytest.mark.parametrize("order", [2, 3])
-def test_build_relation_splits_are_disjoint_and_cover_the_entries(tmp_path, order):
-    relation = _relation(order)
-    entries = {"all": _entries(300, order)}
-    catalogs = _catalogs(relation, entries)
-    catalogs["user"].assign(["zz-unused"])  # shape follows the catalog, not only the keys seen
-
-    tensors, meta = build_relation(relation, entries, catalogs, SplitSpec(test=0.2, validation=0.1, seed=0))
-    run = RunDir(tmp_path)
-    run.write_relation(meta, tensors)
-
-    shape = tuple(len(catalogs[name]) for name in relation.modalities)
-    assert shape[0] == 301
-    assert meta == run.read_relation_meta("r")
-    assert (meta.modalities, meta.shape, meta.loss, meta.weight) == (relation.modalities, shape, "squared", 2.0)
-    seen = []
-    for name in ("train", "validation", "test"):
-        tensor = run.read_relation_split("r", name)
-        assert tensor.shape == shape and tensor.coords.shape[0] == order
-        assert tensor.nnz == tensors[name].nnz > 0
-        seen.extend(map(tuple, tensor.coords.T))
-    assert len(seen) == len(set(seen)) == 300  # disjoint, and every entry in one split
-    train = tensors["train"].values
-    assert (meta.value_min, meta.value_max) == (train.min(), train.max())
-    # values travel with their coordinates: entry i has value i and user key e{i}
-    users = catalogs["user"].keys.to_numpy()
-    for name, tensor in tensors.items():
-        assert all(users[i] == f"e{int(v)}" for i, v in zip(tensor.coords[0], tensor.values))
-
-
-def test_build_relation_with_given_train_and_test():
-    relation = _relation(2, sources=("train", "test"))
-    entries = {"train": _entries(200), "test": _entries(50, offset=200)}
-    catalogs = _catalogs(relation, entries)
-
-    tensors, _ = build_relation(relation, entries, catalogs, SplitSpec(test=0.9, validation=0.1, seed=0))
-
-    assert tensors["test"].nnz == 50
-    assert tensors["train"].nnz + tensors["validation"].nnz == 200
-    assert set(tensors["test"].values) == set(range(200, 250))
-
-
-def test_keys_must_be_in_the_catalog_first():
-    relation = _relation(2)
-    entries = {"all": _entries(10)}
-    catalogs = {"user": EntityCatalog("user"), "item": EntityCatalog("item")}
-    with pytest.raises(ValueError, match="relation 'r': keys of modality 'user' not in its catalog"):
-        build_relation(relation, entries, catalogs, SplitSpec())
 
 
 def test_given_train_without_validation_keeps_everything_in_train():
@@ -162,58 +103,28 @@ def test_group_by_keeps_groups_whole_stable_and_sized():
     assert (pd.Series(ungrouped).groupby(posts["value"].to_numpy()).nunique() > 1).any()
 
 
-def test_build_relation_groups_by_axis_names_and_carries_the_spec_into_the_meta():
+def test_split_labels_group_by_axis_names_and_the_meta_carries_the_spec():
     relation = _relation(
         3,
         structure="pairwise",
         negatives=Negatives(axes=(2,), count=7, distribution="popularity"),
         evaluation=Evaluation(target=2, k=(1, 5)),
     )
-    entries = {"all": _posts(600)}
-    catalogs = _catalogs(relation, entries)
+    posts = _posts(600)
     split = SplitSpec(test=0.3, validation=0.2, seed=0, group_by=("user", "item"))
 
-    tensors, meta = build_relation(relation, entries, catalogs, split)
+    labels = split_labels(relation, posts, "all", split, carve_validation=True)
 
-    posts_in = {
-        name: {tuple(pair) for pair in tensor.coords[:2].T} for name, tensor in tensors.items()
-    }
-    assert not posts_in["train"] & posts_in["test"] and not posts_in["train"] & posts_in["validation"]
-    assert sum(t.nnz for t in tensors.values()) == 1800
-    assert meta.axes == ("user", "item", "tag")
+    assert (pd.Series(labels).groupby(posts["value"].to_numpy()).nunique() == 1).all()
+    assert set(labels) == {"train", "validation", "test"}
+    meta = relation_meta(relation, (50, 600, 3), np.array([1.0, 4.0]))
+    assert meta.axes == ("user", "item", "tag") and (meta.value_min, meta.value_max) == (1.0, 4.0)
     assert (meta.structure, meta.negatives, meta.evaluation) == (
         "pairwise", Negatives((2,), 7, "popularity"), Evaluation(2, (1, 5))
     )
 
 
-def test_build_relation_with_given_validation_source_and_no_test():
-    relation = _relation(2, sources=("train", "validation"))
-    entries = {"train": _entries(200), "validation": _entries(30, offset=200)}
-
-    tensors, _ = build_relation(relation, entries, _catalogs(relation, entries), SplitSpec(test=0.5, validation=0.5))
-
-    assert (tensors["train"].nnz, tensors["validation"].nnz, tensors["test"].nnz) == (200, 30, 0)
-
-
-def test_a_modality_on_two_axes_uses_one_catalog():
-    relation = RelationSpec(
-        name="friend", modalities=("user", "user"), key_columns=("a", "b"), value=1.0, loss="logistic", weight=1.0,
-        time=None, duplicates="last", sources={"all": SourceSpec(path=Path("f.csv"), format="csv")},
-    )
-    entries = {"all": pd.DataFrame({"key_0": ["u1", "u2"], "key_1": ["u2", "u3"], "value": [1.0, 1.0]})}
-    catalog = EntityCatalog("user")
-    catalog.assign(pd.concat([entries["all"]["key_0"], entries["all"]["key_1"]]))
-
-    tensors, meta = build_relation(relation, entries, {"user": catalog}, SplitSpec(test=0.0, validation=0.0))
-
-    assert meta.shape == (3, 3) and meta.axes == ("a", "b") and meta.axes_of("user") == (0, 1)
-    assert sorted(map(tuple, tensors["train"].coords.T)) == [(0, 1), (1, 2)]
-
-
 def test_a_relation_split_replaces_the_dataset_split():
     relation = _relation(2, split=SplitSpec(test=0.0, validation=0.0))
-    entries = {"all": _entries(300)}
-
-    tensors, _ = build_relation(relation, entries, _catalogs(relation, entries), SplitSpec(test=0.5, validation=0.5))
-
-    assert (tensors["train"].nnz, tensors["validation"].nnz, tensors["test"].nnz) == (300, 0, 0)
+    labels = split_labels(relation, _entries(300), "all", SplitSpec(test=0.5, validation=0.5), carve_validation=True)
+    assert set(labels) == {"train"}

@@ -410,10 +410,12 @@ def test_another_root_is_allowed_explicitly(demo_document, write_spec, tmp_path)
     assert spec.relation("rating").sources["all"].path == outside / "ratings.csv"
 
 
-def test_a_directory_where_a_file_is_expected(demo_document, write_spec, tmp_path):
-    (tmp_path / "ratings.d.csv").mkdir()
-    demo_document["relations"][0]["source"] = {"path": "ratings.d.csv"}
-    with pytest.raises(SpecError, match=r"relations\[0\]\.source\.path: .*ratings\.d\.csv is a directory, expected"):
+def test_folders_and_globs_are_sources_and_a_spec_must_be_a_file(demo_document, write_spec, tmp_path):
+    (tmp_path / "logs").mkdir()
+    demo_document["relations"][0]["source"] = {"path": "logs", "format": "csv"}
+    assert load_spec(write_spec(demo_document)).relation("rating").sources["all"].path == tmp_path / "logs"
+    demo_document["relations"][0]["source"] = {"path": "logs/ratings-*.csv"}
+    with pytest.raises(SpecError, match=r"relations\[0\]\.source\.path: no file matches .*ratings-\*\.csv"):
         load_spec(write_spec(demo_document))
     with pytest.raises(SpecError, match=r"cannot read the spec: it is a directory"):
         load_spec(tmp_path)

@@ -1,0 +1,169 @@
+"""Ingest throughput and peak memory on a synthetic rating log (issue: ingest at scale).
+
+    python benchmarks/ingest.py [--rows 1000000 10000000 100000000] [--data /tmp/hyperlearn-ingest]
+                                [--memory-limit 1GiB] [--out benchmarks/results/ingest]
+
+For each size, a 2-modality rating log (100k users × 50k items, ratings 0.5…5, integer timestamps, uniform
+draws with a fixed seed) is generated once as CSV under --data (never committed), then `ingest` runs on it in a
+fresh process (read, validate, quarantine, de-duplicate by latest time, catalog, tensors), which reports its
+wall time, CPU time and peak RSS (ru_maxrss). Outputs in --out: results.json (every number, machine, settings),
+results.md (the table) and ingest.png (rows/s and peak RSS against rows). The machine may be shared: the load
+average at the start of each run is recorded beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root is not on sys.path, benchmarks/ is
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+USERS, ITEMS = 100_000, 50_000
+CHUNK = 1_000_000
+SPEC = """\
+name: ingest-benchmark
+modalities:
+  - name: user
+  - name: item
+relations:
+  - name: rating
+    modalities: {{user: user_id, item: item_id}}
+    value: rating
+    time: timestamp
+    duplicates: last
+    source: {{path: {path}}}
+"""
+
+
+def write_log(path: Path, rows: int, seed: int = 0) -> None:
+    """A CSV rating log of `rows` rows (user_id,item_id,rating,timestamp), written chunk by chunk."""
+    rng = np.random.default_rng(seed)
+    temporary = path.with_suffix(".partial")
+    with open(temporary, "w") as handle:
+        handle.write("user_id,item_id,rating,timestamp\n")
+        for start in range(0, rows, CHUNK):
+            size = min(CHUNK, rows - start)
+            users = rng.integers(0, USERS, size)
+            items = rng.integers(0, ITEMS, size)
+            ratings = rng.integers(1, 11, size) / 2
+            stamps = 1_500_000_000 + rng.integers(0, 10**8, size)
+            columns = zip(users.tolist(), items.tolist(), ratings.tolist(), stamps.tolist())
+            handle.write("".join(f"u{u},i{i},{r},{t}\n" for u, i, r, t in columns))
+    temporary.rename(path)
+
+
+def measure(spec: Path, memory_limit: int) -> dict:
+    """Ingest `spec` in this process; wall and CPU seconds, peak RSS and the row accounting."""
+    import tempfile
+
+    from hyperlearn.pipeline.ingest import ingest
+    from hyperlearn.pipeline.spec import load_spec
+    from hyperlearn.rundir import RunDir
+
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as scratch:
+        start, cpu = time.perf_counter(), time.process_time()
+        run, catalog = RunDir(Path(scratch) / "run"), Path(scratch) / "catalog"
+        report = ingest(load_spec(spec), run, catalog, memory_limit=memory_limit)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    (relation,) = report.relations
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "rows_read": relation.rows_read,
+        "rows_accepted": relation.rows_accepted,
+        "rows_quarantined": relation.rows_quarantined,
+        "duplicates_merged": relation.duplicates_merged,
+        "entries": relation.entries_total,
+        "rows_per_s": relation.rows_read / wall,
+    }
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '1GiB', '512MiB' or a plain number."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            return int(float(lowered[: -len(unit)]) * factor)
+    return int(lowered)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/hyperlearn-ingest"))
+    parser.add_argument("--memory-limit", type=parse_size, default=parse_size("1GiB"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "ingest")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
+    args = parser.parse_args()
+    if args.measure is not None:
+        print(json.dumps(measure(args.measure, args.memory_limit)))
+        return
+    args.data.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in args.rows:
+        log = args.data / f"ratings-{rows}.csv"
+        if not log.exists():
+            print(f"generating {log} ...", flush=True)
+            write_log(log, rows)
+        spec = args.data / f"spec-{rows}.yaml"
+        spec.write_text(SPEC.format(path=log.name))
+        load = os.getloadavg()[0]
+        command = [sys.executable, __file__, "--measure", str(spec), "--memory-limit", str(args.memory_limit)]
+        measured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        result = {"rows": rows, "csv_mb": log.stat().st_size / 1e6, "load_average": load, **measured}
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    write_results(args.out, results, args.memory_limit)
+
+
+def write_results(out: Path, results: list[dict], memory_limit: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    everything = {"memory_limit": memory_limit, "machine": machine, "results": results}
+    (out / "results.json").write_text(json.dumps(everything, indent=2))
+    lines = [
+        f"memory_limit = {memory_limit / 2**30:.2f} GiB, {machine['cpus']} CPUs; "
+        "load = 1-minute load average at the start (the machine is shared)",
+        "",
+        "| rows | CSV MB | wall s | CPU s | rows/s | peak RSS GB | quarantined | merged | entries | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['rows']:,} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rows_per_s']:,.0f} | "
+            f"{r['peak_rss_gb']:.2f} | {r['rows_quarantined']:,} | {r['duplicates_merged']:,} | {r['entries']:,} | "
+            f"{r['load_average']:.1f} |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    rows = [r["rows"] for r in results]
+    figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    speed.plot(rows, [r["rows_per_s"] for r in results], "o-")
+    speed.set(xscale="log", xlabel="rows", ylabel="rows / s (wall)", title="ingest throughput")
+    memory.plot(rows, [r["peak_rss_gb"] for r in results], "o-")
+    memory.axhline(1.5, color="grey", linestyle="--", label="target 1.5 GB")
+    title = f"peak memory, memory_limit {memory_limit / 2**30:.1f} GiB"
+    memory.set(xscale="log", xlabel="rows", ylabel="peak RSS (GB)", title=title)
+    memory.legend()
+    figure.tight_layout()
+    figure.savefig(out / "ingest.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
