@@ -93,14 +93,14 @@ class Plan:
     kg_learning_rates: tuple[float, ...]  # HyperLearn's grid on the KG (each KG round costs ~10 s here)
     peer_epochs: int
     pykeen_epochs: int
-    pykeen_check_every: int
+    pykeen_check_every: int | None  # None: a fixed number of epochs, no validation check
     pykeen_models: tuple[str, ...]
 
 
 # PyKEEN's epochs on this KG take ~15 s and each of its validation checks ~60 s on 2 cores, which bounds the
-# epochs a ~20-minute run can give its three models.
+# epochs a ~20-minute run can give its three models: a fixed number, without checks.
 FULL = Plan(tag_rounds=40, kg_rounds=10, learning_rates=(0.01, 0.003), kg_learning_rates=(0.01,), peer_epochs=60,
-            pykeen_epochs=6, pykeen_check_every=3, pykeen_models=("DistMult", "ComplEx", "CP"))
+            pykeen_epochs=6, pykeen_check_every=None, pykeen_models=("DistMult", "ComplEx", "CP"))
 QUICK = Plan(tag_rounds=6, kg_rounds=3, learning_rates=(0.01,), kg_learning_rates=(0.01,), peer_epochs=8,
              pykeen_epochs=2, pykeen_check_every=2, pykeen_models=("DistMult",))
 
@@ -200,7 +200,9 @@ def timed(train: Callable[[], TrainResult]) -> tuple[TrainResult, float]:
 def choose_learning_rate(prepared: RunDir, keep: Sequence[str] | None, config: TrainingConfig,
                          rates: Sequence[float], relation: str, metric: str, scratch: Path, log: Log) -> dict[str, Any]:
     """The learning rate whose joint run reaches the best validation `metric` of `relation` at any round,
-    trained on a copy without test entries."""
+    trained on a copy without test entries; a grid of one rate is taken as it is, without a run."""
+    if len(rates) == 1:
+        return {"chosen": rates[0], "search": {}}
     search = {}
     for number, rate in enumerate(rates):
         copy = run_copy(prepared, scratch / f"select-{relation}-{len(keep or ())}-{number}", keep, test=False)
@@ -231,7 +233,7 @@ def tag_benchmark(data: Path, plan: Plan, scratch: Path, client: Client, log: Lo
                      else (lambda: train_distributed(client, run, chosen, log=lambda line: None)))
             result, wall = timed(train)
             rows.append({**hyperlearn_record(f"HyperLearn {mode} ({label})", result, "tagging", "ndcg@10", wall),
-                         "config": chosen.to_dict(), "validation_best": choice["search"][choice["chosen"]]})
+                         "config": chosen.to_dict(), "validation_best": choice["search"].get(choice["chosen"])})
             log(f"[tags] {rows[-1]['model']}: test NDCG@10 {rows[-1]['test'].get('ndcg@10', float('nan')):.4f}")
     rows += popularity_rows(task, log)
     for kind, name in (("pitf", "PITF (BPR, dim 64)"), ("cp", "CP (BPR, dim 64)")):

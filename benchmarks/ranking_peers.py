@@ -206,12 +206,12 @@ def train_pykeen(
     dim: int = 64,
     epochs: int = 100,
     seed: int = 0,
-    check_every: int = 5,
+    check_every: int | None = 5,
     learning_rate: float = 0.02,
 ) -> PykeenResult:
     """Train PyKEEN's `model` (DistMult, ComplEx, CP …) on `triples` {"train", "validation", "test"} ((3, n)
     head, relation, tail ids), early-stopped by PyKEEN's stopper on validation MRR (checked every
-    `check_every` epochs), and evaluate it with PyKEEN's filtered rank-based evaluator (train and validation
+    `check_every` epochs; None: `epochs` epochs, no check), and evaluate it with PyKEEN's filtered rank-based evaluator (train and validation
     filtered) on test, tails only (the side HyperLearn ranks). Trained by sLCWA with 4 uniform corruptions per
     triple and the softplus loss, Adam at `learning_rate`. `dim` is PyKEEN's embedding_dim (ComplEx: complex
     entries)."""
@@ -230,9 +230,11 @@ def train_pykeen(
         loss="softplus", optimizer="adam", optimizer_kwargs={"lr": learning_rate},
         negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": 4},
         training_kwargs={"num_epochs": epochs, "batch_size": 1024, "use_tqdm": False},
-        stopper="early",
-        stopper_kwargs={"frequency": check_every, "patience": 2, "metric": "inverse_harmonic_mean_rank",
-                        "relative_delta": 0.002, "evaluation_batch_size": EVALUATION_BATCH},
+        **({} if check_every is None else {
+            "stopper": "early",
+            "stopper_kwargs": {"frequency": check_every, "patience": 2, "metric": "inverse_harmonic_mean_rank",
+                               "relative_delta": 0.002, "evaluation_batch_size": EVALUATION_BATCH},
+        }),
         evaluation_kwargs={"use_tqdm": False, "batch_size": EVALUATION_BATCH, "targets": ["tail"]},
         device="cpu", random_seed=seed, use_tqdm=False,
     )
@@ -244,5 +246,7 @@ def train_pykeen(
             pairs = torch.from_numpy(np.stack([contexts[0], contexts[1]], axis=1).astype(np.int64))
             return trained.score_t(pairs).double()
 
-    history = [float(value) for value in result.stopper.results]
-    return PykeenResult(metrics, scorer, history, int(result.stopper.best_epoch or epochs), result.train_seconds)
+    stopper = result.stopper if check_every is not None else None
+    history = [float(value) for value in stopper.results] if stopper is not None else []
+    best_epoch = int(stopper.best_epoch or epochs) if stopper is not None else epochs
+    return PykeenResult(metrics, scorer, history, best_epoch, result.train_seconds)
