@@ -15,6 +15,11 @@ its destination folder:
 - `u.item`: tab-separated with a header: `item_id title release_year`, then the 19 genre flags (0/1) in
   GroupLens' order, named as in GENRE_COLUMNS; UTF-8. `release_year` is empty where recbole has none. GroupLens'
   release dates and IMDb URLs are not in the wheel.
+- `u.kg`: tab-separated with a header: `head_id relation_id tail_id`: recbole's 91,631 Freebase triples
+  (`ml-100k.kg`, KB4Rec's movie knowledge graph) in their order; entities are Freebase ids (`m.0bln8`),
+  relations Freebase property paths (`film.film.actor`).
+- `u.link`: tab-separated with a header: `item_id entity_id`: which Freebase entity each linked movie is
+  (`ml-100k.link`, 1,598 movies).
 
 Every written file is pinned too (OUTPUT_SHA256): a folder that already holds them all is left as it is.
 """
@@ -38,11 +43,15 @@ SOURCE_SHA256 = {
     "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+    "ml-100k.kg": "200a0636fa07c218119a42e5bac7aa3e26e3665a6f919c1b22909bd412b14779",
+    "ml-100k.link": "524dca2c3d62619688ab99b3ec53ea2acb9b64d38eafec3e02bdd0dc6bb7d948",
 }
 OUTPUT_SHA256 = {
     "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
     "u.user": "d307879922714236e165fd2bc58ed81651098a488a5090e2de5738e81f2d74ae",
     "u.item": "4e063bddf32dd8c7d52fad7fb977999ab4fde99f07990192ecf6574169b65c55",
+    "u.kg": "4cdf47eee0d3a0be591d9ff938bee8471d57f7981a59f74f6127ce83e4ddb5db",
+    "u.link": "ecd5071c1668e89e0a576eee96bb2ac693b7ec578c693588188e2daccfcb63b5",
     "u1.base": "ce253ec86c448b44fb3ba9a30d12dcfc2e9210cbde71efada3730c22e9ac212a",
     "u1.test": "18c6014a4b2c7324f250a63f8904a7b16b2b19f911129e346141507b0cbac950",
     "u2.base": "6c06f0b5df4b256da1a994f3ac66edc8da4d3f09bc9282df6b14d893366d703e",
@@ -57,6 +66,8 @@ OUTPUT_SHA256 = {
 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 USER_COLUMNS = ("user_id", "age", "gender", "occupation", "zip_code")
+KG_COLUMNS = ("head_id", "relation_id", "tail_id")
+LINK_COLUMNS = ("item_id", "entity_id")
 # recbole's genre token → column name in u.item, in GroupLens' order.
 GENRE_COLUMNS = {
     "unknown": "unknown", "Action": "action", "Adventure": "adventure", "Animation": "animation",
@@ -91,7 +102,7 @@ def fetch_movielens_100k(dest: Path, *, timeout: float = 60.0) -> Path:
     with tempfile.TemporaryDirectory(prefix="hyperlearn-recbole-") as scratch:
         wheel = _download_wheel(Path(scratch), timeout)
         members = _read_verified_members(wheel)
-    files = movielens_files(members["ml-100k.inter"], members["ml-100k.user"], members["ml-100k.item"])
+    files = movielens_files(*(members[f"ml-100k.{part}"] for part in ("inter", "user", "item", "kg", "link")))
     wrong = sorted(name for name, content in files.items() if _sha256(content) != OUTPUT_SHA256.get(name))
     if wrong:
         raise FetchError(f"converting the recbole data gave files that differ from the pinned checksums: {wrong}")
@@ -101,13 +112,21 @@ def fetch_movielens_100k(dest: Path, *, timeout: float = 60.0) -> Path:
     return dest
 
 
-def movielens_files(inter: bytes, user: bytes, item: bytes, fold_size: int = FOLD_SIZE) -> dict[str, bytes]:
-    """The contents of every output file, by name, from recbole's `ml-100k.{inter,user,item}` files."""
+def movielens_files(
+    inter: bytes, user: bytes, item: bytes, kg: bytes, link: bytes, fold_size: int = FOLD_SIZE
+) -> dict[str, bytes]:
+    """The contents of every output file, by name, from recbole's `ml-100k.{inter,user,item,kg,link}` files."""
     header, _, body = inter.partition(b"\n")
     if [name.split(":")[0] for name in header.decode().split("\t")] != list(RATING_COLUMNS):
         raise FetchError(f"unexpected header in ml-100k.inter: {header!r}")
     ratings = read_ratings(io.BytesIO(body))
-    files = {"u.data": body, "u.user": _users_file(user), "u.item": _items_file(item)}
+    files = {
+        "u.data": body,
+        "u.user": _plain_header(user, "ml-100k.user", USER_COLUMNS),
+        "u.item": _items_file(item),
+        "u.kg": _plain_header(kg, "ml-100k.kg", KG_COLUMNS),
+        "u.link": _plain_header(link, "ml-100k.link", LINK_COLUMNS),
+    }
     for fold in range(1, FOLDS + 1):
         base, test = fold_split(ratings, fold, fold_size)
         files[f"u{fold}.base"] = ratings_text(base)
@@ -144,13 +163,14 @@ def ratings_text(ratings: np.ndarray) -> bytes:
     return "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in np.asarray(ratings).tolist()).encode()
 
 
-def _users_file(user: bytes) -> bytes:
-    """recbole's user file with plain column names (`age:token` → `age`); the rows are kept byte for byte."""
-    header, _, body = user.partition(b"\n")
+def _plain_header(content: bytes, member: str, columns: tuple[str, ...]) -> bytes:
+    """A recbole file with plain column names (`age:token` → `age`), which must be `columns`; the rows are kept
+    byte for byte."""
+    header, _, body = content.partition(b"\n")
     names = [name.split(":")[0] for name in header.decode().split("\t")]
-    if names != list(USER_COLUMNS):
-        raise FetchError(f"unexpected columns in ml-100k.user: {names}")
-    return "\t".join(USER_COLUMNS).encode() + b"\n" + body
+    if names != list(columns):
+        raise FetchError(f"unexpected columns in {member}: {names}")
+    return "\t".join(columns).encode() + b"\n" + body
 
 
 def _items_file(item: bytes) -> bytes:

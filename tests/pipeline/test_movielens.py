@@ -35,6 +35,12 @@ FAKE_ITEM = (
     "2\tMisérables, Les\t1995\tDrama Musical\n"
     "3\tunkonwn\tunkonwn\tunknown\n"
 ).encode()
+FAKE_KG = (
+    b"head_id:token\trelation_id:token\ttail_id:token\n"
+    b"m.0a\tfilm.film.actor\tm.0b\nm.0c\tfilm.film.genre\tm.0a\n"
+)
+FAKE_LINK = b"item_id:token\tentity_id:token\n1\tm.0a\n2\tm.0c\n"
+FAKE_MEMBERS = (FAKE_INTER, FAKE_USER, FAKE_ITEM, FAKE_KG, FAKE_LINK)
 
 
 def is_sorted_by_user_item(ratings: np.ndarray) -> bool:
@@ -63,9 +69,9 @@ def test_fold_split_follows_mku_sh():
 
 
 def test_movielens_files_from_recbole_members():
-    files = movielens_files(FAKE_INTER, FAKE_USER, FAKE_ITEM, fold_size=2)
+    files = movielens_files(*FAKE_MEMBERS, fold_size=2)
     folds = {f"u{i}.{part}" for i in range(1, 6) for part in ("base", "test")}
-    assert set(files) == {"u.data", "u.user", "u.item"} | folds
+    assert set(files) == {"u.data", "u.user", "u.item", "u.kg", "u.link"} | folds
     assert files["u.data"] == ratings_text(FAKE_RATINGS)
     assert files["u1.test"] == b"1\t9\t5\t101\n3\t7\t4\t100\n"
     assert files["u.user"].splitlines() == [
@@ -77,6 +83,14 @@ def test_movielens_files_from_recbole_members():
     assert {name for name, flag in genres.items() if flag == "1"} == {"animation", "childrens", "comedy"}
     assert miserables[:3] == ["2", "Misérables, Les", "1995"]
     assert unknown[2] == "" and unknown[3] == "1"  # no year; genre "unknown"
+    assert files["u.kg"] == b"head_id\trelation_id\ttail_id\nm.0a\tfilm.film.actor\tm.0b\nm.0c\tfilm.film.genre\tm.0a\n"
+    assert files["u.link"] == b"item_id\tentity_id\n1\tm.0a\n2\tm.0c\n"
+
+
+def test_unexpected_kg_columns_are_refused():
+    renamed = FAKE_KG.replace(b"tail_id", b"object_id")
+    with pytest.raises(movielens.FetchError, match=r"ml-100k\.kg.*object_id"):
+        movielens_files(FAKE_INTER, FAKE_USER, FAKE_ITEM, renamed, FAKE_LINK, fold_size=2)
 
 
 def test_read_ratings_round_trip(tmp_path: Path):
@@ -85,7 +99,7 @@ def test_read_ratings_round_trip(tmp_path: Path):
 
 
 def test_example_spec_reads_the_written_files(tmp_path: Path):
-    for name, content in movielens_files(FAKE_INTER, FAKE_USER, FAKE_ITEM, fold_size=2).items():
+    for name, content in movielens_files(*FAKE_MEMBERS, fold_size=2).items():
         (tmp_path / name).write_bytes(content)
     spec = load_spec(EXAMPLE, data_root=tmp_path)
     assert [m.name for m in spec.modalities] == ["user", "movie"]
@@ -134,6 +148,11 @@ def test_fetch_movielens_100k(movielens_dir: Path):
     assert set(np.unique(ratings[:, 2]).tolist()) == {1, 2, 3, 4, 5}
     assert len((movielens_dir / "u.user").read_text().splitlines()) == 1 + 943
     assert len((movielens_dir / "u.item").read_text(encoding="utf-8").splitlines()) == 1 + 1682
+    triples = [line.split("\t") for line in (movielens_dir / "u.kg").read_text().splitlines()]
+    assert triples[0] == ["head_id", "relation_id", "tail_id"] and len(triples) == 1 + 91_631
+    assert all(len(triple) == 3 for triple in triples)
+    links = [line.split("\t") for line in (movielens_dir / "u.link").read_text().splitlines()[1:]]
+    assert len(links) == 1598 and {int(item) for item, _ in links} <= set(range(1, 1683))
 
     np.testing.assert_array_equal(
         read_ratings(movielens_dir / "u1.test"), movielens.sort_by_user_item(ratings[:20_000])
@@ -164,3 +183,31 @@ def test_fetch_is_idempotent(movielens_dir: Path, tmp_path: Path, monkeypatch: p
     (copy / "u1.test").write_text("tampered\n")
     with pytest.raises(AssertionError, match="downloaded again"):
         fetch_movielens_100k(copy)
+
+
+KG_EXAMPLE = EXAMPLE.with_name("movielens-100k-kg.yaml")
+TAG_EXAMPLE = EXAMPLE.with_name("movielens-latest-small.yaml")
+
+
+def test_kg_example_spec_reads_the_written_files(tmp_path: Path):
+    for name, content in movielens_files(*FAKE_MEMBERS, fold_size=2).items():
+        (tmp_path / name).write_bytes(content)
+    spec = load_spec(KG_EXAMPLE, data_root=tmp_path)
+    assert [m.name for m in spec.modalities] == ["user", "movie", "entity", "relation_type"]
+    triple, link = spec.relation("triple"), spec.relation("link")
+    assert triple.modalities == ("entity", "relation_type", "entity")
+    assert triple.key_columns == movielens.KG_COLUMNS and triple.structure == "cp" and triple.loss == "bpr"
+    assert triple.evaluation.target == 2
+    assert link.modalities == ("movie", "entity") and link.key_columns == movielens.LINK_COLUMNS
+    assert spec.relation("rating").sources["train"].path == tmp_path / "u1.base"
+
+
+def test_tag_example_spec_keeps_posts_together(tmp_path: Path):
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n2,60756,funny,1445714994\n")
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    spec = load_spec(TAG_EXAMPLE, data_root=tmp_path)
+    tagging = spec.relation("tagging")
+    assert tagging.modalities == ("user", "movie", "tag") and tagging.loss == "bpr"
+    assert tagging.structure == "pairwise" and tagging.evaluation.target == 2
+    assert tagging.split.group_by == ("userId", "movieId")
+    assert spec.modality("tag").keys.strip is False and spec.relation("rating").loss == "squared"

@@ -1,0 +1,252 @@
+"""Peers for ranking one axis of a relation of any order, as plain functions over coordinate arrays.
+
+Each peer returns a `QueryScorer` (contexts (K, B) int64 → scores (B, N) of every entity of the target axis)
+for `hyperlearn.ranking.ranking_metrics`, so every model is read through the same filtered ranking as HyperLearn.
+
+- PITF (Rendle & Schmidt-Thieme, WSDM 2010): s(i_1 … i_K) = Σ_{k ≠ target} ⟨A_k[i_k], T_k[i_target]⟩ — one
+  pair factor per non-target axis, each with its own copy of the target's embedding.
+- Plain CP: s = Σ_c Π_k A_k[i_k, c] over every axis, the target included (DistMult when head and tail share one
+  entity table, `tables`).
+
+Both score a query as q(context) · T[candidate] (PITF: q and T are the concatenated pair factors; CP: q is the
+product of the context rows), plus a per-target bias (BPR-MF's item bias), and are trained the same way: BPR,
+−log σ(s⁺ − s⁻) with one uniformly drawn target entity per positive and epoch, Adam, L2 on the rows a batch
+touches; after every epoch the validation metric is read, and the best epoch's parameters are kept (patience).
+Seeded and CPU-only: the same inputs give the same scorer.
+
+Popularity peers are hyperlearn.ranking's: global, and per-context co-occurrence restricted to chosen axes
+(`axis_popularity_scorer`), of which `mixed_scorer` blends two.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from hyperlearn.ranking import QueryScorer, context_popularity_scorer
+
+PeerKind = Literal["pitf", "cp"]
+Validation = Callable[[QueryScorer], float]  # a scorer's validation metric (higher is better)
+
+
+@dataclass(frozen=True)
+class BprSettings:
+    """Training settings of a BPR peer; `dim` is the width of each embedding."""
+
+    dim: int = 64
+    learning_rate: float = 0.01
+    l2: float = 1e-4
+    epochs: int = 60
+    batch_size: int = 256
+    patience: int = 5
+    init_scale: float = 0.1
+
+
+@dataclass
+class PeerResult:
+    """The best-on-validation scorer, the validation metric per epoch, its best epoch and training seconds."""
+
+    scorer: QueryScorer
+    history: list[float]
+    best_epoch: int
+    seconds: float
+
+
+class _DotModel(torch.nn.Module):
+    """A peer's parameters: one embedding table per modality table, the target table(s) and a target bias."""
+
+    def __init__(self, kind: PeerKind, sizes: Sequence[int], target: int, tables: Sequence[int], dim: int,
+                 scale: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.kind, self.target, self.tables = kind, target, tuple(tables)
+        self.others = [axis for axis in range(len(sizes)) if axis != target]
+        table_sizes = {table: sizes[axis] for axis, table in enumerate(self.tables)}
+
+        def embedding(rows: int) -> torch.nn.Parameter:
+            return torch.nn.Parameter(scale * torch.randn(rows, dim, generator=generator, dtype=torch.float32))
+
+        self.context = torch.nn.ParameterDict({str(t): embedding(table_sizes[t]) for t in sorted(table_sizes)})
+        if kind == "pitf":
+            self.pair_targets = torch.nn.ParameterList([embedding(sizes[target]) for _ in self.others])
+        self.bias = torch.nn.Parameter(torch.zeros(sizes[target]))
+
+    def context_rows(self, contexts: torch.Tensor) -> list[torch.Tensor]:
+        """The embedding rows of each non-target axis of contexts (K, B): each (B, dim)."""
+        return [self.context[str(self.tables[axis])][contexts[axis]] for axis in self.others]
+
+    def queries(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        """q(context) from its context rows: (B, D)."""
+        if self.kind == "pitf":
+            return torch.cat(rows, dim=1)
+        return torch.stack(rows).prod(0)
+
+    def targets(self) -> torch.Tensor:
+        """T: (N, D), the candidates' side of the dot product."""
+        if self.kind == "pitf":
+            return torch.cat(list(self.pair_targets), dim=1)
+        return self.context[str(self.tables[self.target])]
+
+    def scores(self, contexts: torch.Tensor) -> torch.Tensor:
+        return self.queries(self.context_rows(contexts)) @ self.targets().t() + self.bias[None, :]
+
+
+def train_bpr_peer(
+    kind: PeerKind,
+    train: np.ndarray,
+    sizes: Sequence[int],
+    target: int,
+    validation: Validation,
+    settings: BprSettings = BprSettings(),
+    seed: int = 0,
+    tables: Sequence[int] | None = None,
+) -> PeerResult:
+    """Train PITF (`kind` "pitf") or plain CP ("cp") with BPR on training coordinates `train` (K, n).
+
+    `tables[k]` names the embedding table of axis k (default: one per axis); axes with the same table share it
+    (a knowledge graph's head and tail). Early-stops on `validation` (higher is better)."""
+    tables = tuple(range(len(sizes))) if tables is None else tuple(tables)
+    if len(tables) != len(sizes) or train.shape[0] != len(sizes):
+        raise ValueError(f"train has {train.shape[0]} axes, sizes {len(sizes)}, tables {len(tables)}")
+    generator = torch.Generator().manual_seed(seed)
+    model = _DotModel(kind, sizes, target, tables, settings.dim, settings.init_scale, generator)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    coords = torch.from_numpy(np.ascontiguousarray(train, dtype=np.int64))
+    history: list[float] = []
+    best, best_epoch, best_state, seconds = -np.inf, 0, copy.deepcopy(model.state_dict()), 0.0
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        _bpr_epoch(model, optimiser, coords, sizes[target], settings, generator)
+        seconds += time.perf_counter() - start
+        metric = validation(_scorer(copy.deepcopy(model)))
+        history.append(metric)
+        if metric > best:
+            best, best_epoch, best_state = metric, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= settings.patience:
+            break
+    model.load_state_dict(best_state)
+    return PeerResult(_scorer(model), history, best_epoch, seconds)
+
+
+def _bpr_epoch(model: _DotModel, optimiser: torch.optim.Optimizer, coords: torch.Tensor, candidates: int,
+               settings: BprSettings, generator: torch.Generator) -> None:
+    """One pass over the positives in a seeded order, one uniformly drawn negative target per positive."""
+    order = torch.randperm(coords.shape[1], generator=generator)
+    for batch in order.split(settings.batch_size):
+        contexts = coords[:, batch]
+        positive = contexts[model.target]
+        negative = torch.randint(candidates, positive.shape, generator=generator)
+        rows = model.context_rows(contexts)
+        query = model.queries(rows)
+        table = model.targets()
+        rows_positive, rows_negative = table[positive], table[negative]
+        difference = ((query * (rows_positive - rows_negative)).sum(1)
+                      + model.bias[positive] - model.bias[negative])
+        penalty = sum(row.square().sum() for row in rows) + rows_positive.square().sum() + rows_negative.square().sum()
+        loss = -torch.nn.functional.logsigmoid(difference).mean() + settings.l2 * penalty / len(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+def _scorer(model: _DotModel) -> QueryScorer:
+    model.eval()
+
+    def scorer(contexts: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return model.scores(torch.from_numpy(np.asarray(contexts, dtype=np.int64))).double()
+
+    return scorer
+
+
+def axis_popularity_scorer(train: np.ndarray, target: int, sizes: Sequence[int], axes: Sequence[int]) -> QueryScorer:
+    """hyperlearn.ranking's per-context popularity using only the context axes `axes` (e.g. per item)."""
+    kept = [*axes, target]
+    inner = context_popularity_scorer(train[kept], len(axes), [sizes[axis] for axis in kept])
+    return lambda contexts: inner(np.asarray(contexts)[kept])
+
+
+def mixed_scorer(first: QueryScorer, second: QueryScorer, weight: float) -> QueryScorer:
+    """weight · first + (1 − weight) · second."""
+    return lambda contexts: weight * first(contexts) + (1.0 - weight) * second(contexts)
+
+
+def choose_mix(first: QueryScorer, second: QueryScorer, validation: Validation,
+               weights: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))) -> tuple[float, dict[float, float]]:
+    """The weight of `mixed_scorer(first, second, ·)` with the best validation metric, and every weight's metric."""
+    metrics = {float(weight): validation(mixed_scorer(first, second, weight)) for weight in weights}
+    return max(metrics, key=lambda weight: (metrics[weight], -abs(weight - 0.5))), metrics
+
+
+@dataclass
+class PykeenResult:
+    """A PyKEEN model trained by PyKEEN's pipeline: its own filtered test metrics (per triple, tail side), the model as a scorer of tails for hyperlearn.ranking, its validation history and seconds."""
+
+    metrics: dict[str, float]
+    scorer: QueryScorer
+    history: list[float]
+    epochs: int
+    seconds: float
+
+
+PYKEEN_METRICS = ("inverse_harmonic_mean_rank", "hits_at_1", "hits_at_3", "hits_at_10")
+EVALUATION_BATCH = 512
+
+
+def train_pykeen(
+    model: str,
+    triples: dict[str, np.ndarray],
+    num_entities: int,
+    num_relations: int,
+    dim: int = 64,
+    epochs: int = 100,
+    seed: int = 0,
+    check_every: int | None = 5,
+    learning_rate: float = 0.02,
+) -> PykeenResult:
+    """Train PyKEEN's `model` (DistMult, ComplEx, CP …) on `triples` {"train", "validation", "test"} ((3, n)
+    head, relation, tail ids), early-stopped by PyKEEN's stopper on validation MRR (checked every
+    `check_every` epochs; None: `epochs` epochs, no check), and evaluate it with PyKEEN's filtered rank-based evaluator (train and validation
+    filtered) on test, tails only (the side HyperLearn ranks). Trained by sLCWA with 4 uniform corruptions per
+    triple and the softplus loss, Adam at `learning_rate`. `dim` is PyKEEN's embedding_dim (ComplEx: complex
+    entries)."""
+    from pykeen.pipeline import pipeline
+    from pykeen.triples import CoreTriplesFactory
+
+    factories = {
+        split: CoreTriplesFactory.create(
+            torch.from_numpy(np.ascontiguousarray(coords.T, dtype=np.int64)), num_entities, num_relations
+        )
+        for split, coords in triples.items()
+    }
+    result = pipeline(
+        training=factories["train"], validation=factories["validation"], testing=factories["test"],
+        model=model, model_kwargs={"embedding_dim": dim},
+        loss="softplus", optimizer="adam", optimizer_kwargs={"lr": learning_rate},
+        negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": 4},
+        training_kwargs={"num_epochs": epochs, "batch_size": 1024, "use_tqdm": False},
+        **({} if check_every is None else {
+            "stopper": "early",
+            "stopper_kwargs": {"frequency": check_every, "patience": 2, "metric": "inverse_harmonic_mean_rank",
+                               "relative_delta": 0.002, "evaluation_batch_size": EVALUATION_BATCH},
+        }),
+        evaluation_kwargs={"use_tqdm": False, "batch_size": EVALUATION_BATCH, "targets": ["tail"]},
+        device="cpu", random_seed=seed, use_tqdm=False,
+    )
+    metrics = {name: float(result.metric_results.get_metric(f"tail.realistic.{name}")) for name in PYKEEN_METRICS}
+    trained = result.model.eval()
+
+    def scorer(contexts: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            pairs = torch.from_numpy(np.stack([contexts[0], contexts[1]], axis=1).astype(np.int64))
+            return trained.score_t(pairs).double()
+
+    stopper = result.stopper if check_every is not None else None
+    history = [float(value) for value in stopper.results] if stopper is not None else []
+    best_epoch = int(stopper.best_epoch or epochs) if stopper is not None else epochs
+    return PykeenResult(metrics, scorer, history, best_epoch, result.train_seconds)
