@@ -69,9 +69,9 @@ class Problem:
         return tuple(r for r in self.relations if modality in r.meta.modalities)
 
     def primary_relation(self) -> Relation:
-        """The relation whose test metrics are the headline (test_rmse, test_mae, or test_ndcg@10 …): the first
-        regression, else the first one."""
-        return next((r for r in self.relations if value_model(r.meta).regresses_values), self.relations[0])
+        """The relation whose test metrics are the headline (test_rmse, test_mae, or test_ndcg@10 …) and whose
+        validation metric stops training: the spec's first relation."""
+        return self.relations[0]
 
 
 def with_validation_in_training(problem: Problem) -> Problem:

@@ -8,7 +8,8 @@ writes one version into a staging folder beside them (docs/design.md, "Run direc
       latest -> <version>
       .staging-<version>/               RunDir of a run in progress, renamed to <version>/ when published
       <version>/                        RunDir
-        catalog/  relations/<relation>/{meta.json,train.npz,validation.npz,test.npz}  graphs/<modality>.npz
+        catalog/  relations/{order.json, <relation>/{meta.json,train.npz,validation.npz,test.npz}}
+        graphs/<modality>.npz
         quarantine/  checkpoints/  embeddings/modality=<name>/part-0.parquet
         manifest.json  metrics.json  report.png
 
@@ -212,9 +213,14 @@ class RunDir:
 
     # --- relation tensors -----------------------------------------------------------------------------------
 
+    @property
+    def relation_order(self) -> Path:
+        """The relations' names in the order they were written: the spec's order."""
+        return self.relations / "order.json"
+
     def relation_names(self) -> list[str]:
-        """The relations prepared in this run, sorted by name."""
-        return sorted(p.name for p in self.relations.iterdir() if p.is_dir()) if self.relations.is_dir() else []
+        """The relations prepared in this run, in the spec's order (the first is the run's headline relation)."""
+        return json.loads(self.relation_order.read_text()) if self.relation_order.exists() else []
 
     def entity_counts(self) -> dict[str, int]:
         """Entities per modality, sorted by name: the largest axis a modality spans in the run's relations."""
@@ -231,6 +237,9 @@ class RunDir:
         directory = self.relation(meta.name)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2))
+        names = self.relation_names()
+        if meta.name not in names:
+            self.relation_order.write_text(json.dumps([*names, meta.name]))
         for split in SPLITS:
             entries = splits[split]
             np.savez(
