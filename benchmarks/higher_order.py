@@ -126,7 +126,7 @@ def run_copy(prepared: RunDir, destination: Path, keep: Sequence[str] | None = N
     names = run.relation_names()
     kept = names if keep is None else list(keep)
     for name in set(names) - set(kept):
-        shutil.rmtree(run.relation(name))
+        run.remove_relation(name)
     spanned = {modality for name in kept for modality in run.read_relation_meta(name).modalities}
     for catalog in run.catalog.glob("*.parquet"):
         if catalog.stem not in spanned:

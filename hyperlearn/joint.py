@@ -36,7 +36,8 @@ class JointTrainers:
             m: build_model(m, states[m], problem.laplacians[m], on_device.relations_of(m), config, device)
             for m in problem.modalities
         }
-        self.optimizer = torch.optim.Adam([group for model in self.models.values() for group in model.parameter_groups()])
+        groups = [group for model in self.models.values() for group in model.parameter_groups()]
+        self.optimizer = torch.optim.Adam(groups)
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, "joint"))
 
     def start(self) -> States:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -248,6 +249,11 @@ class RunDir:
                 data=np.asarray(entries.values, dtype=np.float32),
                 shape=np.asarray(entries.shape, dtype=np.int64),
             )
+
+    def remove_relation(self, name: str) -> None:
+        """Take a relation out of the run (its folder and its place in the order)."""
+        shutil.rmtree(self.relation(name))
+        self.relation_order.write_text(json.dumps([other for other in self.relation_names() if other != name]))
 
     def read_relation_meta(self, name: str) -> RelationMeta:
         return RelationMeta.from_dict(json.loads((self.relation(name) / "meta.json").read_text()))

@@ -36,6 +36,16 @@ def test_relation_round_trip_keeps_explicit_zeros_and_order(tmp_path):
         assert loaded.values.tolist() == [0.0, 5.0] and loaded.shape == (3, 2)
 
 
+def test_relations_keep_the_order_they_were_written_in(tmp_path):
+    run = RunDir(tmp_path)
+    for name in ("tagging", "rating", "friendship"):
+        empty = Entries(np.zeros((2, 0), np.int64), np.zeros(0, np.float32), (2, 2))
+        run.write_relation(RelationMeta(name, ("a", "b"), (2, 2), "squared"), {split: empty for split in SPLITS})
+    assert run.relation_names() == ["tagging", "rating", "friendship"]
+    run.remove_relation("rating")
+    assert run.relation_names() == ["tagging", "friendship"] and not run.relation("rating").exists()
+
+
 def test_an_order_six_relation_over_2000_entities_per_mode_loads(tmp_path):
     """2000⁶ > 2⁶³: nothing may form a linear index over the shape."""
     shape = (2000,) * 6
