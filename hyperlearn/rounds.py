@@ -27,7 +27,7 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.collapse import check_not_collapsed
 from hyperlearn.metrics import early_stopping_criterion, evaluate, headline_names
-from hyperlearn.objective import dirichlet_energy, objective
+from hyperlearn.objective import OwnTerms, dirichlet_energy, objective
 from hyperlearn.problem import Problem, Relation, with_validation_in_training
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import ModalityState, RunDir
@@ -61,13 +61,20 @@ def _tensors(states: States) -> tuple[dict[str, torch.Tensor], dict[str, dict[st
     return factors, biases
 
 
-def training_objective(problem: Problem, states: States, config: TrainingConfig) -> float:
-    """The global objective (docs/method.md §2) at the published states: cross-modal terms of every relation plus
-    the Dirichlet energy of every modality. The same number for joint and distributed runs. A projection's
-    weight decay is not in it: the projection weights stay with their model and are not published."""
-    factors, biases = _tensors(states)
+def graph_terms(problem: Problem, config: TrainingConfig) -> dict[str, OwnTerms]:
+    """Each modality's Dirichlet term γ · ½tr(AᵀLA)/n as a function of its embeddings (modalities with a graph)."""
     laplacians = {m: to_torch_csr(L) for m, L in problem.laplacians.items() if L is not None}
-    smoothness = {m: (lambda A, L=L: config.graph_weight * dirichlet_energy(L, A)) for m, L in laplacians.items()}
+    return {m: (lambda A, L=L: config.graph_weight * dirichlet_energy(L, A)) for m, L in laplacians.items()}
+
+
+def training_objective(
+    problem: Problem, states: States, config: TrainingConfig, smoothness: dict[str, OwnTerms]
+) -> float:
+    """The global objective (docs/method.md §2) at the published states: cross-modal terms of every relation plus
+    the Dirichlet energy of every modality (`smoothness`, from `graph_terms`). The same number for joint and
+    distributed runs. A projection's weight decay is not in it: the projection weights stay with their model and
+    are not published."""
+    factors, biases = _tensors(states)
     generator = torch.Generator().manual_seed(evaluation_seed(config.seed))
     with torch.no_grad():
         return float(objective(problem.relations, factors, biases, config, generator, smoothness))
@@ -156,12 +163,14 @@ def _search(
     check_not_collapsed(states, when="at the start")
     first_states = states
     metrics = validation_metrics(problem, states, config)
-    history = [{"round": 0, "seconds": 0.0, "train_loss": training_objective(problem, states, config), **metrics}]
+    smoothness = graph_terms(problem, config)  # the Laplacians go to torch once per run, not once per round
+    train_loss = training_objective(problem, states, config, smoothness)
+    history = [{"round": 0, "seconds": 0.0, "train_loss": train_loss, **metrics}]
     best_score, best_round, best_states = early_stopping_criterion(problem, metrics).value, 0, states
     log(f"[{mode}] round 0: {_describe(metrics)}")
     for round_number in range(1, config.rounds + 1):
         states = trainers.round(states)
-        train_loss = training_objective(problem, states, config)
+        train_loss = training_objective(problem, states, config, smoothness)
         metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
         history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
