@@ -98,7 +98,7 @@ def write_training_outputs(
         for modality in sorted(set(meta.modalities)):
             files.append(write_biases(run, name, modality, catalogs[modality], result.states[modality], metadata))
         rank = _width(meta, result.states)
-        relations.append(RelationScoring.from_meta(meta, rank, relation_offset(run, meta, config.refit)))
+        relations.append(RelationScoring.from_meta(meta, rank, relation_offset(run, meta, refitted=result.metrics.get("refit_rounds", 0) > 0)))
     description = scoring_description(
         relations, dataset=dataset, version=version, config_hash=config.config_hash(), rank=config.rank
     )
@@ -135,13 +135,14 @@ def write_biases(
     return path
 
 
-def relation_offset(run: RunDir, meta: RelationMeta, refit: bool) -> float:
+def relation_offset(run: RunDir, meta: RelationMeta, refitted: bool) -> float:
     """The offset the published model adds to every score of `meta`'s relation: the mean value of the entries
-    it was fitted to (training, plus validation after a refit) for a squared relation, else 0 — as
+    it was fitted to (training, plus validation when a refit ran — not merely when one was asked for: with no
+    round better than the start there is none) for a squared relation, else 0 — as
     `hyperlearn.problem.Relation.train_mean` gives it to the trainers."""
     if meta.loss != "squared":
         return 0.0
-    splits = ("train", "validation") if refit else ("train",)
+    splits = ("train", "validation") if refitted else ("train",)
     values = np.concatenate([run.read_relation_split(meta.name, split).values for split in splits])
     return float(values.astype(np.float64).mean()) if values.size else 0.0
 
