@@ -140,13 +140,13 @@ def test_the_hyperlearn_service_schedules_runs_on_the_prefect_server_and_the_das
     assert (database.hostname, database.password) == ("postgres", MINIMAL_ENVIRONMENT["POSTGRES_PASSWORD"])
 
 
-def test_the_trainers_see_the_run_directories_at_the_driver_path_read_only(compose):
-    services = compose["services"]
-    driver_out = next(m for m in services["hyperlearn"]["volumes"] if m.split(":")[1] == "/out")
-    assert _argument_after(services["hyperlearn"]["command"], "--out") == "/out"
-    assert f"{driver_out}:ro" in services["worker"]["volumes"]
+def test_the_driver_reads_data_read_only_and_publishes_to_the_volume_it_mounts(compose):
+    service = compose["services"]["hyperlearn"]
+    mounts = {mount.split(":")[1]: mount for mount in service["volumes"]}
+    assert mounts[_argument_after(service["command"], "--data-root")].endswith(":ro")
+    assert not mounts[_argument_after(service["command"], "--out")].endswith(":ro")
     bound = load_compose({**MINIMAL_ENVIRONMENT, "HYPERLEARN_OUT": "/srv/hyperlearn/out"})
-    assert _named_volume(bound["services"]["worker"]["volumes"][0]) is None
+    assert "/srv/hyperlearn/out:/out" in bound["services"]["hyperlearn"]["volumes"]
 
 
 def test_our_image_is_built_from_the_repository_and_never_runs_as_root(compose):
