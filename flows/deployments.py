@@ -138,9 +138,14 @@ def serve_schedule(deployment: RunnerDeployment, watcher: InputWatcher | None = 
         stop_watching.set()
         if watching is not None:
             watching.join()
-        stuck = crash_unfinished_runs(deployment)
-        if stuck:
-            print(f"marked as crashed, unfinished when serving stopped: {', '.join(stuck)}")
+        try:
+            stuck = crash_unfinished_runs(deployment)
+        except Exception as error:  # noqa: BLE001 - the server may be what stopped serving; say so, keep its error
+            print(f"could not check for runs left unfinished ({type(error).__name__}: {error}); look for runs of "
+                  f"{deployment.flow_name}/{deployment.name} still Running on the server")
+        else:
+            if stuck:
+                print(f"marked as crashed, unfinished when serving stopped: {', '.join(stuck)}")
 
 
 async def _run_until_signalled(runner: Runner) -> None:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from distributed import LocalCluster
 from distributed.comm.core import CommClosedError
+from prefect import flow
 
 from hyperlearn.config import MemoryBudgetError, TrainingConfig
 from hyperlearn.coordinator import TrainerLost
@@ -69,11 +70,17 @@ def test_the_train_task_retries_transient_failures_only(prefect_server, monkeypa
 
     monkeypatch.setattr(hyperlearn_flow, "train", failing_train)
     train_now = hyperlearn_flow.train_step.with_options(retry_delay_seconds=0)
-    with pytest.raises(type(error)):
+
+    @flow
+    def one_training() -> None:
         train_now(None, RunDir(tmp_path), "v1", TrainingConfig(), "joint", None)
+
+    with pytest.raises(type(error)):
+        one_training()
     assert len(calls) == attempts
 
 
+@pytest.mark.slow
 def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_path, monkeypatch):
     import hyperlearn.flows.training as training
 
