@@ -89,7 +89,7 @@ def train(
     if is_transient(cluster.exception()):  # the background start timed out: try once more, here
         log(f"the training cluster did not start ({cluster.exception()}); starting another")
         replacement = make_cluster(len(run.entity_counts()), device, log=log)
-    client = Client(replacement or cluster.result())
+    client = Client(replacement if replacement is not None else cluster.result())
     try:
         return train_distributed(client, run, config, log=log), device
     finally:
