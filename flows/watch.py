@@ -4,7 +4,8 @@ Every `poll` seconds the watcher takes the inputs' content fingerprint (`hyperle
 when it differs from the last one it saw, emits `hyperlearn.dataset.changed`, which the served deployment's
 trigger turns into a run. The first fingerprint, taken when serving starts, is the baseline: what changed while
 nothing was serving is not noticed. Inputs that cannot be read for now (a spec half edited, a glob that matches
-nothing yet) are logged and waited out, the baseline kept.
+nothing yet) are logged and waited out, the baseline kept. Files unchanged in size and modification time
+are not read again between polls.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hyperlearn.flows.events import emit_dataset_changed
-from hyperlearn.pipeline.fingerprint import input_fingerprint
+from hyperlearn.pipeline.fingerprint import HashCache, input_fingerprint
 
 Emit = Callable[[str, str, str], None]
 
@@ -37,11 +38,12 @@ class InputWatcher:
         self.allow_roots = list(allow_roots)
         self.emit = emit
         self.log = log
+        self.hashes: HashCache = {}
         self.fingerprint = self._current()
 
     def _current(self) -> str | None:
         try:
-            return input_fingerprint(self.spec_path, self.data_root, self.allow_roots)
+            return input_fingerprint(self.spec_path, self.data_root, self.allow_roots, self.hashes)
         except ValueError as error:  # SpecError, SourceError: unreadable for now
             self.log(f"the inputs of {self.dataset!r} cannot be read, waiting for them: {error}")
             return None

@@ -65,3 +65,19 @@ def test_unreadable_inputs_have_no_fingerprint(spec: Path):
     spec.write_text("name: [")
     with pytest.raises(SpecError, match="tiny.yaml"):
         input_fingerprint(spec)
+
+
+def test_a_cache_reads_again_only_files_whose_size_or_time_moved(spec: Path):
+    import os
+
+    from hyperlearn.pipeline.fingerprint import HashCache
+
+    cache: HashCache = {}
+    first = input_fingerprint(spec, cache=cache)
+    assert first == input_fingerprint(spec)
+    [(path, (size, mtime, digest))] = cache.items()
+    cache[path] = (size, mtime, "0" * 64)  # what a file unchanged in size and time is taken to hold
+    assert input_fingerprint(spec, cache=cache) != first
+    os.utime(path, ns=(mtime + 1_000_000_000, mtime + 1_000_000_000))
+    assert input_fingerprint(spec, cache=cache) == first
+    assert cache[path][2] == digest
