@@ -4,7 +4,7 @@
                     [--rank 16 --rounds 30 ...]
     hyperlearn ingest SPEC [--data-root DIR] [--out DIR] [--memory-limit-mb 1024]
     hyperlearn demo [--out DIR] [--data DIR]
-    hyperlearn schedule SPEC --cron "0 3 * * *" [--out DIR] ...
+    hyperlearn schedule SPEC [--cron "0 3 * * *" --timezone Europe/Paris] [--on-change [--poll 10]] [--out DIR] ...
     hyperlearn datasets get movielens-100k [--dest DIR]
     hyperlearn spec-schema > spec.schema.json
     hyperlearn run examples/movielens-100k.yaml --data-root DIR
@@ -101,13 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedule = commands.add_parser(
         "schedule",
-        help="serve a cron-scheduled retraining deployment (needs a Prefect server)",
-        description="Serve a Prefect deployment that reruns `hyperlearn run` on a cron schedule, until "
-        "interrupted. Start a server first (`prefect server start`) and point PREFECT_API_URL at it.",
+        help="serve a retraining deployment: on a cron schedule and on change events (needs a Prefect server)",
+        description="Serve a Prefect deployment that reruns `hyperlearn run` for SPEC, one run at a time (a run "
+        "asked for while one runs waits its turn), until SIGTERM or Ctrl-C: on --cron in --timezone, and whenever "
+        "the event hyperlearn.dataset.changed arrives for resource hyperlearn.dataset.<name> (from --on-change, "
+        "or `prefect event emit hyperlearn.dataset.changed --resource-id hyperlearn.dataset.<name>`). Needs a "
+        "running server: `prefect server start`, with PREFECT_API_URL pointing at it.",
     )
     schedule.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
-    schedule.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * *" (03:00 daily)')
-    schedule.add_argument("--name", default="scheduled", help="deployment name (default: %(default)s)")
+    schedule.add_argument("--cron", help='cron expression, e.g. "0 3 * * *" (03:00 daily); without it, runs '
+                          "come from events only")
+    schedule.add_argument("--timezone", default="UTC", metavar="TZ",
+                          help="IANA timezone the cron expression is read in (default: %(default)s)")
+    schedule.add_argument("--on-change", action="store_true",
+                          help="watch the spec and its source files (content hashes; a new file in a folder or "
+                          "glob source counts) and emit the change event when they change")
+    schedule.add_argument("--poll", type=float, default=10.0, metavar="S",
+                          help="with --on-change: seconds between checks of the inputs (default: %(default)s)")
+    schedule.add_argument("--name", help="deployment name (default: the dataset's name)")
     _add_run_options(schedule)
     _add_training_options(schedule)
 
@@ -361,20 +372,37 @@ def _train(**parameters: Any) -> str:
 
 
 def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from hyperlearn.flows.deployments import build_deployment, serve_schedule
+    from hyperlearn.pipeline.spec import load_spec
 
-    deployment = build_deployment(
-        args.spec,
-        args.out,
-        args.cron,
-        name=args.name,
-        data_root=args.data_root,
-        mode=args.mode,
-        overrides=_checked_overrides(parser, args) or None,
-        allow_roots=args.allow_root or None,
-        wait=args.wait,
-    )
-    serve_schedule(deployment)
+    overrides = _checked_overrides(parser, args)
+    if args.poll <= 0:
+        parser.exit(2, "hyperlearn schedule: error: --poll must be a positive number of seconds\n")
+    from hyperlearn.flows.deployments import ServerUnavailable, build_deployment, require_server, serve_schedule
+    from hyperlearn.flows.watch import InputWatcher
+
+    try:
+        require_server()
+    except ServerUnavailable as error:
+        parser.exit(1, f"hyperlearn schedule: error: {error}\n")
+    dataset = load_spec(args.spec, args.data_root, overrides=overrides, allow_roots=args.allow_root).name
+    try:
+        deployment = build_deployment(
+            args.spec,
+            args.out,
+            dataset,
+            cron=args.cron,
+            timezone=args.timezone,
+            name=args.name,
+            data_root=args.data_root,
+            mode=args.mode,
+            overrides=overrides or None,
+            allow_roots=args.allow_root or None,
+            wait=args.wait,
+        )
+    except ValueError as error:
+        parser.exit(2, f"hyperlearn schedule: error: {error}\n")
+    watcher = InputWatcher(dataset, args.spec, args.data_root, args.allow_root) if args.on_change else None
+    serve_schedule(deployment, watcher, args.poll)
     return 0
 
 

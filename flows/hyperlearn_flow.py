@@ -19,7 +19,9 @@ from distributed.deploy import Cluster
 from prefect.cache_policies import NO_CACHE
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.flows.training import Mode, train, training_cluster
+from hyperlearn.flows.artifacts import create_version_artifacts
+from hyperlearn.flows.events import emit_embeddings_published
+from hyperlearn.flows.training import Mode, is_transient, train, training_cluster
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.lock import dataset_lock
@@ -47,7 +49,21 @@ def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
     return {name: stats.to_dict() for name, stats in build_graphs(spec, run).items()}
 
 
-@task(name="train", cache_policy=NO_CACHE)
+#: Attempts of the train task after a transient failure (a lost worker, a cluster that did not start), and the
+#: seconds between them; permanent failures (bad spec, bad data) are never retried.
+TRAIN_RETRIES = 2
+TRAIN_RETRY_DELAY_SECONDS = 10
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition for the train task: retry only a transient failure (`is_transient`)."""
+    return is_transient(state.result(raise_on_failure=False))
+
+
+@task(
+    name="train", cache_policy=NO_CACHE, retries=TRAIN_RETRIES, retry_delay_seconds=TRAIN_RETRY_DELAY_SECONDS,
+    retry_condition_fn=retry_transient,
+)
 def train_step(
     spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode, cluster: Future[Cluster] | None
 ) -> dict[str, Any]:
@@ -121,4 +137,17 @@ def train_embeddings(
         if name.startswith("test") and value is not None
     ]
     logger.info("published %s; %s", published, ", ".join(test_metrics))
+    announce_version(spec.name, version, published, summary["metrics"])
     return published
+
+
+def announce_version(dataset: str, version: str, published: str, metrics: dict[str, float | None]) -> None:
+    """After publishing: the run's artifacts (metrics table, link, report) and the
+    `hyperlearn.embeddings.published` event, for downstream flows to trigger on. The version is published by
+    then, so artifacts the server refuses are logged as a warning rather than failing the run."""
+    try:
+        create_version_artifacts(dataset, version, Path(published), metrics)
+    except Exception as error:  # noqa: BLE001 - the version stands whatever the artifacts API answers
+        get_run_logger().warning("the artifacts of %s could not be created: %s: %s", published,
+                                 type(error).__name__, error)
+    emit_embeddings_published(dataset, version, published, metrics)

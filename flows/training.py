@@ -12,12 +12,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal, get_args
 
-from distributed import Client
+from distributed import Client, KilledWorker
+from distributed.comm.core import CommClosedError
 from distributed.deploy import Cluster
 
 from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.config import TrainingConfig, check_memory
-from hyperlearn.coordinator import train_distributed
+from hyperlearn.coordinator import TrainerLost, train_distributed
 from hyperlearn.joint import train_joint
 from hyperlearn.model import resolve_device
 from hyperlearn.result import TrainResult
@@ -25,6 +26,16 @@ from hyperlearn.rundir import RunDir
 
 Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)
+
+#: Failures of the machinery rather than of the inputs, which a second attempt may not meet: a worker that left
+#: the cluster (its nanny starts another), a connection to one that closed, a cluster that did not start in time.
+#: Anything else (a bad spec, bad data, a rank that does not fit) fails the same way again.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TrainerLost, KilledWorker, CommClosedError, TimeoutError)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether a training failure is worth another attempt (see TRANSIENT_ERRORS)."""
+    return isinstance(error, TRANSIENT_ERRORS)
 
 
 def run_device(config: TrainingConfig) -> str:
@@ -74,11 +85,17 @@ def train(
         return train_joint(run, config, log=log), device
     if cluster is None:
         raise ValueError("distributed training needs the cluster from training_cluster")
-    client = Client(cluster.result())
+    replacement = None
+    if is_transient(cluster.exception()):  # the background start timed out: try once more, here
+        log(f"the training cluster did not start ({cluster.exception()}); starting another")
+        replacement = make_cluster(len(run.entity_counts()), device, log=log)
+    client = Client(replacement if replacement is not None else cluster.result())
     try:
         return train_distributed(client, run, config, log=log), device
     finally:
         _close(client, log)
+        if replacement is not None:
+            _close(replacement, log)
 
 
 def _close(closable: Client | Cluster, log: Callable[[str], None]) -> None:

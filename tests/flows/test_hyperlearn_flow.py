@@ -139,3 +139,31 @@ def _snapshot(dataset_dir: Path) -> dict[str, object]:
         elif path.is_file():
             snapshot[name] = path.read_bytes()
     return snapshot
+
+
+def test_the_run_carries_its_metrics_table_version_link_and_report_image(published: Path):
+    import base64
+    import io
+
+    from PIL import Image
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["demo-version"])))
+        [link] = [artifact for artifact in links if published.as_uri() in artifact.data]
+        by_key = {
+            artifact.key: artifact
+            for artifact in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[link.flow_run_id]))
+            )
+        }
+    assert set(by_key) == {"demo-metrics", "demo-version", "demo-report"}
+    metrics = json.loads((published / "metrics.json").read_text())["metrics"]
+    table = json.loads(by_key["demo-metrics"].data)
+    assert {row["metric"]: row["value"] for row in table} == pytest.approx(metrics)
+    assert by_key["demo-report"].type == "image"
+    header, encoded = by_key["demo-report"].data.split(",", 1)
+    assert header == "data:image/png;base64"
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image, Image.open(published / "report.png") as report:
+        assert image.size == report.size

@@ -1,9 +1,17 @@
+from concurrent.futures import Future
+
 import numpy as np
 import pytest
+from distributed import LocalCluster
+from distributed.comm.core import CommClosedError
+from prefect import flow
 
 from hyperlearn.config import MemoryBudgetError, TrainingConfig
-from hyperlearn.flows.training import train
+from hyperlearn.coordinator import TrainerLost
+from hyperlearn.flows.hyperlearn_flow import TRAIN_RETRIES
+from hyperlearn.flows.training import is_transient, train
 from hyperlearn.rundir import Entries, RelationMeta, RunDir
+from tests.hyperlearn.planted import write_planted_run
 
 
 def test_a_rank_too_large_for_the_runs_entities_is_refused_before_training(tmp_path):
@@ -30,3 +38,70 @@ def test_a_teardown_that_fails_is_logged_and_never_raised():
     logged: list[str] = []
     _close(_StuckCluster(), logged.append)
     assert logged == ["closing the Dask _StuckCluster failed, ignored: TimeoutError: workers did not stop within 4 s"]
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (TrainerLost("the worker tcp://127.0.0.1:1 training modality 'tag' left the cluster"), True),
+        (TimeoutError("Nanny failed to start in 60 seconds"), True),
+        (CommClosedError("in <TCP (closed)>: Stream is closed"), True),
+        (MemoryBudgetError("rank 100000 needs at least 80 GB"), False),
+        (ValueError("ratings.csv, row 3, field 'rating': not a number"), False),
+        (OSError(28, "No space left on device"), False),
+        (None, False),
+    ],
+)
+def test_only_failures_of_the_machinery_are_transient(error, transient):
+    assert is_transient(error) is transient
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize(("error", "attempts"), [(TrainerLost("worker left"), 1 + TRAIN_RETRIES),
+                                                  (ValueError("bad data"), 1)])
+def test_the_train_task_retries_transient_failures_only(prefect_server, monkeypatch, tmp_path, error, attempts):
+    import hyperlearn.flows.hyperlearn_flow as hyperlearn_flow
+
+    calls: list[int] = []
+
+    def failing_train(*args, **kwargs):
+        calls.append(1)
+        raise error
+
+    monkeypatch.setattr(hyperlearn_flow, "train", failing_train)
+    train_now = hyperlearn_flow.train_step.with_options(retry_delay_seconds=0)
+
+    @flow
+    def one_training() -> None:
+        train_now(None, RunDir(tmp_path), "v1", TrainingConfig(), "joint", None)
+
+    with pytest.raises(type(error)):
+        one_training()
+    assert len(calls) == attempts
+
+
+@pytest.mark.slow
+def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_path, monkeypatch):
+    import hyperlearn.flows.training as training
+
+    run = write_planted_run(tmp_path, n_users=40, n_items=30, n_tags=5, n_ratings=400)
+    timed_out: Future = Future()
+    timed_out.set_exception(TimeoutError("Nanny failed to start in 60 seconds"))
+    started: list[LocalCluster] = []
+    asked: list[tuple[int, str]] = []
+
+    def threaded_cluster(n_workers, device, log):
+        asked.append((n_workers, device))
+        started.append(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False, dashboard_address=":0"))
+        return started[-1]
+
+    monkeypatch.setattr(training, "make_cluster", threaded_cluster)
+    logged: list[str] = []
+    config = TrainingConfig(rank=2, rounds=1, local_steps=1, conv_width=4, lstm_width=4, device="cpu")
+    result, device = train(run, config, mode="distributed", cluster=timed_out, log=logged.append)
+    assert device == "cpu"
+    assert result.mode == "distributed" and set(result.states) == {"user", "item", "tag"}
+    assert logged[0] == "the training cluster did not start (Nanny failed to start in 60 seconds); starting another"
+    assert asked == [(3, "cpu")]  # one worker per modality
+    [cluster] = started
+    assert cluster.status.name == "closed"
