@@ -101,22 +101,28 @@ class IngestReport:
 
 
 class KeyCodes:
-    """Provisional codes of one modality's keys in the order first seen; `keys` holds them, code = position."""
+    """Provisional codes of one modality's keys in the order first seen (code = position in `keys`), looked up
+    batch by batch with Arrow's hash kernels; `changed` collects the keys as read that normalisation changed."""
 
     def __init__(self) -> None:
-        self.keys = pd.Index([], dtype=object)
+        self._known = pa.array([], pa.large_string())
         self.changed: set[str] = set()
 
+    @property
+    def keys(self) -> np.ndarray:
+        """Every key seen, position = code (object array of str)."""
+        return self._known.to_numpy(zero_copy_only=False)
+
     def codes(self, keys: pa.Array) -> np.ndarray:
-        """The code of each key (int64), giving new keys the next codes."""
-        encoded = pc.dictionary_encode(keys)
-        uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        found = self.keys.get_indexer(uniques)
-        unseen = found < 0
-        if unseen.any():
-            found[unseen] = np.arange(len(self.keys), len(self.keys) + int(unseen.sum()))
-            self.keys = self.keys.append(pd.Index(uniques[unseen], dtype=object))
-        return found.astype(np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
+        """The code of each (non-null) key, int64, giving keys not seen before the next codes."""
+        keys = keys.cast(pa.large_string())
+        found = pc.index_in(keys, value_set=self._known)
+        if found.null_count:
+            offset = len(self._known)
+            unseen = pc.unique(keys.filter(pc.is_null(found)))
+            self._known = pa.concat_arrays([self._known, unseen])
+            found = pc.coalesce(found, pc.add(pc.index_in(keys, value_set=unseen), offset))
+        return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 @dataclass
