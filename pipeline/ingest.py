@@ -53,12 +53,14 @@ class IngestError(ValueError):
 @dataclass(frozen=True)
 class RelationReport:
     """Row accounting of one relation: rows_read == rows_accepted + rows_quarantined and
-    entries_total == rows_accepted - duplicates_merged. `files` lists the files read, per source."""
+    entries_total == tuples - duplicates_merged, where `tuples` is what the accepted rows hold (one each, or
+    one per value of a multi-valued key field). `files` lists the files read, per source."""
 
     name: str
     rows_read: int
     rows_accepted: int
     rows_quarantined: int
+    tuples: int
     duplicates_merged: int
     entries: dict[str, int]
     quarantine_file: str  # relative to the run directory (the version folder once published)
@@ -132,6 +134,7 @@ class _SourceRows:
     rows: PartitionedRows
     read: int = 0
     accepted: int = 0
+    tuples: int = 0
 
 
 def ingest(
@@ -177,10 +180,8 @@ def ingest(
                 files={name: [str(path) for path in files[relation.name, name]] for name in relation.sources},
                 **accounting,
             )
-            if report.rows_accepted > 1 and report.entries_total <= 1:
-                warnings.append(
-                    f"relation {relation.name!r}: all {report.rows_accepted} accepted rows merged into one entry"
-                )
+            if report.tuples > 1 and report.entries_total <= 1:
+                warnings.append(f"relation {relation.name!r}: all {report.tuples} accepted tuples merged into one entry")
             relation_reports.append(report)
     for catalog in catalogs.values():
         catalog.save(run.catalog)
@@ -239,6 +240,7 @@ def _read_relation(
     accounting = dict(
         rows_read=rows_read,
         rows_accepted=rows_accepted,
+        tuples=sum(s.tuples for s in sources.values()),
         rows_quarantined=quarantine.rows,
         quarantine_file=run.relative(path),
     )
@@ -272,6 +274,7 @@ def _read_source(
         rows.append(axis_codes, validated.values, validated.times)
         read.read += len(batch)
         read.accepted += validated.accepted
+        read.tuples += validated.tuples
         file_rows += len(batch)
         file_rejected += len(validated.quarantined)
         bar.update(batch.input_bytes)
@@ -320,7 +323,7 @@ def _write_relation(
                         low, high = values[chosen].min(), values[chosen].max()
                         value_range = (min(value_range[0], low), max(value_range[1], high))
                 entries += len(values)
-            merged += read.accepted - entries
+            merged += read.tuples - entries
         budget = range_budget(relation.order, memory_limit)
         for split, spill in spills.items():
             with run.split_writer(relation.name, split, shape) as writer:

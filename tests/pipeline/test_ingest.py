@@ -17,7 +17,7 @@ from hyperlearn.rundir import RunDir
 def _check_accounting(report) -> None:
     for relation in report.relations:
         assert relation.rows_read == relation.rows_accepted + relation.rows_quarantined
-        assert relation.entries_total == relation.rows_accepted - relation.duplicates_merged
+        assert relation.entries_total == relation.tuples - relation.duplicates_merged
 
 
 def test_ingest_writes_relations_quarantine_and_run_catalog(demo_document, write_spec, tmp_path):
@@ -169,7 +169,7 @@ def test_single_entity_and_fully_merged_relations_are_warned_about(demo_document
     with caplog.at_level("WARNING", logger="hyperlearn.pipeline.ingest"):
         report = _ingest_ratings(write, write_spec, tmp_path, demo_document, HEADER + "u1,i1,1,1\nu1,i1,2,2\nu1,i1,3,3\n")
     assert report.warnings == (
-        "relation 'rating': all 3 accepted rows merged into one entry",
+        "relation 'rating': all 3 accepted tuples merged into one entry",
         "modality 'user' has a single entity: 'u1'",
         "modality 'item' has a single entity: 'i1'",
     )
