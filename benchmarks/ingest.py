@@ -1,10 +1,12 @@
 """Ingest throughput and peak memory on a synthetic rating log (issue: ingest at scale).
 
-    python benchmarks/ingest.py [--rows 1000000 10000000 100000000] [--data /tmp/hyperlearn-ingest]
-                                [--memory-limit 1GiB] [--out benchmarks/results/ingest]
+    python benchmarks/ingest.py [--rows 1000000 10000000 100000000] [--jsonl-rows 1000000 10000000]
+                                [--data /tmp/hyperlearn-ingest] [--memory-limit 1GiB]
+                                [--out benchmarks/results/ingest]
 
 For each size, a 2-modality rating log (100k users × 50k items, ratings 0.5…5, integer timestamps, uniform
-draws with a fixed seed) is generated once as CSV under --data (never committed), then `ingest` runs on it in a
+draws with a fixed seed) is generated once as CSV (--rows) or JSON lines (--jsonl-rows, the same rows as
+objects) under --data (never committed), then `ingest` runs on it in a
 fresh process (read, validate, quarantine, de-duplicate by latest time, catalog, tensors), which reports its
 wall time, CPU time and peak RSS (ru_maxrss). Outputs in --out: results.json (every number, machine, settings),
 results.md (the table) and ingest.png (rows/s and peak RSS against rows). The machine may be shared: the load
@@ -45,12 +47,21 @@ relations:
 """
 
 
-def write_log(path: Path, rows: int, seed: int = 0) -> None:
-    """A CSV rating log of `rows` rows (user_id,item_id,rating,timestamp), written chunk by chunk."""
+LINES = {
+    "csv": "u{},i{},{},{}\n",
+    "jsonl": '{{"user_id": "u{}", "item_id": "i{}", "rating": {}, "timestamp": {}}}\n',
+}
+
+
+def write_log(path: Path, rows: int, seed: int = 0, format_: str = "csv") -> None:
+    """A rating log of `rows` rows (user_id, item_id, rating, timestamp) as CSV or JSON lines, written chunk
+    by chunk."""
     rng = np.random.default_rng(seed)
     temporary = path.with_suffix(".partial")
+    line = LINES[format_]
     with open(temporary, "w") as handle:
-        handle.write("user_id,item_id,rating,timestamp\n")
+        if format_ == "csv":
+            handle.write("user_id,item_id,rating,timestamp\n")
         for start in range(0, rows, CHUNK):
             size = min(CHUNK, rows - start)
             users = rng.integers(0, USERS, size)
@@ -58,7 +69,7 @@ def write_log(path: Path, rows: int, seed: int = 0) -> None:
             ratings = rng.integers(1, 11, size) / 2
             stamps = 1_500_000_000 + rng.integers(0, 10**8, size)
             columns = zip(users.tolist(), items.tolist(), ratings.tolist(), stamps.tolist())
-            handle.write("".join(f"u{u},i{i},{r},{t}\n" for u, i, r, t in columns))
+            handle.write("".join(line.format(u, i, r, t) for u, i, r, t in columns))
     temporary.rename(path)
 
 
@@ -101,7 +112,8 @@ def parse_size(text: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
+    parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000, 100_000_000])
+    parser.add_argument("--jsonl-rows", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--data", type=Path, default=Path("/tmp/hyperlearn-ingest"))
     parser.add_argument("--memory-limit", type=parse_size, default=parse_size("1GiB"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "ingest")
@@ -112,17 +124,19 @@ def main() -> None:
         return
     args.data.mkdir(parents=True, exist_ok=True)
     results = []
-    for rows in args.rows:
-        log = args.data / f"ratings-{rows}.csv"
+    runs = [("csv", rows) for rows in args.rows] + [("jsonl", rows) for rows in args.jsonl_rows]
+    for format_, rows in runs:
+        log = args.data / f"ratings-{rows}.{format_}"
         if not log.exists():
             print(f"generating {log} ...", flush=True)
-            write_log(log, rows)
-        spec = args.data / f"spec-{rows}.yaml"
+            write_log(log, rows, format_=format_)
+        spec = args.data / f"spec-{rows}-{format_}.yaml"
         spec.write_text(SPEC.format(path=log.name))
         load = os.getloadavg()[0]
         command = [sys.executable, __file__, "--measure", str(spec), "--memory-limit", str(args.memory_limit)]
         measured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-        result = {"rows": rows, "csv_mb": log.stat().st_size / 1e6, "load_average": load, **measured}
+        result = {"format": format_, "rows": rows, "input_mb": log.stat().st_size / 1e6, "load_average": load}
+        result |= measured
         print(json.dumps(result), flush=True)
         results.append(result)
     write_results(args.out, results, args.memory_limit)
@@ -142,21 +156,25 @@ def write_results(out: Path, results: list[dict], memory_limit: int) -> None:
         f"memory_limit = {memory_limit / 2**30:.2f} GiB, {machine['cpus']} CPUs; "
         "load = 1-minute load average at the start (the machine is shared)",
         "",
-        "| rows | CSV MB | wall s | CPU s | rows/s | peak RSS GB | quarantined | merged | entries | load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| format | rows | input MB | wall s | CPU s | rows/s | peak RSS GB | quarantined | merged | entries | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['rows']:,} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rows_per_s']:,.0f} | "
+            f"| {r['format']} | {r['rows']:,} | {r['input_mb']:.0f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+            f"{r['rows_per_s']:,.0f} | "
             f"{r['peak_rss_gb']:.2f} | {r['rows_quarantined']:,} | {r['duplicates_merged']:,} | {r['entries']:,} | "
             f"{r['load_average']:.1f} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    rows = [r["rows"] for r in results]
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
-    speed.plot(rows, [r["rows_per_s"] for r in results], "o-")
+    for format_ in dict.fromkeys(r["format"] for r in results):
+        chosen = [r for r in results if r["format"] == format_]
+        rows = [r["rows"] for r in chosen]
+        speed.plot(rows, [r["rows_per_s"] for r in chosen], "o-", label=format_)
+        memory.plot(rows, [r["peak_rss_gb"] for r in chosen], "o-", label=format_)
     speed.set(xscale="log", xlabel="rows", ylabel="rows / s (wall)", title="ingest throughput")
-    memory.plot(rows, [r["peak_rss_gb"] for r in results], "o-")
+    speed.legend()
     memory.axhline(1.5, color="grey", linestyle="--", label="target 1.5 GB")
     title = f"peak memory, memory_limit {memory_limit / 2**30:.1f} GiB"
     memory.set(xscale="log", xlabel="rows", ylabel="peak RSS (GB)", title=title)

@@ -325,17 +325,18 @@ def _ingest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         graphs = build_graphs(spec, run)
     except ValueError as error:  # SpecError, SourceError, IngestError
         parser.exit(1, f"hyperlearn ingest: error: {error}\n")
-    header = ("relation", "rows read", "accepted", "quarantined", "merged", "entries", "train/valid/test", "quarantine")
+    header = ("relation", "rows read", "accepted", "quarantined", "tuples", "merged", "entries", "train/valid/test",
+              "quarantine")
     table = [header] + [
-        (r.name, f"{r.rows_read:,}", f"{r.rows_accepted:,}", f"{r.rows_quarantined:,}", f"{r.duplicates_merged:,}",
-         f"{r.entries_total:,}", "/".join(f"{r.entries[s]:,}" for s in ("train", "validation", "test")),
-         str(out / r.quarantine_file))
+        (r.name, f"{r.rows_read:,}", f"{r.rows_accepted:,}", f"{r.rows_quarantined:,}", f"{r.tuples:,}",
+         f"{r.duplicates_merged:,}", f"{r.entries_total:,}",
+         "/".join(f"{r.entries[s]:,}" for s in ("train", "validation", "test")), str(out / r.quarantine_file))
         for r in report.relations
     ]
-    table += [("modality", "entities", "keys normalised", "graph edges", "", "", "", "")]
+    table += [("modality", "entities", "keys normalised", "graph edges", "", "", "", "", "")]
     table += [
         (m.name, f"{m.entities:,}", f"{m.keys_normalised:,}",
-         f"{graphs[m.name].edges:,}" if m.name in graphs else "-", "", "", "", "")
+         f"{graphs[m.name].edges:,}" if m.name in graphs else "-", "", "", "", "", "")
         for m in report.modalities
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

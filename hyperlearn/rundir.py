@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,7 @@ CATALOG = "catalog"
 LATEST = "latest"
 STAGING_PREFIX = ".staging-"
 BEST_CHECKPOINT = "best.npz"
+COPY_CHUNK_BYTES = 16 * 2**20  # what packing a split file holds in memory at once
 
 
 @dataclass(frozen=True)
@@ -234,21 +236,27 @@ class RunDir:
 
     def write_relation(self, meta: RelationMeta, splits: dict[str, Entries]) -> None:
         """Write `meta.json` and one `<split>.npz` per split (int64 coordinates, float32 values, explicit zeros
-        kept: they are observations)."""
+        kept: they are observations) from whole arrays."""
+        for split in SPLITS:
+            entries = splits[split]
+            with self.split_writer(meta.name, split, entries.shape) as writer:
+                writer.append(entries.coords, entries.values)
+        self.write_relation_meta(meta)
+
+    def split_writer(self, name: str, split: str, shape: tuple[int, ...]) -> "SplitWriter":
+        """A writer that streams one split of relation `name` into `<split>.npz`, chunk by chunk in the order
+        the entries are to be stored (the relation's folder is made)."""
+        self.relation(name).mkdir(parents=True, exist_ok=True)
+        return SplitWriter(self.relation_split(name, split), shape)
+
+    def write_relation_meta(self, meta: RelationMeta) -> None:
+        """Write the relation's `meta.json` and give it its place in the relation order (once)."""
         directory = self.relation(meta.name)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2))
         names = self.relation_names()
         if meta.name not in names:
             self.relation_order.write_text(json.dumps([*names, meta.name]))
-        for split in SPLITS:
-            entries = splits[split]
-            np.savez(
-                self.relation_split(meta.name, split),
-                coords=np.asarray(entries.coords, dtype=np.int64),
-                data=np.asarray(entries.values, dtype=np.float32),
-                shape=np.asarray(entries.shape, dtype=np.int64),
-            )
 
     def remove_relation(self, name: str) -> None:
         """Take a relation out of the run (its folder and its place in the order)."""
@@ -287,6 +295,71 @@ class RunDir:
 
     def load_checkpoint(self) -> tuple[dict[str, ModalityState], int]:
         return load_states(self.best_checkpoint)
+
+
+class SplitWriter:
+    """One split of a relation written chunk by chunk, so that no split is ever whole in memory.
+
+    Each axis's coordinates and the values go to scratch files beside the target while chunks arrive; `close`
+    packs them into `<split>.npz` exactly as `np.savez(coords=…, data=…, shape=…)` of the whole arrays would
+    (every member has the same bytes), so readers are unchanged. A context manager: closed on success, its
+    scratch removed either way."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.nnz = 0
+        self._scratch = [self.path.with_name(f".{self.path.stem}.axis-{axis}") for axis in range(len(shape))]
+        self._scratch.append(self.path.with_name(f".{self.path.stem}.values"))
+        self._files = [open(path, "wb") for path in self._scratch]
+
+    def append(self, coords: np.ndarray, values: np.ndarray) -> None:
+        """Add entries after those added before: coords (K, n), values (n,)."""
+        coords = np.asarray(coords, dtype=np.int64).reshape(len(self.shape), -1)
+        for handle, axis_coords in zip(self._files, coords):
+            np.ascontiguousarray(axis_coords).tofile(handle)
+        np.asarray(values, dtype=np.float32).tofile(self._files[-1])
+        self.nnz += int(coords.shape[1])
+
+    def close(self) -> Path:
+        """Write `<split>.npz` from the chunks appended, then remove the scratch files."""
+        for handle in self._files:
+            handle.close()
+        order = len(self.shape)
+        with zipfile.ZipFile(self.path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            _npy_member(archive, "coords", np.dtype(np.int64), (order, self.nnz), self._scratch[:order])
+            _npy_member(archive, "data", np.dtype(np.float32), (self.nnz,), self._scratch[order:])
+            with archive.open("shape.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(self.shape, dtype=np.int64))
+        self._remove_scratch()
+        return self.path
+
+    def _remove_scratch(self) -> None:
+        for handle, path in zip(self._files, self._scratch):
+            handle.close()
+            path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._remove_scratch()
+
+
+def _npy_member(
+    archive: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...], parts: list[Path]
+) -> None:
+    """A `<name>.npy` member of `archive` holding an array of `shape` whose C-order bytes are the files
+    `parts` one after the other, copied in bounded chunks."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        for part in parts:
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, member, COPY_CHUNK_BYTES)
 
 
 @dataclass(frozen=True)

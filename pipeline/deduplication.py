@@ -45,23 +45,23 @@ class PartitionedRows:
 
     def append(self, codes: list[np.ndarray], values: np.ndarray, times: np.ndarray | None) -> None:
         """Add rows (codes per axis, values, times or None), numbered after the rows added before."""
-        records = np.empty(len(values), dtype=self.dtype)
-        for axis, axis_codes in enumerate(codes):
-            records[f"code_{axis}"] = axis_codes
-        records["value"] = values
-        if times is not None:
-            records["time"] = times
-        records["sequence"] = np.arange(self.rows, self.rows + len(values), dtype=np.int64)
+        sequence = np.arange(self.rows, self.rows + len(values), dtype=np.int64)
         self.rows += len(values)
-        if len(self.paths) == 1:
-            self._files[0].write(records.tobytes())
+        order = None
+        if len(self.paths) > 1:
+            partition = partition_of(codes, len(self.paths)).astype(np.uint16)
+            order = np.argsort(partition, kind="stable")  # a radix sort for 16-bit integers
+            bounds = np.searchsorted(partition[order], np.arange(len(self.paths) + 1))
+        columns = [*codes, values] + ([times] if times is not None else []) + [sequence]
+        records = np.empty(len(values), dtype=self.dtype)
+        for name, column in zip(self.dtype.names, columns):
+            records[name] = column if order is None else column[order]
+        if order is None:
+            records.tofile(self._files[0])
             return
-        partition = partition_of(codes, len(self.paths)).astype(np.uint16)
-        order = np.argsort(partition, kind="stable")  # a radix sort for 16-bit integers
-        bounds = np.searchsorted(partition[order], np.arange(len(self.paths) + 1))
         for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
             if end > start:
-                self._files[index].write(records[order[start:end]].tobytes())
+                records[start:end].tofile(self._files[index])
 
     def close(self) -> None:
         for handle in self._files:
@@ -75,19 +75,12 @@ class PartitionedRows:
 
 
 def partition_of(codes: list[np.ndarray], partitions: int) -> np.ndarray:
-    """The partition of each key tuple: a SplitMix64 mix of its codes, modulo `partitions`."""
+    """The partition of each key tuple: a multiplicative (Fibonacci) hash of its codes, modulo `partitions`."""
     mixed = np.zeros(len(codes[0]), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for axis_codes in codes:
-            mixed = _splitmix64(mixed ^ axis_codes.astype(np.uint64))
-    return (mixed % np.uint64(partitions)).astype(np.int64)
-
-
-def _splitmix64(values: np.ndarray) -> np.ndarray:
-    values = values + np.uint64(0x9E3779B97F4A7C15)
-    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
+            mixed = (mixed ^ axis_codes.astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+    return ((mixed >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
 
 
 def merge_duplicates(
@@ -103,7 +96,7 @@ def merge_duplicates(
         return np.empty((order, 0), dtype=np.int64), np.empty(0, dtype=np.float64)
     codes = [records[f"code_{axis}"] for axis in range(order)]
     keys = sort_keys(codes, sizes)
-    permutation = np.argsort(keys, kind="stable")
+    permutation = np.argsort(keys)  # ties are put in (time,) sequence order below
     keys = keys[permutation]
     new_group = np.ones(len(records), dtype=bool)
     new_group[1:] = keys[1:] != keys[:-1]

@@ -26,27 +26,21 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from hyperlearn.pipeline.catalog import EntityCatalog
-from hyperlearn.pipeline.deduplication import (
-    PartitionedRows,
-    key_order,
-    merge_duplicates,
-    partition_count,
-    record_dtype,
-)
+from hyperlearn.pipeline.deduplication import PartitionedRows, merge_duplicates, partition_count, record_dtype
+from hyperlearn.pipeline.key_ranges import RangeSpill, range_budget
 from hyperlearn.pipeline.readers import estimated_rows, read_batches, source_files
-from hyperlearn.pipeline.relations import relation_meta, split_labels
+from hyperlearn.pipeline.relations import key_hashes, relation_meta, split_labels
 from hyperlearn.pipeline.spec import DatasetSpec, KeyNormalisation, RelationSpec, SourceSpec
 from hyperlearn.pipeline.validation import (
     FIELD,
     REASON,
     QuarantineWriter,
-    key_column,
     key_options,
     relation_columns,
     uses_time,
     validate_batch,
 )
-from hyperlearn.rundir import SPLITS, Entries, RelationMeta, RunDir
+from hyperlearn.rundir import SPLITS, RunDir
 
 DEFAULT_MEMORY_LIMIT = 1 * 2**30
 log = logging.getLogger(__name__)
@@ -59,12 +53,14 @@ class IngestError(ValueError):
 @dataclass(frozen=True)
 class RelationReport:
     """Row accounting of one relation: rows_read == rows_accepted + rows_quarantined and
-    entries_total == rows_accepted - duplicates_merged. `files` lists the files read, per source."""
+    entries_total == tuples - duplicates_merged, where `tuples` is what the accepted rows hold (one each, or
+    one per value of a multi-valued key field). `files` lists the files read, per source."""
 
     name: str
     rows_read: int
     rows_accepted: int
     rows_quarantined: int
+    tuples: int
     duplicates_merged: int
     entries: dict[str, int]
     quarantine_file: str  # relative to the run directory (the version folder once published)
@@ -107,22 +103,28 @@ class IngestReport:
 
 
 class KeyCodes:
-    """Provisional codes of one modality's keys in the order first seen; `keys` holds them, code = position."""
+    """Provisional codes of one modality's keys in the order first seen (code = position in `keys`), looked up
+    batch by batch with Arrow's hash kernels; `changed` collects the keys as read that normalisation changed."""
 
     def __init__(self) -> None:
-        self.keys = pd.Index([], dtype=object)
+        self._known = pa.array([], pa.large_string())
         self.changed: set[str] = set()
 
+    @property
+    def keys(self) -> np.ndarray:
+        """Every key seen, position = code (object array of str)."""
+        return self._known.to_numpy(zero_copy_only=False)
+
     def codes(self, keys: pa.Array) -> np.ndarray:
-        """The code of each key (int64), giving new keys the next codes."""
-        encoded = pc.dictionary_encode(keys)
-        uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        found = self.keys.get_indexer(uniques)
-        unseen = found < 0
-        if unseen.any():
-            found[unseen] = np.arange(len(self.keys), len(self.keys) + int(unseen.sum()))
-            self.keys = self.keys.append(pd.Index(uniques[unseen], dtype=object))
-        return found.astype(np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
+        """The code of each (non-null) key, int64, giving keys not seen before the next codes."""
+        keys = keys.cast(pa.large_string())
+        found = pc.index_in(keys, value_set=self._known)
+        if found.null_count:
+            offset = len(self._known)
+            unseen = pc.unique(keys.filter(pc.is_null(found)))
+            self._known = pa.concat_arrays([self._known, unseen])
+            found = pc.coalesce(found, pc.add(pc.index_in(keys, value_set=unseen), offset))
+        return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 @dataclass
@@ -132,6 +134,7 @@ class _SourceRows:
     rows: PartitionedRows
     read: int = 0
     accepted: int = 0
+    tuples: int = 0
 
 
 def ingest(
@@ -162,22 +165,23 @@ def ingest(
         }
         catalogs = {m.name: EntityCatalog.load(catalog_dir, m.name) for m in spec.modalities}
         ids = {name: catalogs[name].assign(codes[name].keys) for name in catalogs}
+        hashes = {name: key_hashes(catalog.keys) for name, catalog in catalogs.items()}
         relation_reports = []
         for relation in spec.relations:
             sources, accounting = read[relation.name]
-            tensors, meta, merged = _relation_tensors(relation, sources, ids, catalogs, spec)
-            run.write_relation(meta, tensors)
+            shape = tuple(len(catalogs[name]) for name in relation.modalities)
+            entries, merged = _write_relation(
+                run, relation, sources, ids, hashes, shape, spec, Path(scratch), memory_limit
+            )
             report = RelationReport(
                 name=relation.name,
-                entries={split: tensor.nnz for split, tensor in tensors.items()},
+                entries=entries,
                 duplicates_merged=merged,
                 files={name: [str(path) for path in files[relation.name, name]] for name in relation.sources},
                 **accounting,
             )
-            if report.rows_accepted > 1 and report.entries_total <= 1:
-                warnings.append(
-                    f"relation {relation.name!r}: all {report.rows_accepted} accepted rows merged into one entry"
-                )
+            if report.tuples > 1 and report.entries_total <= 1:
+                warnings.append(f"relation {relation.name!r}: all {report.tuples} accepted tuples merged into one entry")
             relation_reports.append(report)
     for catalog in catalogs.values():
         catalog.save(run.catalog)
@@ -236,6 +240,7 @@ def _read_relation(
     accounting = dict(
         rows_read=rows_read,
         rows_accepted=rows_accepted,
+        tuples=sum(s.tuples for s in sources.values()),
         rows_quarantined=quarantine.rows,
         quarantine_file=run.relative(path),
     )
@@ -269,6 +274,7 @@ def _read_source(
         rows.append(axis_codes, validated.values, validated.times)
         read.read += len(batch)
         read.accepted += validated.accepted
+        read.tuples += validated.tuples
         file_rows += len(batch)
         file_rejected += len(validated.quarantined)
         bar.update(batch.input_bytes)
@@ -281,52 +287,50 @@ def _log_file(path: str | None, rows: int, rejected: int) -> None:
         log.info("%s: %d rows read, %d quarantined", path, rows, rejected)
 
 
-def _relation_tensors(
+def _write_relation(
+    run: RunDir,
     relation: RelationSpec,
     sources: dict[str, _SourceRows],
     ids: dict[str, np.ndarray],
-    catalogs: dict[str, EntityCatalog],
+    hashes: dict[str, np.ndarray],
+    shape: tuple[int, ...],
     spec: DatasetSpec,
-) -> tuple[dict[str, Entries], RelationMeta, int]:
-    """Merge each source's duplicates partition by partition, map codes to catalog ids, split, and assemble one
-    tensor per split (coordinates in lexicographic order); also return how many rows were merged away."""
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {split: [] for split in SPLITS}
+    scratch: Path,
+    memory_limit: int,
+) -> tuple[dict[str, int], int]:
+    """Merge each source's duplicates partition by partition, map codes to catalog ids, split, spill each split
+    by key range, and write every split in lexicographic order of its coordinates, one key range at a time,
+    then the relation's meta. Return the entries per split and how many rows were merged away."""
+    spills = {split: RangeSpill(scratch / relation.name / f"{split}.entries", shape) for split in SPLITS}
     merged = 0
+    value_range = (np.inf, -np.inf)
     carve = "validation" not in sources
     sizes = tuple(len(ids[name]) for name in relation.modalities)
-    for source_name, read in sources.items():
-        entries = 0
-        for records in read.rows.partitions():
-            codes, values = merge_duplicates(records, relation.order, relation.duplicates, sizes)
-            coords = np.stack([ids[name][codes[axis]] for axis, name in enumerate(relation.modalities)])
-            labels = split_labels(relation, _keys_frame(coords, relation, catalogs), source_name, spec.split, carve)
-            for split in SPLITS:
-                chosen = labels == split
-                parts[split].append((coords[:, chosen], values[chosen].astype(np.float32)))
-            entries += len(values)
-        merged += read.accepted - entries
-    shape = tuple(len(catalogs[name]) for name in relation.modalities)
-    tensors = {split: _entries(parts.pop(split), relation.order, shape) for split in SPLITS}
-    return tensors, relation_meta(relation, shape, tensors["train"].values), merged
-
-
-def _keys_frame(coords: np.ndarray, relation: RelationSpec, catalogs: dict[str, EntityCatalog]) -> pd.DataFrame:
-    """The entries' keys as categorical columns over the catalogs (hashed like the key strings they stand for)."""
-    return pd.DataFrame(
-        {
-            key_column(axis): pd.Categorical.from_codes(coords[axis], categories=catalogs[name].keys)
-            for axis, name in enumerate(relation.modalities)
-        }
-    )
-
-
-def _entries(pieces: list[tuple[np.ndarray, np.ndarray]], order: int, shape: tuple[int, ...]) -> Entries:
-    """One split's entries from its pieces (emptied on the way, to free them), coordinates in lexicographic
-    order; explicit zeros are kept (they are observations). Sorted one axis at a time to bound the copies."""
-    coords = np.concatenate([c for c, _ in pieces], axis=1) if pieces else np.empty((order, 0), dtype=np.int64)
-    values = np.concatenate([v for _, v in pieces]) if pieces else np.empty(0, dtype=np.float32)
-    pieces.clear()
-    permutation = key_order(coords, shape)
-    for axis in range(order):
-        coords[axis] = coords[axis][permutation]
-    return Entries(coords, values[permutation], shape)
+    try:
+        for source_name, read in sources.items():
+            entries = 0
+            for records in read.rows.partitions():
+                codes, values = merge_duplicates(records, relation.order, relation.duplicates, sizes)
+                del records
+                coords = np.stack([ids[name][codes[axis]] for axis, name in enumerate(relation.modalities)])
+                entry_hashes = [hashes[name][coords[axis]] for axis, name in enumerate(relation.modalities)]
+                labels = split_labels(relation, entry_hashes, source_name, spec.split, carve)
+                values = values.astype(np.float32)
+                for index, split in enumerate(SPLITS):
+                    chosen = labels == index
+                    spills[split].append(coords[:, chosen], values[chosen])
+                    if split == "train" and chosen.any():
+                        low, high = values[chosen].min(), values[chosen].max()
+                        value_range = (min(value_range[0], low), max(value_range[1], high))
+                entries += len(values)
+            merged += read.tuples - entries
+        budget = range_budget(relation.order, memory_limit)
+        for split, spill in spills.items():
+            with run.split_writer(relation.name, split, shape) as writer:
+                for coords, values in spill.sorted_chunks(budget):
+                    writer.append(coords, values)
+    finally:
+        for spill in spills.values():
+            spill.close()
+    run.write_relation_meta(relation_meta(relation, shape, None if np.isinf(value_range[0]) else value_range))
+    return {split: spill.entries for split, spill in spills.items()}, merged

@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from hyperlearn.pipeline.spec import SUFFIX_FORMATS, SourceSpec
@@ -498,7 +499,16 @@ def _fields_of(line: str, delimiter: str) -> list[str] | str:
 
 
 def _jsonl_rows(lines: Lines, columns: list[str]) -> pa.Table:
-    """JSON lines as the needed fields (absent: null); a line that is no JSON object is an error."""
+    """JSON lines as the needed fields (absent: null); a line that is no JSON object is an error.
+
+    Arrow's JSON reader parses the block when it can read every line as one object; a block it cannot (a bad
+    line, a blank line, a field whose type changes) is parsed line by line with `json`, which names each bad
+    line. Both give a value its JSON text: strings as they are, integers and booleans as written, other
+    numbers as Python writes the float (4.0 → "4.0"). One difference: in a column mixing integers and decimals
+    Arrow reads the integers as floats ("4.0"); values parse the same, keys should be strings or integers."""
+    table = _arrow_jsonl(lines, columns)
+    if table is not None:
+        return table
     values: dict[str, list] = {column: [] for column in columns}
     errors: dict[int, str] = {}
     raws: dict[int, str] = {}
@@ -511,6 +521,47 @@ def _jsonl_rows(lines: Lines, columns: list[str]) -> pa.Table:
             errors[position] = error
             raws[position] = json.dumps(line, ensure_ascii=False)
     return _rows_table({column: pa.array(v, pa.string()) for column, v in values.items()}, errors, raws, len(lines))
+
+
+def _arrow_jsonl(lines: Lines, columns: list[str]) -> pa.Table | None:
+    """The block read by Arrow's JSON reader as the needed fields in their JSON text, or None when Arrow cannot
+    read it as exactly one object per line with fields of text, integer, boolean or float type."""
+    if lines.blanked or not (lines.lengths > 0).all() or not len(lines):
+        return None
+    try:
+        table = pajson.read_json(
+            pa.BufferReader(lines.block),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=len(lines.block) + 1),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(lines):
+        return None
+    values = {}
+    for column in columns:
+        if column not in table.column_names:
+            values[column] = pa.nulls(len(lines), pa.string())
+            continue
+        text = _json_column_text(table.column(column).combine_chunks())
+        if text is None:
+            return None
+        values[column] = text
+    return _rows_table(values, {}, {}, len(lines))
+
+
+def _json_column_text(array: pa.Array) -> pa.Array | None:
+    """A column Arrow parsed from JSON as the text `_json_text` gives its values, or None for a type (object,
+    list) that is not read as text."""
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return array.cast(pa.string())
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind):
+        return array.cast(pa.string())
+    if pa.types.is_floating(kind):
+        encoded = pc.dictionary_encode(array)  # Python's float text, computed once per distinct value
+        texts = pa.array([_json_text(value) for value in encoded.dictionary.to_pylist()], pa.string())
+        return texts.take(encoded.indices)
+    return None
 
 
 def _json_record(line: str, columns: list[str]) -> tuple[list[str | None], str | None]:

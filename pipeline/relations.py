@@ -15,27 +15,37 @@ import numpy as np
 import pandas as pd
 
 from hyperlearn.pipeline.spec import RelationSpec, SplitSpec
-from hyperlearn.pipeline.validation import key_column
-from hyperlearn.rundir import RelationMeta
+from hyperlearn.rundir import SPLITS, RelationMeta
+
+
+def key_hashes(keys: Sequence[str] | pd.Index | np.ndarray) -> np.ndarray:
+    """A uint64 hash of each key string (pandas' `hash_array`): what a tuple's split is drawn from. Ingest hashes
+    each catalog once and takes the hashes of the entries' ids."""
+    return pd.util.hash_array(np.asarray(keys, dtype=object), categorize=False)
 
 
 def assign_splits(
-    entries: pd.DataFrame, source: str, split: SplitSpec, key_axes: Sequence[int], carve_validation: bool = True
+    hashes: Sequence[np.ndarray], source: str, split: SplitSpec, carve_validation: bool = True
 ) -> np.ndarray:
-    """Split label (train / validation / test) of each entry of one source of a relation.
+    """The split of each entry of one source of a relation, as an index into SPLITS (int8).
 
-    The draw is a seeded hash of the keys on `key_axes` (every axis, or the `split.group_by` axes: then all
-    entries of a group share it and land together). `source` "all": `split.test` of the draws go to test, then
-    `split.validation` of the rest to validation. "train": `split.validation` to validation when
-    `carve_validation` (no validation source was given), the rest to train. "validation", "test": all to it.
+    `hashes` holds, per axis that decides the split (every axis, or the `split.group_by` axes: then all entries
+    of a group share the draw and land together), the `key_hashes` of the entries' keys; the draw is a seeded
+    mix of them. `source` "all": `split.test` of the draws go to test, then `split.validation` of the rest to
+    validation. "train": `split.validation` to validation when `carve_validation` (no validation source was
+    given), the rest to train. "validation", "test": all to it.
     """
+    rows = len(hashes[0])
     if source in ("validation", "test"):
-        return np.full(len(entries), source, dtype=object)
-    draw = _uniform(entries[[key_column(axis) for axis in key_axes]], split.seed)
+        return np.full(rows, SPLITS.index(source), dtype=np.int8)
+    draw = _uniform(_combined(hashes), split.seed)
     test_fraction = split.test if source == "all" else 0.0
     validation_fraction = split.validation if source == "all" or carve_validation else 0.0
     validation_end = test_fraction + (1 - test_fraction) * validation_fraction
-    return np.where(draw < test_fraction, "test", np.where(draw < validation_end, "validation", "train")).astype(object)
+    labels = np.full(rows, SPLITS.index("train"), dtype=np.int8)
+    labels[draw < validation_end] = SPLITS.index("validation")
+    labels[draw < test_fraction] = SPLITS.index("test")
+    return labels
 
 
 def split_axes(relation: RelationSpec, split: SplitSpec) -> tuple[int, ...]:
@@ -46,26 +56,28 @@ def split_axes(relation: RelationSpec, split: SplitSpec) -> tuple[int, ...]:
 
 
 def split_labels(
-    relation: RelationSpec, keys: pd.DataFrame, source: str, split: SplitSpec, carve_validation: bool
+    relation: RelationSpec, hashes: Sequence[np.ndarray], source: str, split: SplitSpec, carve_validation: bool
 ) -> np.ndarray:
-    """The split of each of a relation's entries (key columns key_0 … key_{K-1}) read from `source`: by the
-    relation's own split settings when it has them, else by the dataset's `split`; `carve_validation` when the
-    relation has no validation source."""
+    """The split (index into SPLITS) of each of a relation's entries read from `source`, given the
+    `key_hashes` of their keys on every axis: by the relation's own split settings when it has them, else by
+    the dataset's `split`; `carve_validation` when the relation has no validation source."""
     split = relation.split or split
-    return assign_splits(keys, source, split, split_axes(relation, split), carve_validation)
+    return assign_splits([hashes[axis] for axis in split_axes(relation, split)], source, split, carve_validation)
 
 
-def relation_meta(relation: RelationSpec, shape: tuple[int, ...], train_values: np.ndarray) -> RelationMeta:
-    """What the relation's tensor means (axes, structure, negatives and evaluation from the spec), with the range
-    of its training values."""
+def relation_meta(
+    relation: RelationSpec, shape: tuple[int, ...], value_range: tuple[float, float] | None
+) -> RelationMeta:
+    """What the relation's tensor means (axes, structure, negatives and evaluation from the spec), with the
+    (min, max) of its training values (None: no training entry)."""
     return RelationMeta(
         name=relation.name,
         modalities=relation.modalities,
         shape=shape,
         loss=relation.loss,
         weight=relation.weight,
-        value_min=float(train_values.min()) if train_values.size else None,
-        value_max=float(train_values.max()) if train_values.size else None,
+        value_min=None if value_range is None else float(value_range[0]),
+        value_max=None if value_range is None else float(value_range[1]),
         axes=relation.axes,
         structure=relation.structure,
         negatives=relation.negatives,
@@ -73,9 +85,21 @@ def relation_meta(relation: RelationSpec, shape: tuple[int, ...], train_values: 
     )
 
 
-def _uniform(keys: pd.DataFrame, seed: int) -> np.ndarray:
-    """A number in [0, 1) per row, fixed by the row's keys (as strings) and the seed."""
-    hashes = pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
+def _combined(hashes: Sequence[np.ndarray]) -> np.ndarray:
+    """One hash per row from its columns' hashes, combined as `pandas.util.hash_pandas_object` combines a
+    frame's columns (CPython's tuple hash), so a tuple draws the split it drew when it was hashed as a frame."""
+    multiplier = np.uint64(1000003)
+    out = np.full(len(hashes[0]), 0x345678, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for position, column in enumerate(hashes):
+            out ^= column
+            out *= multiplier
+            multiplier += np.uint64(82520 + 2 * (len(hashes) - position))
+        return out + np.uint64(97531)
+
+
+def _uniform(hashes: np.ndarray, seed: int) -> np.ndarray:
+    """A number in [0, 1) per row, fixed by the row's hash and the seed."""
     mixed = _splitmix64(hashes ^ _splitmix64(np.array([seed], dtype=np.uint64)))
     return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
 

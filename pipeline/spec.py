@@ -130,7 +130,9 @@ class RelationSpec:
     span several axes (head and tail of a triple). `value` is a column name, or a constant (1.0 for "observed").
     `sources` is {"all": ...} for one source that is split at random, or "train" with optional "validation" and
     "test" for given splits. `negatives` and `evaluation` name axes by position, as `RelationMeta` does;
-    `split` is the relation's own split settings (None: the dataset's).
+    `split` is the relation's own split settings (None: the dataset's). `separators` gives, per axis, the
+    separator of a multi-valued key field (one row, one tuple per value: a movie's genres "A|B"), None for a
+    single key; empty when no axis is multi-valued.
     """
 
     name: str
@@ -146,6 +148,7 @@ class RelationSpec:
     negatives: Negatives = Negatives()
     evaluation: Evaluation | None = None
     split: SplitSpec | None = None
+    separators: tuple[str | None, ...] = ()
 
     @property
     def order(self) -> int:
@@ -159,6 +162,10 @@ class RelationSpec:
     @property
     def value_column(self) -> str | None:
         return self.value if isinstance(self.value, str) else None
+
+    def separator(self, axis: int) -> str | None:
+        """The separator of axis `axis`'s key field when it holds several values, else None."""
+        return self.separators[axis] if self.separators else None
 
     def axis(self, name: str) -> int:
         """The position of the axis called `name`: its key column, or its modality when only one axis has it."""
@@ -308,9 +315,19 @@ class _Modality(_Strict):
     keys: _Keys = _Keys()
 
 
+class _MultiValued(_Strict):
+    """A key field holding several values (MovieLens genres 'Adventure|Animation'): one tuple per value."""
+
+    column: Text
+    separator: Annotated[str, Field(min_length=1)] = Field(description="what separates the values, e.g. '|'")
+
+
 class _Axis(_Strict):
     modality: Name
     column: Text
+    separator: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="the field holds several values separated by this: one tuple per value"
+    )
 
 
 class _Negatives(_Strict):
@@ -342,7 +359,9 @@ class _Split(_Strict):
 
 class _Relation(_Strict):
     name: Name
-    modalities: dict[Name, Text] | None = Field(None, description="modality → key column, in axis order")
+    modalities: dict[Name, Text | _MultiValued] | None = Field(
+        None, description="modality → key column (or {column, separator} for a field of several values), in axis order"
+    )
     axes: Annotated[list[_Axis], Field(min_length=2)] | None = Field(
         None, description="the axes in order, for relations that span a modality more than once"
     )
@@ -677,7 +696,7 @@ def _graph(graph: _Graph, loc: Location, paths: _Paths) -> GraphSpec:
 def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Paths) -> RelationSpec:
     if relation.name.startswith("graph-"):
         raise _Invalid((*loc, "name"), "names starting with 'graph-' are kept for graph quarantine files")
-    modalities, key_columns = _relation_axes(relation, loc, known)
+    modalities, key_columns, separators = _relation_axes(relation, loc, known)
     value = relation.value
     if isinstance(value, str) and value in key_columns:
         raise _Invalid((*loc, "value"), f"column {value!r} is also a key column")
@@ -695,6 +714,7 @@ def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Path
         time=relation.time,
         duplicates=relation.duplicates,
         sources=_relation_sources(relation, loc, paths),
+        separators=separators if any(separators) else (),
     )
     split = None
     if relation.split is not None:
@@ -718,28 +738,38 @@ def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Path
     )
 
 
-def _relation_axes(relation: _Relation, loc: Location, known: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(modality, key column) of each axis, from the `modalities` mapping or the `axes` list."""
+def _relation_axes(
+    relation: _Relation, loc: Location, known: list[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str | None, ...]]:
+    """(modality, key column, separator or None) of each axis, from the `modalities` mapping or the `axes`
+    list."""
     if (relation.modalities is None) == (relation.axes is None):
         raise _Invalid(loc, "give either modalities (modality: key column) or axes (a list of "
                        "{modality, column}, for a modality on several axes)")
     if relation.modalities is not None:
         at: Location = (*loc, "modalities")
-        pairs = list(relation.modalities.items())
+        pairs = [
+            (modality, field, None) if isinstance(field, str) else (modality, field.column, field.separator)
+            for modality, field in relation.modalities.items()
+        ]
         if len(pairs) < 2:
             raise _Invalid(at, f"a relation spans at least 2 axes, got {len(pairs)}; a modality on several axes "
                            "needs the axes: form")
     else:
         at = (*loc, "axes")
-        pairs = [(axis.modality, axis.column) for axis in relation.axes]
-    for modality, _ in pairs:
+        pairs = [(axis.modality, axis.column, axis.separator) for axis in relation.axes]
+    for modality, _, _ in pairs:
         if modality not in known:
             raise _Invalid(at, f"unknown modality {modality!r}; known: {', '.join(sorted(known))}")
-    columns = [column for _, column in pairs]
+    columns = [column for _, column, _ in pairs]
     for column, count in Counter(columns).items():
         if count > 1:
             raise _Invalid(at, f"key column {column!r} used for more than one axis")
-    return tuple(modality for modality, _ in pairs), tuple(columns)
+    return (
+        tuple(modality for modality, _, _ in pairs),
+        tuple(columns),
+        tuple(separator for _, _, separator in pairs),
+    )
 
 
 def _relation_sources(relation: _Relation, loc: Location, paths: _Paths) -> dict[str, SourceSpec]:

@@ -190,18 +190,20 @@ class Problems:
 
 @dataclass(frozen=True)
 class ValidatedBatch:
-    """A batch after validation: the accepted rows' normalised keys (one string array per axis), values,
-    times (None when unused) and the quarantined rows in the quarantine layout; `changed` holds, per axis,
-    the accepted keys that normalisation changed (as read)."""
+    """A batch after validation: the tuples of the accepted rows, as normalised keys (one string array per
+    axis), values and times (None when unused), in row order; `accepted` rows hold them (one tuple per row,
+    or one per value of a multi-valued field). The quarantined rows are in the quarantine layout; `changed`
+    holds, per axis, the accepted keys that normalisation changed (as read)."""
 
     keys: list[pa.Array]
     values: np.ndarray
     times: np.ndarray | None
     quarantined: pd.DataFrame
     changed: list[set[str]]
+    accepted: int
 
     @property
-    def accepted(self) -> int:
+    def tuples(self) -> int:
         return len(self.values)
 
 
@@ -213,11 +215,17 @@ def validate_batch(batch: Batch, relation: RelationSpec, options: list[KeyNormal
     errors = rows.column(READ_ERROR).combine_chunks()
     problems.fail(_mask(pc.is_valid(errors)), ROW_FIELD, lambda new: errors.take(pa.array(new)).to_pylist())
     keys = []
-    for column, option in zip(relation.key_columns, options):
+    values_of: dict[int, pa.ListArray] = {}
+    for axis, (column, option) in enumerate(zip(relation.key_columns, options)):
         raw = rows.column(column).combine_chunks()
         normalised = normalise_keys(raw, option)
         for mask, reason in key_problems(raw, normalised):
             problems.fail(mask, column, reason)
+        separator = relation.separator(axis)
+        if separator is not None:
+            values_of[axis] = split_values(normalised, separator, option)
+            empty = _mask(pc.equal(pc.list_value_length(values_of[axis]), 0))
+            problems.fail(empty, column, f"no value between the separators {separator!r}")
         keys.append((raw, normalised))
     if relation.value_column is None:
         values = np.full(len(rows), relation.value, dtype=np.float64)
@@ -236,7 +244,8 @@ def validate_batch(batch: Batch, relation: RelationSpec, options: list[KeyNormal
         times, blank, ok = parse_times(text)
         problems.fail(blank, relation.time, f"missing time (needed by duplicates: {relation.duplicates})")
         problems.fail(~ok, relation.time, _quoting(text, "unparseable time: "))
-    accepted = pa.array(~problems.failed)
+    passed = ~problems.failed
+    accepted = pa.array(passed)
     changed = []
     for raw, normalised in keys:
         if normalised is raw:
@@ -244,13 +253,53 @@ def validate_batch(batch: Batch, relation: RelationSpec, options: list[KeyNormal
             continue
         differs = _mask(pc.not_equal(raw, normalised)) & ~problems.failed
         changed.append(set(raw.take(pa.array(np.flatnonzero(differs))).to_pylist()) if differs.any() else set())
+    axis_keys = [normalised.filter(accepted) for _, normalised in keys]
+    values, times = values[passed], None if times is None else times[passed]
+    if values_of:
+        rows_of, axis_keys = explode(axis_keys, {axis: lists.filter(accepted) for axis, lists in values_of.items()})
+        values, times = values[rows_of], None if times is None else times[rows_of]
     return ValidatedBatch(
-        keys=[normalised.filter(accepted) for _, normalised in keys],
-        values=values[~problems.failed],
-        times=None if times is None else times[~problems.failed],
+        keys=axis_keys,
+        values=values,
+        times=times,
         quarantined=_quarantine_frame(batch, problems, relation_columns(relation)),
         changed=changed,
+        accepted=int(passed.sum()),
     )
+
+
+def split_values(fields: pa.Array, separator: str, options: KeyNormalisation) -> pa.ListArray:
+    """Each multi-valued key field as the list of its values: split at `separator`, each value stripped when
+    the modality strips its keys, empty values left out (nulls give empty lists)."""
+    lists = pc.split_pattern(fields.fill_null(""), separator)
+    flat = lists.flatten()
+    if options.strip:
+        flat = pc.utf8_trim_whitespace(flat)
+    kept = pc.greater(pc.binary_length(flat), 0)
+    rows = pc.list_parent_indices(lists).filter(kept).to_numpy(zero_copy_only=False)
+    offsets = np.searchsorted(rows, np.arange(len(fields) + 1))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat.filter(kept))
+
+
+def explode(keys: list[pa.Array], lists: dict[int, pa.ListArray]) -> tuple[np.ndarray, list[pa.Array]]:
+    """The tuples of rows whose axes in `lists` hold several values (every combination, in row order): the
+    row of each tuple and each axis's key per tuple; `keys` holds one key per row for the other axes."""
+    rows = np.arange(len(keys[0]))
+    picks: dict[int, np.ndarray] = {}
+    for axis, values in lists.items():
+        offsets = values.offsets.to_numpy()
+        counts = np.diff(offsets)[rows]
+        starts = np.cumsum(counts) - counts
+        within = np.arange(int(counts.sum())) - np.repeat(starts, counts)
+        picks = {earlier: np.repeat(pick, counts) for earlier, pick in picks.items()}
+        rows = np.repeat(rows, counts)
+        picks[axis] = offsets[rows] + within
+    flats = {axis: values.flatten() for axis, values in lists.items()}
+    exploded = [
+        flats[axis].take(pa.array(picks[axis])) if axis in lists else array.take(pa.array(rows))
+        for axis, array in enumerate(keys)
+    ]
+    return rows, exploded
 
 
 def _quarantine_frame(batch: Batch, problems: Problems, columns: list[str]) -> pd.DataFrame:

@@ -277,7 +277,8 @@ def test_ingest_prints_the_accounting_into_a_scratch_run(tmp_path, capsys):
     assert main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")]) == 0
 
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[:6] == ["rating", "4", "3", "1", "1", "2"]  # read, accepted, quarantined, merged, entries
+    # read, accepted, quarantined, tuples, merged, entries
+    assert lines[1].split()[:7] == ["rating", "4", "3", "1", "3", "1", "2"]
     assert any(line.startswith("rating (all): 1 file(s):") and line.endswith("a.csv") for line in lines)
     assert (tmp_path / "scratch" / "quarantine" / "rating.parquet").exists()
 

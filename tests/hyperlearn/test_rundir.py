@@ -1,9 +1,12 @@
 """The run directory: relation splits, Laplacians and checkpoints round-trip, written where the layout says."""
 
+import zipfile
+
 import numpy as np
+import pytest
 import scipy.sparse
 
-from hyperlearn.rundir import SPLITS, DatasetDir, Entries, ModalityState, RelationMeta, RunDir
+from hyperlearn.rundir import SPLITS, DatasetDir, Entries, ModalityState, RelationMeta, RunDir, SplitWriter
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -70,3 +73,26 @@ def test_dataset_dir_layout(tmp_path):
     assert dataset.catalog == tmp_path / "demo" / "catalog" and dataset.latest == tmp_path / "demo" / "latest"
     assert dataset.staging("v1").path == tmp_path / "demo" / ".staging-v1"
     assert dataset.version("v1").embedding_dir("user") == tmp_path / "demo" / "v1" / "embeddings" / "modality=user"
+
+
+def test_a_split_written_in_chunks_has_the_bytes_np_savez_writes_for_the_whole_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    coords = np.ascontiguousarray(rng.integers(0, 50, (3, 1000)))
+    values = rng.normal(size=1000).astype(np.float32)
+    np.savez(tmp_path / "whole.npz", coords=coords, data=values, shape=np.asarray((50, 50, 50)))
+
+    with SplitWriter(tmp_path / "train.npz", (50, 50, 50)) as writer:
+        for start in range(0, 1000, 300):
+            writer.append(coords[:, start : start + 300], values[start : start + 300])
+
+    with zipfile.ZipFile(tmp_path / "whole.npz") as whole, zipfile.ZipFile(tmp_path / "train.npz") as chunked:
+        assert chunked.namelist() == whole.namelist()
+        assert all(chunked.read(name) == whole.read(name) for name in whole.namelist())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.npz", "whole.npz"]  # no scratch left
+
+
+def test_a_split_writer_that_fails_leaves_no_scratch(tmp_path):
+    with pytest.raises(RuntimeError), SplitWriter(tmp_path / "train.npz", (4, 4)) as writer:
+        writer.append(np.zeros((2, 3), dtype=np.int64), np.ones(3))
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []

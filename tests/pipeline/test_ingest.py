@@ -17,7 +17,7 @@ from hyperlearn.rundir import RunDir
 def _check_accounting(report) -> None:
     for relation in report.relations:
         assert relation.rows_read == relation.rows_accepted + relation.rows_quarantined
-        assert relation.entries_total == relation.rows_accepted - relation.duplicates_merged
+        assert relation.entries_total == relation.tuples - relation.duplicates_merged
 
 
 def test_ingest_writes_relations_quarantine_and_run_catalog(demo_document, write_spec, tmp_path):
@@ -169,7 +169,7 @@ def test_single_entity_and_fully_merged_relations_are_warned_about(demo_document
     with caplog.at_level("WARNING", logger="hyperlearn.pipeline.ingest"):
         report = _ingest_ratings(write, write_spec, tmp_path, demo_document, HEADER + "u1,i1,1,1\nu1,i1,2,2\nu1,i1,3,3\n")
     assert report.warnings == (
-        "relation 'rating': all 3 accepted rows merged into one entry",
+        "relation 'rating': all 3 accepted tuples merged into one entry",
         "modality 'user' has a single entity: 'u1'",
         "modality 'item' has a single entity: 'i1'",
     )
@@ -250,3 +250,38 @@ def test_a_modality_on_two_axes_with_given_validation_and_no_test(demo_document,
     assert (splits["train"].nnz, splits["validation"].nnz, splits["test"].nnz) == (3, 1, 0)
     (pair,) = splits["validation"].coords.T.tolist()
     assert [users[i] for i in pair] == ["u1", "u9"]
+
+
+def test_a_multi_valued_field_gives_one_tuple_per_value_and_rows_without_one_are_quarantined(
+    demo_document, write_spec, write, tmp_path
+):
+    write("movies.csv", 'movieId,title,genres\nm1,A,Adventure|Animation|Children\nm2,B,\nm3,C,|\nm4,D, Drama | Crime\n'
+          "m5,E,Drama|Drama\n")
+    demo_document["modalities"] += [{"name": "movie"}, {"name": "genre"}]
+    demo_document["relations"].append({
+        "name": "genres",
+        "modalities": {"movie": "movieId", "genre": {"column": "genres", "separator": "|"}},
+        "loss": "bpr",
+        "split": {"test": 0.0, "validation": 0.0},
+        "source": {"path": "movies.csv"},
+    })
+    run = RunDir(tmp_path / "run")
+
+    report = ingest(load_spec(write_spec(demo_document)), run, tmp_path / "catalog")
+
+    _check_accounting(report)
+    genres = report.relations[1]
+    assert (genres.rows_read, genres.rows_accepted, genres.rows_quarantined) == (5, 3, 2)
+    assert (genres.tuples, genres.duplicates_merged, genres.entries_total) == (7, 1, 6)
+    quarantine = pd.read_parquet(run.path / genres.quarantine_file)
+    assert quarantine[["row_number", "field", "reason"]].values.tolist() == [
+        [2, "genres", "empty key"],
+        [3, "genres", "no value between the separators '|'"],
+    ]
+    movies = EntityCatalog.load(run.catalog, "movie").keys.tolist()
+    names = EntityCatalog.load(run.catalog, "genre").keys.tolist()
+    assert names == ["Adventure", "Animation", "Children", "Crime", "Drama"]
+    train = run.read_relation_split("genres", "train")
+    pairs = {(movies[m], names[g]) for m, g in train.coords.T.tolist()}
+    assert pairs == {("m1", "Adventure"), ("m1", "Animation"), ("m1", "Children"), ("m4", "Drama"),
+                     ("m4", "Crime"), ("m5", "Drama")}

@@ -52,5 +52,5 @@ def test_arbitrary_bytes_never_crash_ingest_and_every_row_is_accounted(tmp_path_
     (relation,) = report.relations
     assert relation.rows_read == _physical_rows(prefix + content, fmt == "csv")
     assert relation.rows_read == relation.rows_accepted + relation.rows_quarantined
-    assert relation.entries_total == relation.rows_accepted - relation.duplicates_merged
+    assert relation.entries_total == relation.tuples - relation.duplicates_merged
     assert len(pd.read_parquet(Path(run.path) / relation.quarantine_file)) == relation.rows_quarantined

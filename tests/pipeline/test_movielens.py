@@ -205,9 +205,12 @@ def test_kg_example_spec_reads_the_written_files(tmp_path: Path):
 def test_tag_example_spec_keeps_posts_together(tmp_path: Path):
     (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n2,60756,funny,1445714994\n")
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n")
     spec = load_spec(TAG_EXAMPLE, data_root=tmp_path)
     tagging = spec.relation("tagging")
     assert tagging.modalities == ("user", "movie", "tag") and tagging.loss == "bpr"
     assert tagging.structure == "pairwise" and tagging.evaluation.target == 2
     assert tagging.split.group_by == ("userId", "movieId")
     assert spec.modality("tag").keys.strip is False and spec.relation("rating").loss == "squared"
+    genres = spec.relation("genres")
+    assert genres.modalities == ("movie", "genre") and genres.separators == (None, "|")

@@ -208,3 +208,22 @@ def test_read_source_is_a_dask_frame_with_one_partition_per_file(write, tmp_path
     frame = read_source(SourceSpec(tmp_path / "logs", "csv"), ["user"])
     assert frame.npartitions == 2
     assert frame.compute()["user"].tolist() == ["u1", "u2", "u3"]
+
+
+def test_jsonl_rows_read_the_same_whether_arrow_or_json_parses_the_block(write):
+    """A clean block goes through Arrow's JSON reader, a block with one bad line through `json` line by line:
+    the good lines' values are the same text either way."""
+    lines = [
+        '{"user": "007", "item": 12, "rating": 4.0, "liked": true, "extra": {"a": 1}}',
+        '{"user": "u2", "item": -3, "rating": 1e3}',
+        '{"user": "caf\\u00e9", "rating": 0.1, "liked": false}',
+        '{"item": 9007199254740993, "rating": 2.5e-07}',
+    ]
+    columns = ["user", "item", "rating", "liked"]
+    clean = _rows(SourceSpec(write("clean.jsonl", "\n".join(lines) + "\n"), "jsonl"), columns)
+    spoiled = _rows(SourceSpec(write("spoiled.jsonl", "\n".join([*lines, "{oops"]) + "\n"), "jsonl"), columns)
+
+    assert clean["read_error"].isna().all() and spoiled["read_error"].notna().tolist() == [False] * 4 + [True]
+    pd.testing.assert_frame_equal(clean[columns], spoiled[columns].iloc[:4])
+    assert clean.loc[1, ["item", "rating"]].tolist() == ["-3", "1000.0"]
+    assert clean.loc[3, ["item", "rating"]].tolist() == ["9007199254740993", "2.5e-07"]

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyperlearn.pipeline.relations import assign_splits, relation_meta, split_labels
+from hyperlearn.pipeline.relations import _combined, assign_splits, key_hashes, relation_meta, split_labels
 from hyperlearn.pipeline.spec import RelationSpec, SourceSpec, SplitSpec
-from hyperlearn.rundir import Evaluation, Negatives
+from hyperlearn.rundir import SPLITS, Evaluation, Negatives
 
 
 def _entries(n: int, order: int = 2, offset: int = 0) -> pd.DataFrame:
@@ -17,6 +17,16 @@ def _entries(n: int, order: int = 2, offset: int = 0) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(column, dtype="str") for name, column in keys.items()}).assign(
         value=numbers.astype(np.float64)
     )
+
+
+def _hashes(entries: pd.DataFrame, axes: tuple[int, ...] | None = None) -> list[np.ndarray]:
+    columns = [column for column in entries.columns if column.startswith("key_")]
+    return [key_hashes(entries[columns[axis]]) for axis in (range(len(columns)) if axes is None else axes)]
+
+
+def _assign(entries: pd.DataFrame, axes: tuple[int, ...], *args, **kwargs) -> np.ndarray:
+    """assign_splits on the keys of `entries` on `axes`, as split names."""
+    return np.asarray(SPLITS)[assign_splits(_hashes(entries, axes), *args, **kwargs)]
 
 
 def _relation(order: int, sources: tuple[str, ...] = ("all",), **fields) -> RelationSpec:
@@ -39,37 +49,37 @@ def test_random_splits_are_deterministic_and_sized_by_the_fractions():
     entries = _entries(4000)
     split = SplitSpec(test=0.2, validation=0.25, seed=3)
 
-    labels = assign_splits(entries, "all", split, (0, 1))
+    labels = _assign(entries, (0, 1), "all", split)
 
-    np.testing.assert_array_equal(labels, assign_splits(entries, "all", split, (0, 1)))
+    np.testing.assert_array_equal(labels, _assign(entries, (0, 1), "all", split))
     counts = pd.Series(labels).value_counts(normalize=True)
     assert counts["test"] == pytest.approx(0.2, abs=0.03)
     assert counts["validation"] == pytest.approx(0.8 * 0.25, abs=0.03)
-    other_seed = assign_splits(entries, "all", SplitSpec(test=0.2, validation=0.25, seed=4), (0, 1))
+    other_seed = _assign(entries, (0, 1), "all", SplitSpec(test=0.2, validation=0.25, seed=4))
     assert (other_seed != labels).mean() > 0.2
 
 
 def test_an_entry_keeps_its_split_when_data_is_added():
     split = SplitSpec(test=0.3, validation=0.1, seed=0)
-    before = assign_splits(_entries(500), "all", split, (0, 1))
-    after = assign_splits(_entries(1000), "all", split, (0, 1))  # same first 500 entries, 500 more
+    before = _assign(_entries(500), (0, 1), "all", split)
+    after = _assign(_entries(1000), (0, 1), "all", split)  # same first 500 entries, 500 more
     np.testing.assert_array_equal(after[:500], before)
 
 
 def test_given_sources_split_train_only_into_validation():
     entries = _entries(1000)
     split = SplitSpec(test=0.5, validation=0.2, seed=0)
-    train = pd.Series(assign_splits(entries, "train", split, (0, 1))).value_counts(normalize=True)
+    train = pd.Series(_assign(entries, (0, 1), "train", split)).value_counts(normalize=True)
     assert set(train.index) == {"train", "validation"}
     assert train["validation"] == pytest.approx(0.2, abs=0.04)
-    assert set(assign_splits(entries, "test", split, (0, 1))) == {"test"}
+    assert set(_assign(entries, (0, 1), "test", split)) == {"test"}
 
 
 def test_given_train_without_validation_keeps_everything_in_train():
     entries = _entries(400)
     split = SplitSpec(test=0.5, validation=0.3, seed=0)
-    assert set(assign_splits(entries, "train", split, (0, 1), carve_validation=False)) == {"train"}
-    assert set(assign_splits(entries, "validation", split, (0, 1))) == {"validation"}
+    assert set(_assign(entries, (0, 1), "train", split, carve_validation=False)) == {"train"}
+    assert set(_assign(entries, (0, 1), "validation", split)) == {"validation"}
 
 
 def _posts(n_posts: int, tags_per_post: int = 3) -> pd.DataFrame:
@@ -89,7 +99,7 @@ def test_group_by_keeps_groups_whole_stable_and_sized():
     split = SplitSpec(test=0.2, validation=0.25, seed=5, group_by=("user", "item"))
     posts = _posts(3000)
 
-    labels = assign_splits(posts, "all", split, (0, 1))
+    labels = _assign(posts, (0, 1), "all", split)
 
     per_post = pd.Series(labels).groupby(posts["value"].to_numpy()).nunique()
     assert (per_post == 1).all()  # every post's tags on one side
@@ -97,9 +107,9 @@ def test_group_by_keeps_groups_whole_stable_and_sized():
     counts = first_of_post.value_counts(normalize=True)
     assert counts["test"] == pytest.approx(0.2, abs=0.03)
     assert counts["validation"] == pytest.approx(0.8 * 0.25, abs=0.03)
-    grown = assign_splits(_posts(4000), "all", split, (0, 1))
+    grown = _assign(_posts(4000), (0, 1), "all", split)
     np.testing.assert_array_equal(grown[: len(labels)], labels)  # stable as posts are added
-    ungrouped = assign_splits(posts, "all", split, (0, 1, 2))
+    ungrouped = _assign(posts, (0, 1, 2), "all", split)
     assert (pd.Series(ungrouped).groupby(posts["value"].to_numpy()).nunique() > 1).any()
 
 
@@ -113,11 +123,11 @@ def test_split_labels_group_by_axis_names_and_the_meta_carries_the_spec():
     posts = _posts(600)
     split = SplitSpec(test=0.3, validation=0.2, seed=0, group_by=("user", "item"))
 
-    labels = split_labels(relation, posts, "all", split, carve_validation=True)
+    labels = np.asarray(SPLITS)[split_labels(relation, _hashes(posts), "all", split, carve_validation=True)]
 
     assert (pd.Series(labels).groupby(posts["value"].to_numpy()).nunique() == 1).all()
     assert set(labels) == {"train", "validation", "test"}
-    meta = relation_meta(relation, (50, 600, 3), np.array([1.0, 4.0]))
+    meta = relation_meta(relation, (50, 600, 3), (1.0, 4.0))
     assert meta.axes == ("user", "item", "tag") and (meta.value_min, meta.value_max) == (1.0, 4.0)
     assert (meta.structure, meta.negatives, meta.evaluation) == (
         "pairwise", Negatives((2,), 7, "popularity"), Evaluation(2, (1, 5))
@@ -126,5 +136,13 @@ def test_split_labels_group_by_axis_names_and_the_meta_carries_the_spec():
 
 def test_a_relation_split_replaces_the_dataset_split():
     relation = _relation(2, split=SplitSpec(test=0.0, validation=0.0))
-    labels = split_labels(relation, _entries(300), "all", SplitSpec(test=0.5, validation=0.5), carve_validation=True)
-    assert set(labels) == {"train"}
+    labels = split_labels(relation, _hashes(_entries(300)), "all", SplitSpec(test=0.5, validation=0.5), carve_validation=True)
+    assert set(labels) == {SPLITS.index("train")}
+
+
+def test_the_draw_is_the_one_a_frame_of_the_keys_hashed_by_pandas_gives():
+    """Splits stay where earlier versions put them: the combined hash is pandas' hash of the key columns."""
+    entries = _entries(500, order=3)
+    frame = entries[["key_0", "key_1", "key_2"]]
+    expected = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    np.testing.assert_array_equal(_combined(_hashes(entries)), expected)

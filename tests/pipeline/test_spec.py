@@ -461,3 +461,22 @@ def test_the_example_spec_is_valid_against_the_json_schema():
     jsonschema.validate(example, schema)
     with pytest.raises(jsonschema.ValidationError, match="'hinge' is not one of"):
         jsonschema.validate({**example, "relations": [{**example["relations"][0], "loss": "hinge"}]}, schema)
+
+
+def test_a_key_field_of_several_values_names_its_separator(kg_document, write_spec):
+    kg_document["relations"][0]["modalities"]["item"] = {"column": "item_id", "separator": "|"}
+    kg_document["relations"][1]["axes"][2]["separator"] = ";"
+    spec = load_spec(write_spec(kg_document))
+
+    rating, triple = spec.relation("rating"), spec.relation("triple")
+    assert rating.key_columns == ("user_id", "item_id") and rating.separators == (None, "|")
+    assert [triple.separator(axis) for axis in range(3)] == [None, None, ";"]
+
+    kg_document["relations"][0]["modalities"]["item"] = {"column": "item_id", "separator": ""}
+    with pytest.raises(SpecError, match=r"relations\[0\]\.modalities\.item"):
+        load_spec(write_spec(kg_document))
+
+
+def test_single_keys_have_no_separators(demo_document, write_spec):
+    rating = load_spec(write_spec(demo_document)).relation("rating")
+    assert rating.separators == () and rating.separator(1) is None

@@ -12,8 +12,10 @@ from hyperlearn.pipeline.spec import KeyNormalisation, RelationSpec, SourceSpec
 from hyperlearn.pipeline.validation import (
     QUARANTINE_SCHEMA,
     QuarantineWriter,
+    explode,
     normalise_keys,
     relation_columns,
+    split_values,
     validate_batch,
     write_quarantine,
 )
@@ -192,3 +194,17 @@ def test_keys_differing_only_in_form_are_one_key_and_counted(write):
     validated = validate_batch(batch, relation, [KeyNormalisation(casefold=True), KeyNormalisation()])
     assert validated.keys[0].to_pylist() == ["u1"] * 4
     assert validated.changed == [{" u1 ", "U1"}, {"cafe\u0301"}]
+
+
+def test_two_multi_valued_axes_give_every_combination_in_row_order():
+    options = KeyNormalisation()
+    first = split_values(pa.array(["a|b", "c", "d| |e"]), "|", options)
+    second = split_values(pa.array(["x", "y;z", "w"]), ";", options)
+    rows, keys = explode([pa.array(["?"] * 3), pa.array(["?"] * 3), pa.array(["r0", "r1", "r2"])], {0: first, 1: second})
+
+    assert rows.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [k.to_pylist() for k in keys] == [
+        ["a", "b", "c", "c", "d", "e"],
+        ["x", "x", "y", "z", "w", "w"],
+        ["r0", "r0", "r1", "r1", "r2", "r2"],
+    ]
