@@ -15,9 +15,9 @@ from collections.abc import Collection, Mapping, Sequence
 
 import torch
 
-from hyperlearn.negatives import sample_negatives
+from hyperlearn.negatives import corrupted_axes, sample_negatives
 from hyperlearn.problem import Relation
-from hyperlearn.scores import tuple_scores
+from hyperlearn.scores import replaced_axis_scores, tuple_scores
 from hyperlearn.structure import relation_blocks
 from hyperlearn.value_models import value_model
 
@@ -58,13 +58,21 @@ def relation_loss(
         return factors[0].new_zeros(())
     model = value_model(relation.meta)
     blocks = relation_blocks(relation.meta, factors[0].shape[1])
-    scores = tuple_scores(blocks, factors, biases, observed.coords, offset)
     if model.regresses_values:
+        scores = tuple_scores(blocks, factors, biases, observed.coords, offset)
         fit = model.fit(scores, observed.values, None, None)
     else:
         negatives = sample_negatives(relation.meta, observed.coords, observed.coords, generator)
-        negative_scores = tuple_scores(blocks, factors, biases, negatives.coords, offset)
-        fit = model.fit(scores, observed.values, negative_scores.view(negatives.count, -1), negatives)
+        axes = corrupted_axes(relation.meta)
+        if len(axes) == 1:
+            replacements = negatives.coords[axes[0]].view(negatives.count, -1)
+            scores, negative_scores = replaced_axis_scores(
+                blocks, factors, biases, observed.coords, axes[0], replacements, offset
+            )
+        else:
+            scores = tuple_scores(blocks, factors, biases, observed.coords, offset)
+            negative_scores = tuple_scores(blocks, factors, biases, negatives.coords, offset).view(negatives.count, -1)
+        fit = model.fit(scores, observed.values, negative_scores, negatives)
     return relation.meta.weight * (fit + l2 * ridge(factors, biases, observed.coords, free))
 
 
