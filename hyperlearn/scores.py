@@ -94,7 +94,8 @@ def replaced_axis_scores(
         if other != axis:
             shared = shared + bias.index_select(0, coords[other])
     positive = shared + biases[axis].index_select(0, coords[axis])
-    negative = shared[None, :] + biases[axis][replacements]
+    flat = replacements.reshape(-1)
+    negative = shared[None, :] + biases[axis].index_select(0, flat).view(replacements.shape)
     for block in blocks:
         if axis not in block.axes:
             term = cp_predict([block_columns(factors[k], block) for k in block.axes], coords[list(block.axes)])
@@ -109,5 +110,6 @@ def replaced_axis_scores(
         if query is None:
             raise ValueError("a block needs at least one axis besides the replaced one")
         positive = positive + (query * columns.index_select(0, coords[axis])).sum(1)
-        negative = negative + (query[None, :, :] * columns[replacements]).sum(2)
+        drawn = columns.index_select(0, flat).view(*replacements.shape, -1)
+        negative = negative + torch.einsum("nw,cnw->cn", query, drawn)
     return positive, negative

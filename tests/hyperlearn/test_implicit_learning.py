@@ -1,6 +1,7 @@
 """Order-3 implicit data learns: BPR with PITF's pairwise structure beats the popularity baselines."""
 
 import numpy as np
+import pytest
 
 from hyperlearn.collapse import collapsed_modalities
 from hyperlearn.config import TrainingConfig
@@ -24,6 +25,7 @@ def test_bpr_pairwise_tagging_beats_the_popularity_baselines_and_does_not_collap
     assert np.linalg.norm(result.states["tag"].factor) > 0.1
 
 
+@pytest.mark.slow
 def test_an_order_six_relation_over_2000_entities_per_mode_trains(tmp_path):
     """Six modalities of 2,000 entities (2000⁶ > 2⁶³ cells): the target's entity depends on the cluster of the
     first axis's entity (ten clusters, twenty targets each); the other four axes are noise. A few joint rounds
