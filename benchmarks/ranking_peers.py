@@ -185,13 +185,32 @@ def choose_mix(first: QueryScorer, second: QueryScorer, validation: Validation,
 
 @dataclass
 class PykeenResult:
-    """A PyKEEN model trained by PyKEEN's pipeline: its own filtered test metrics (per triple, tail side), the model as a scorer of tails for hyperlearn.ranking, its validation history and seconds."""
+    """A PyKEEN model trained by PyKEEN's sLCWA training loop and early-stopped on `validation`: its own filtered
+    test metrics (per triple, tail side), the best model as a scorer of tails for hyperlearn.ranking, the
+    validation metric per check, the best epoch, the epochs run and the training seconds (checks excluded)."""
 
     metrics: dict[str, float]
     scorer: QueryScorer
     history: list[float]
-    epochs: int
+    best_epoch: int
+    epochs_run: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class PykeenSettings:
+    """PyKEEN's training: sLCWA with `negatives` uniform corruptions per triple (PyKEEN's basic sampler corrupts
+    heads and tails), the softplus loss, Adam; a validation check every `check_every` epochs, stopping after
+    `patience` checks without gain or at `max_epochs`. `dim` is PyKEEN's embedding_dim (ComplEx: complex
+    entries; CP: the rank, with embedding_dim 1, so every model has `dim` numbers per entity and role)."""
+
+    dim: int = 64
+    learning_rate: float = 0.01
+    negatives: int = 4
+    batch_size: int = 1024
+    max_epochs: int = 100
+    check_every: int = 2
+    patience: int = 3
 
 
 PYKEEN_METRICS = ("inverse_harmonic_mean_rank", "hits_at_1", "hits_at_3", "hits_at_10")
@@ -203,50 +222,64 @@ def train_pykeen(
     triples: dict[str, np.ndarray],
     num_entities: int,
     num_relations: int,
-    dim: int = 64,
-    epochs: int = 100,
+    validation: Validation,
+    settings: PykeenSettings = PykeenSettings(),
     seed: int = 0,
-    check_every: int | None = 5,
-    learning_rate: float = 0.02,
 ) -> PykeenResult:
-    """Train PyKEEN's `model` (DistMult, ComplEx, CP …) on `triples` {"train", "validation", "test"} ((3, n)
-    head, relation, tail ids), early-stopped by PyKEEN's stopper on validation MRR (checked every
-    `check_every` epochs; None: `epochs` epochs, no check), and evaluate it with PyKEEN's filtered rank-based evaluator (train and validation
-    filtered) on test, tails only (the side HyperLearn ranks). Trained by sLCWA with 4 uniform corruptions per
-    triple and the softplus loss, Adam at `learning_rate`. `dim` is PyKEEN's embedding_dim (ComplEx: complex
-    entries)."""
-    from pykeen.pipeline import pipeline
+    """Train PyKEEN's `model` (DistMult, ComplEx, CP) on `triples` {"train", "validation", "test"} ((3, n) head,
+    relation, tail ids) with PyKEEN's own training loop, check `validation` (the tail-ranking metric every
+    model of the benchmark is stopped on) every `settings.check_every` epochs, keep the best epoch's weights,
+    and evaluate them once with PyKEEN's filtered rank-based evaluator (train and validation filtered) on test,
+    tails only (the side HyperLearn ranks), as a cross-check of hyperlearn.ranking."""
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.models import model_resolver
+    from pykeen.training import SLCWATrainingLoop
     from pykeen.triples import CoreTriplesFactory
 
+    torch.manual_seed(seed)
     factories = {
         split: CoreTriplesFactory.create(
             torch.from_numpy(np.ascontiguousarray(coords.T, dtype=np.int64)), num_entities, num_relations
         )
         for split, coords in triples.items()
     }
-    result = pipeline(
-        training=factories["train"], validation=factories["validation"], testing=factories["test"],
-        model=model, model_kwargs={"embedding_dim": dim},
-        loss="softplus", optimizer="adam", optimizer_kwargs={"lr": learning_rate},
-        negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": 4},
-        training_kwargs={"num_epochs": epochs, "batch_size": 1024, "use_tqdm": False},
-        **({} if check_every is None else {
-            "stopper": "early",
-            "stopper_kwargs": {"frequency": check_every, "patience": 2, "metric": "inverse_harmonic_mean_rank",
-                               "relative_delta": 0.002, "evaluation_batch_size": EVALUATION_BATCH},
-        }),
-        evaluation_kwargs={"use_tqdm": False, "batch_size": EVALUATION_BATCH, "targets": ["tail"]},
-        device="cpu", random_seed=seed, use_tqdm=False,
+    shape = {"embedding_dim": 1, "rank": settings.dim} if model == "CP" else {"embedding_dim": settings.dim}
+    kge = model_resolver.make(model, triples_factory=factories["train"], loss="softplus", random_seed=seed, **shape)
+    optimiser = torch.optim.Adam(kge.get_grad_params(), lr=settings.learning_rate)
+    loop = SLCWATrainingLoop(model=kge, triples_factory=factories["train"], optimizer=optimiser,
+                             negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": settings.negatives})
+    scorer = _pykeen_scorer(kge)
+    history: list[float] = []
+    best, best_epoch, best_state, seconds, epoch = -np.inf, 0, copy.deepcopy(kge.state_dict()), 0.0, 0
+    while epoch < settings.max_epochs:
+        epoch = min(epoch + settings.check_every, settings.max_epochs)
+        start = time.perf_counter()
+        loop.train(factories["train"], num_epochs=epoch, batch_size=settings.batch_size, use_tqdm=False,
+                   use_tqdm_batch=False, continue_training=epoch > settings.check_every)
+        seconds += time.perf_counter() - start
+        kge.eval()
+        history.append(validation(scorer))
+        kge.train()
+        if history[-1] > best:
+            best, best_epoch, best_state = history[-1], epoch, copy.deepcopy(kge.state_dict())
+        elif len(history) - 1 - history.index(best) >= settings.patience:
+            break
+    kge.load_state_dict(best_state)
+    kge.eval()
+    evaluated = RankBasedEvaluator(filtered=True).evaluate(
+        kge, factories["test"].mapped_triples, batch_size=EVALUATION_BATCH, use_tqdm=False, targets=["tail"],
+        additional_filter_triples=[factories["train"].mapped_triples, factories["validation"].mapped_triples],
     )
-    metrics = {name: float(result.metric_results.get_metric(f"tail.realistic.{name}")) for name in PYKEEN_METRICS}
-    trained = result.model.eval()
+    metrics = {name: float(evaluated.get_metric(f"tail.realistic.{name}")) for name in PYKEEN_METRICS}
+    return PykeenResult(metrics, scorer, history, best_epoch, epoch, seconds)
+
+
+def _pykeen_scorer(kge: torch.nn.Module) -> QueryScorer:
+    """Tail scores of every entity for (head, relation) contexts (3, B), from the model's current weights."""
 
     def scorer(contexts: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
             pairs = torch.from_numpy(np.stack([contexts[0], contexts[1]], axis=1).astype(np.int64))
-            return trained.score_t(pairs).double()
+            return kge.score_t(pairs).double()
 
-    stopper = result.stopper if check_every is not None else None
-    history = [float(value) for value in stopper.results] if stopper is not None else []
-    best_epoch = int(stopper.best_epoch or epochs) if stopper is not None else epochs
-    return PykeenResult(metrics, scorer, history, best_epoch, result.train_seconds)
+    return scorer

@@ -73,3 +73,43 @@ def candidate_scores(
         else:
             total = total + product.sum(1, keepdim=True)
     return total
+
+
+def replaced_axis_scores(
+    blocks: Sequence[Block],
+    factors: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    coords: torch.Tensor,
+    axis: int,
+    replacements: torch.Tensor,
+    offset: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the tuples `coords` (K, n), (n,), and of the same tuples with the entity on `axis` replaced by
+    each row of `replacements` (count, n), (count, n): a relation's positives and its negatives of one
+    corrupted axis. Each positive's part without `axis` (the other biases, the blocks without it, and per block
+    with it the product of its other rows) is computed once and shared by its negatives, instead of
+    re-gathering every row of every negative."""
+    shared = coords.new_zeros(coords.shape[1], dtype=factors[0].dtype) + offset
+    for other, bias in enumerate(biases):
+        if other != axis:
+            shared = shared + bias.index_select(0, coords[other])
+    positive = shared + biases[axis].index_select(0, coords[axis])
+    flat = replacements.reshape(-1)
+    negative = shared[None, :] + biases[axis].index_select(0, flat).view(replacements.shape)
+    for block in blocks:
+        if axis not in block.axes:
+            term = cp_predict([block_columns(factors[k], block) for k in block.axes], coords[list(block.axes)])
+            positive, negative = positive + term, negative + term[None, :]
+            continue
+        query = None
+        for k in block.axes:
+            if k != axis:
+                rows = block_columns(factors[k], block).index_select(0, coords[k])
+                query = rows if query is None else query * rows
+        columns = block_columns(factors[axis], block)
+        if query is None:
+            raise ValueError("a block needs at least one axis besides the replaced one")
+        positive = positive + (query * columns.index_select(0, coords[axis])).sum(1)
+        drawn = columns.index_select(0, flat).view(*replacements.shape, -1)
+        negative = negative + torch.einsum("nw,cnw->cn", query, drawn)
+    return positive, negative

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hyperlearn.rundir import Evaluation, RelationMeta
-from hyperlearn.scores import candidate_scores, tuple_scores
+from hyperlearn.scores import candidate_scores, replaced_axis_scores, tuple_scores
 from hyperlearn.structure import relation_blocks
 
 
@@ -74,3 +74,24 @@ def test_a_modality_on_two_axes_gets_the_gradient_of_both():
             expected[b] += factor[a]
     torch.testing.assert_close(factor.grad, expected)
     torch.testing.assert_close(bias.grad, torch.tensor([2.0, 1, 1, 0, 2], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("structure", "evaluation", "axis"),
+    [("cp", None, 2), ("cp", Evaluation(1), 0), ("pairwise", Evaluation(2), 2), ("pairwise", None, 1)],
+)
+def test_replaced_axis_scores_equal_the_tuple_scores_of_the_corrupted_tuples(structure, evaluation, axis):
+    """The negatives' shortcut (a positive's other rows shared by its negatives) gives the same scores as
+    scoring every corrupted tuple on its own, for blocks with and without the replaced axis."""
+    shape = (5, 4, 6)
+    meta = RelationMeta("r", ("a", "b", "c"), shape, "bpr", structure=structure, evaluation=evaluation)
+    blocks = relation_blocks(meta, 6)
+    factors, biases = _model(shape, 6)
+    generator = torch.Generator().manual_seed(1)
+    coords = torch.stack([torch.randint(n, (7,), generator=generator) for n in shape])
+    replacements = torch.randint(shape[axis], (3, 7), generator=generator)
+    positive, negative = replaced_axis_scores(blocks, factors, biases, coords, axis, replacements, 0.25)
+    torch.testing.assert_close(positive, tuple_scores(blocks, factors, biases, coords, 0.25))
+    corrupted = coords.repeat(1, 3)
+    corrupted[axis] = replacements.reshape(-1)
+    torch.testing.assert_close(negative, tuple_scores(blocks, factors, biases, corrupted, 0.25).view(3, 7))

@@ -13,7 +13,7 @@ from hyperlearn.collapse import CollapsedFactorError, check_not_collapsed, colla
 from hyperlearn.config import TrainingConfig
 from hyperlearn.start import initial_states
 from hyperlearn.joint import JointTrainers
-from hyperlearn.metrics import evaluate
+from hyperlearn.metrics import evaluate, predict
 from hyperlearn.problem import load_problem
 from hyperlearn.rounds import run_rounds
 from hyperlearn.rundir import Entries, ModalityState, RelationMeta, RunDir
@@ -26,6 +26,18 @@ def test_random_start_is_seeded_and_small(planted_run):
     for m in problem.modalities:
         np.testing.assert_array_equal(first[m].factor, second[m].factor)
         assert np.abs(first[m].factor).max() < 0.5
+
+
+def test_a_random_start_gives_an_order_three_block_scores_of_order_a_tenth(planted_run):
+    """Away from the zero saddle of a 3-way product (0.1/√R per entry would give scores ~1e-3 here), not yet
+    saturating the loss."""
+    problem = load_problem(planted_run)
+    tagging = next(r for r in problem.relations if r.meta.name == "tagging")
+    cp = dataclasses.replace(tagging, meta=dataclasses.replace(tagging.meta, structure="cp"))
+    problem = dataclasses.replace(problem, relations=(cp,))
+    states = initial_states(problem, TrainingConfig(rank=16, init="random"))
+    scores = predict(cp, states, cp.train.coords)
+    assert 0.05 < scores.std() < 0.2
 
 
 def test_als_fits_training_ratings_far_better_than_the_mean(planted_run):
