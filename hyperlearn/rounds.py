@@ -147,7 +147,7 @@ def run_rounds(
     belongs to other settings or another mode); `metrics["resumed_from_round"]` says from which round."""
     saved = _resumable(checkpoints, config, mode) if resume else None
     if saved is None and checkpoints is not None:
-        checkpoints.remove_resume_files()
+        checkpoints.resume_checkpoint.unlink(missing_ok=True)  # another run's, or one not to resume
     start = time.perf_counter() - (saved.progress["seconds"] if saved else 0.0)
     trainer_start_seconds = 0.0
     if saved is not None and saved.phase == "refit":

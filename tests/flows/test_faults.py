@@ -108,8 +108,10 @@ def latest(dataset: DatasetDir) -> str | None:
 
 
 def versions(dataset: DatasetDir) -> list[str]:
-    return sorted(p.name for p in dataset.path.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and p.name != "catalog")
+    return sorted(
+        p.name for p in dataset.path.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and p.name != "catalog"
+    )
 
 
 def check_invariants(dataset: DatasetDir, expected_latest: str | None) -> None:
@@ -173,8 +175,12 @@ def test_command_faults_in_sequence(demo, tmp_path):
     spec, out = demo
     dataset = DatasetDir(out / "demo")
 
-    # Two runs at once, both queueing on the lock: they publish one after the other, the same model.
-    racing = [Command(spec, out, tmp_path / f"race-{i}.log", "--mode", "joint", "--wait") for i in range(2)]
+    # Two runs at once, the second queueing on the lock: they publish one after the other, the same model.
+    # (The second starts once the first holds the lock, so that the two temporary Prefect servers do not
+    # migrate the shared, still empty Prefect database at the same moment: Prefect's migrations race there.)
+    racing = [Command(spec, out, tmp_path / "race-0.log", "--mode", "joint", "--wait")]
+    racing[0].wait_for(lambda: dataset.lock_holder.exists())
+    racing.append(Command(spec, out, tmp_path / "race-1.log", "--mode", "joint", "--wait"))
     for command in racing:
         assert command.finish() == 0, command.output()
         command.assert_nothing_left()
