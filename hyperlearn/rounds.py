@@ -144,7 +144,7 @@ def run_rounds(
     with `config.refit`, train a fresh trainer set on training + validation entries for the best round's number
     of rounds and return that instead of the best state (validation metrics stay those of the best round).
     With `resume`, carry on from the resume checkpoint in `checkpoints` when there is one (ResumeMismatch when it
-    belongs to other settings or another mode); `metrics["resumed_from_round"]` says from which round."""
+    belongs to other settings or another mode); the result's `resumed_from` says from which phase and round."""
     saved = _resumable(checkpoints, config, mode) if resume else None
     if saved is None and checkpoints is not None:
         checkpoints.resume_checkpoint.unlink(missing_ok=True)  # another run's, or one not to resume
