@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
     _add_run_options(run)
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from scratch: remove the staging folder a killed run of the same spec, settings and data "
+        "left, instead of resuming it from its last checkpoint",
+    )
     _add_training_options(run)
 
     ingest = commands.add_parser(
@@ -301,6 +307,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         overrides=overrides or None,
         allow_roots=[str(root) for root in args.allow_root] or None,
         wait=args.wait,
+        fresh=args.fresh,
     )
     _print_summary(Path(published))
     return 0

@@ -2,13 +2,16 @@
 
 Tasks are thin wrappers over `hyperlearn.pipeline` and `hyperlearn.flows.training`, and pass the run directory and
 small JSON summaries, never arrays. Every step writes files as its side effect, so none may be answered from a cache.
-A run that fails anywhere removes its staging folder and changes nothing published.
+A run that fails anywhere removes its staging folder and changes nothing published. A run killed outright (kill -9,
+power loss) leaves its staging folder; the next run of the same spec, settings and data resumes it from its
+last checkpoint (`hyperlearn.pipeline.resumable`), unless it is asked to start `fresh`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import cache
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,13 @@ from hyperlearn.pipeline.outputs import (
     write_training_outputs,
 )
 from hyperlearn.pipeline.publish import new_version, publish
+from hyperlearn.pipeline.resumable import (
+    is_resumable,
+    read_resume_record,
+    resume_key,
+    staging_version,
+    write_resume_record,
+)
 from hyperlearn.pipeline.spec import DatasetSpec, load_spec
 from hyperlearn.rundir import DatasetDir, RunDir
 
@@ -65,11 +75,18 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=retry_transient,
 )
 def train_step(
-    spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode, cluster: Future[Cluster] | None
+    spec: DatasetSpec,
+    run: RunDir,
+    version: str,
+    config: TrainingConfig,
+    mode: Mode,
+    cluster: Future[Cluster] | None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train (distributed: on the run's cluster), write embeddings and the report; return the summary."""
+    """Train (distributed: on the run's cluster; `resume`: from the run's checkpoint), write embeddings and the
+    report; return the summary."""
     logger = get_run_logger()
-    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info)
+    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info, resume=resume)
     write_training_outputs(run, dataset=spec.name, version=version, config=config, result=result)
     return training_summary(result, device)
 
@@ -77,6 +94,7 @@ def train_step(
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_step(run: RunDir, dataset_dir: Path, record: VersionRecord) -> str:
     """Write metrics.json and manifest.json, then rename the staging folder into place and move `latest`."""
+    run.remove_resume_files()
     write_record(run, record)
     return str(publish(run.path, dataset_dir, record.version, catalog_source=run.catalog))
 
@@ -90,12 +108,15 @@ def train_embeddings(
     overrides: dict[str, Any] | None = None,
     allow_roots: list[str] | None = None,
     wait: bool = False,
+    fresh: bool = False,
 ) -> str:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and return that folder. `overrides` replace settings of the spec's
     `training:` block; `data_root` replaces the spec's folder as the base of its data paths, and data may also
     lie under `allow_roots`. The run holds the dataset's lock from staging to publishing; when another run holds
-    it, `wait` queues behind it, else the run fails at once naming the holder."""
+    it, `wait` queues behind it, else the run fails at once naming the holder. The staging folder a killed run of
+    the same spec, settings and data left is resumed from its last checkpoint; `fresh` removes it instead.
+    A version whose publishing was cut short after its rename is published first (`finish_interrupted_publish`)."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -105,8 +126,13 @@ def train_embeddings(
     )
     config = spec.training
     dataset_dir = Path(out) / spec.name
-    version = new_version()
+    dataset = DatasetDir(dataset_dir)
     seconds: dict[str, float] = {}
+
+    @cache
+    def key() -> str:
+        """Computed under the lock, after it finished any interrupted publish, so it sees the final `latest`."""
+        return resume_key(spec, mode, dataset)
 
     @contextmanager
     def timed(stage: str) -> Iterator[None]:
@@ -116,21 +142,29 @@ def train_embeddings(
         seconds[stage] = round(time.perf_counter() - start, 3)
         logger.info("%s: %.1f s", stage, seconds[stage])
 
-    logger.info("%s version %s (%s mode), staging in %s", spec.name, version, mode, dataset_dir)
-    with (
-        dataset_lock(DatasetDir(dataset_dir), wait, log=logger.info),
-        staged_run_dir(dataset_dir, version) as run,
-        training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
-    ):
-        with timed("ingest"):
-            report = ingest_step(spec, run, DatasetDir(dataset_dir).catalog)
-        with timed("graphs"):
-            graphs = build_graphs_step(spec, run)
-        with timed("train"):
-            summary = train_step(spec, run, version, config, mode, cluster)
-        with timed("publish"):
-            record = VersionRecord(spec, version, config, summary, report, graphs, seconds)
-            published = publish_step(run, dataset_dir, record)
+    resumable = (lambda staging: False) if fresh else (lambda staging: is_resumable(staging, key()))
+    with dataset_lock(dataset, wait, log=logger.info, keep=resumable) as kept:
+        version = new_version() if kept is None else staging_version(kept)
+        logger.info("%s version %s (%s mode), %s in %s", spec.name, version, mode,
+                    "staging" if kept is None else "resuming the killed run's staging", dataset_dir)
+        with (
+            staged_run_dir(dataset_dir, version, existing=kept is not None) as run,
+            training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
+        ):
+            prepared = None if kept is None else read_resume_record(kept)
+            if prepared is None:
+                with timed("ingest"):
+                    report = ingest_step(spec, run, dataset.catalog)
+                with timed("graphs"):
+                    graphs = build_graphs_step(spec, run)
+                write_resume_record(run, key(), report, graphs)
+            else:
+                report, graphs = prepared["ingest"], prepared["graphs"]
+            with timed("train"):
+                summary = train_step(spec, run, version, config, mode, cluster, resume=prepared is not None)
+            with timed("publish"):
+                record = VersionRecord(spec, version, config, summary, report, graphs, seconds)
+                published = publish_step(run, dataset_dir, record)
     test_metrics = [
         f"{name}={value:.4f}"
         for name, value in summary["metrics"].items()

@@ -72,17 +72,18 @@ def train(
     mode: Mode,
     cluster: Future[Cluster] | None = None,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> tuple[TrainResult, str]:
     """Train the run in `run` (distributed: on `cluster`, from `training_cluster`); return the result and the
     device it ran on. A rank whose parameters would not fit in memory for the run's entity counts raises
-    MemoryBudgetError first."""
+    MemoryBudgetError first. `resume`: carry on from the run's resume checkpoint when it has one."""
     check_memory(run.entity_counts(), config)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     device = run_device(config)
     config = config.replace(device=device)
     if mode == "joint":
-        return train_joint(run, config, log=log), device
+        return train_joint(run, config, log=log, resume=resume), device
     if cluster is None:
         raise ValueError("distributed training needs the cluster from training_cluster")
     replacement = None
@@ -91,7 +92,7 @@ def train(
         replacement = make_cluster(len(run.entity_counts()), device, log=log)
     client = Client(replacement if replacement is not None else cluster.result())
     try:
-        return train_distributed(client, run, config, log=log), device
+        return train_distributed(client, run, config, log=log, resume=resume), device
     finally:
         _close(client, log)
         if replacement is not None:

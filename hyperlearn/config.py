@@ -79,6 +79,11 @@ class TrainingConfig:
                   "the best round's number of rounds, and publish that model"},
     )
     patience: Positive = field(default=5, metadata={"help": "rounds without a lower validation loss before stopping"})
+    checkpoint_every: Positive = field(
+        default=5,
+        metadata={"help": "write the resume checkpoint (encoders, optimisers, random and early-stopping state) "
+                  "every N rounds, and at every best round; a killed run carries on from it"},
+    )
     seed: Count = field(default=0, metadata={"help": "random seed (same seed and inputs give the same embeddings on CPU)"})
     device: Device = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when a GPU is visible)"})
 

@@ -1,14 +1,23 @@
 """Distributed training (docs/method.md §3): one long-lived trainer actor per modality, pinned to its own Dask
 worker; each round every trainer updates in parallel from the previous round's states (Jacobi block
 coordinate descent), then the states — factors and biases, never graphs, encoders or optimisers — are
-exchanged through Dask."""
+exchanged through Dask.
+
+A trainer whose worker dies (killed, out of memory) is rebuilt on a live worker — the one the nanny restarted, or
+the least busy — from its last `snapshot()` (the latest checkpoint's encoder, optimiser and generators; its
+start when there is none yet), and the round's call is made again with the same states; the rebuild is recorded
+in `recovered`. When no worker comes back in time, or the set has rebuilt `MAX_RECOVERIES` trainers already, the
+round fails with TrainerLost naming the worker and the modality."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from distributed import Client, Future
-from distributed.actor import BaseActorFuture
+from distributed.actor import Actor, BaseActorFuture
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.start import initial_states
@@ -16,11 +25,24 @@ from hyperlearn.problem import Problem, load_problem, with_validation_in_trainin
 from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
+from hyperlearn.snapshots import Snapshot, prefixed, under
 from hyperlearn.trainer import ModalityTrainer
 
 
 #: How long to wait on a trainer before asking the scheduler whether its worker is still there.
 LIVENESS_CHECK_SECONDS = 2.0
+
+#: How long a lost trainer waits for its worker to come back (a nanny restarts a killed one) before it is rebuilt
+#: on the least busy live worker instead.
+RECOVERY_WAIT_SECONDS = 20.0
+
+#: Trainers one trainer set rebuilds before a further loss fails the run.
+MAX_RECOVERIES = 3
+
+#: The name of the rounds counter in a DaskTrainers snapshot (a trainer's own arrays are under its modality).
+ROUNDS_KEY = "rounds"
+
+TrainerCall = Callable[[str, Actor], BaseActorFuture]
 
 
 class TrainerLost(RuntimeError):
@@ -39,7 +61,8 @@ class DaskTrainers:
     """One `ModalityTrainer` actor per modality on its placed worker: the `TrainerSet` of distributed training.
 
     The starting states are computed here, on the driver, and sent once; each actor then loads its own
-    relations and graph from the run directory, and only states cross the network."""
+    relations and graph from the run directory, and only states cross the network. Rebuilt trainers are
+    appended to `recovered` as {"modality", "round", "phase", "lost_worker", "worker", "from_round"}."""
 
     def __init__(
         self,
@@ -49,60 +72,128 @@ class DaskTrainers:
         config: TrainingConfig,
         placement: dict[str, str],
         fit_validation: bool,
+        recovered: list[dict[str, Any]] | None = None,
+        log: Log = print,
     ) -> None:
         self.client = client
-        self.placement = placement
+        self.run = run
+        self.config = config
+        self.placement = dict(placement)
+        self.fit_validation = fit_validation
+        self.recovered = [] if recovered is None else recovered
+        self.log = log
+        self.rebuilt = 0
+        self.rounds_done = 0
+        self.snapshots: dict[str, Snapshot] = {}  # each trainer's latest snapshot: what a rebuilt one starts from
+        self.snapshot_round = 0
+        self.workers = len(client.scheduler_info()["workers"])
         fitted = with_validation_in_training(problem) if fit_validation else problem
-        states = initial_states(fitted, config)
-        workers = client.scheduler_info()["workers"]
-        per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
-        self.futures: list[Future] = []
-        for modality, address in placement.items():
-            threads = max(1, workers[address]["nthreads"] // per_worker[address])
-            self.futures.append(
-                client.submit(
-                    ModalityTrainer, run, modality, config, states[modality], threads, fit_validation,
-                    actor=True, workers=[address], allow_other_workers=False, pure=False,
-                )
-            )
-        self.actors = {modality: future.result() for modality, future in zip(placement, self.futures)}
+        self.initial = initial_states(fitted, config)
+        self.futures: dict[str, Future] = {m: self._submit(m, address, None) for m, address in self.placement.items()}
+        self.actors = {modality: future.result() for modality, future in self.futures.items()}
+
+    def _submit(self, modality: str, address: str, snapshot: Snapshot | None) -> Future:
+        """Start the trainer of `modality` as an actor on `address`, sharing its threads with the others there."""
+        threads = self.client.scheduler_info()["workers"][address]["nthreads"]
+        sharing = list(self.placement.values()).count(address)
+        return self.client.submit(
+            ModalityTrainer, self.run, modality, self.config, self.initial[modality], max(1, threads // sharing),
+            self.fit_validation, snapshot, actor=True, workers=[address], allow_other_workers=False, pure=False,
+        )
 
     def start(self) -> States:
-        return self._collect({modality: actor.state() for modality, actor in self.actors.items()})
+        return self._collect(lambda modality, actor: actor.state())
 
     def round(self, states: States) -> States:
-        return self._collect({modality: actor.update(states) for modality, actor in self.actors.items()})
+        updated = self._collect(lambda modality, actor: actor.update(states))
+        self.rounds_done += 1
+        return updated
 
-    def _collect(self, pending: dict[str, BaseActorFuture]) -> States:
-        """Every trainer's answer; a trainer whose worker has left the cluster raises TrainerLost within
-        `LIVENESS_CHECK_SECONDS` instead of being waited for, for ever."""
-        states = {}
-        for modality, call in pending.items():
-            while modality not in states:
+    def snapshot(self) -> Snapshot:
+        """Every trainer's snapshot under its modality, and the number of rounds done."""
+        self.snapshots = self._collect(lambda modality, actor: actor.snapshot())
+        self.snapshot_round = self.rounds_done
+        arrays: Snapshot = {ROUNDS_KEY: np.asarray(self.rounds_done)}
+        for modality, part in self.snapshots.items():
+            arrays.update(prefixed(modality, part))
+        return arrays
+
+    def restore(self, snapshot: Snapshot) -> None:
+        parts = {modality: under(modality, snapshot) for modality in self.actors}
+        self._collect(lambda modality, actor: actor.restore(parts[modality]))
+        self.snapshots, self.rounds_done = parts, int(snapshot[ROUNDS_KEY])
+        self.snapshot_round = self.rounds_done
+
+    def _collect(self, call: TrainerCall) -> dict[str, Any]:
+        """Every trainer's answer to `call`; a trainer whose worker has left the cluster is noticed within
+        `LIVENESS_CHECK_SECONDS`, rebuilt (`_recover`) and asked again, instead of being waited for, for ever."""
+        pending = {modality: call(modality, actor) for modality, actor in self.actors.items()}
+        answers = {}
+        for modality in list(pending):
+            while modality not in answers:
                 try:
-                    states[modality] = call.result(timeout=LIVENESS_CHECK_SECONDS)
+                    answers[modality] = pending[modality].result(timeout=LIVENESS_CHECK_SECONDS)
                 except TimeoutError:
-                    if self.placement[modality] not in self.client.scheduler_info()["workers"]:
-                        raise self._lost(modality) from None
+                    if self.placement[modality] in self.client.scheduler_info()["workers"]:
+                        continue
+                    self._recover(modality, None)
+                    pending[modality] = call(modality, self.actors[modality])
                 except OSError as error:  # the call could not reach the actor's worker at all
-                    raise self._lost(modality) from error
-        return states
+                    self._recover(modality, error)
+                    pending[modality] = call(modality, self.actors[modality])
+        return answers
 
-    def _lost(self, modality: str) -> TrainerLost:
+    def _recover(self, modality: str, cause: BaseException | None) -> None:
+        """Rebuild the trainer of `modality`, whose worker is gone, on a live worker from its latest snapshot."""
+        lost = self.placement[modality]
+        if self.rebuilt >= MAX_RECOVERIES:
+            raise self._lost(modality, f"{MAX_RECOVERIES} trainers were rebuilt already") from cause
+        address = self._replacement_worker(lost)
+        if address is None:
+            raise self._lost(modality, f"no worker came back within {RECOVERY_WAIT_SECONDS:.0f} s") from cause
+        self.client.cancel([self.futures[modality]])
+        self.placement[modality] = address
+        self.futures[modality] = self._submit(modality, address, self.snapshots.get(modality))
+        self.actors[modality] = self.futures[modality].result()
+        self.rebuilt += 1
+        event = {
+            "modality": modality, "round": self.rounds_done + 1, "phase": "refit" if self.fit_validation else "search",
+            "lost_worker": lost, "worker": address, "from_round": self.snapshot_round if self.snapshots else 0,
+        }
+        self.recovered.append(event)
+        self.log(f"[distributed] the worker {lost} training {modality!r} left the cluster; its trainer was rebuilt on "
+                 f"{address} from round {event['from_round']}'s checkpoint, in round {event['round']}")
+
+    def _replacement_worker(self, lost: str) -> str | None:
+        """A live worker for a lost trainer: once the cluster has as many workers as it started with (the nanny
+        restarted the lost one), or after `RECOVERY_WAIT_SECONDS`, the one holding the fewest trainers."""
+        deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
+        while True:
+            live = sorted(set(self.client.scheduler_info()["workers"]) - {lost})
+            if live and (len(live) >= self.workers or time.monotonic() > deadline):
+                return min(live, key=lambda address: list(self.placement.values()).count(address))
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+
+    def _lost(self, modality: str, why: str = "") -> TrainerLost:
         return TrainerLost(
             f"the worker {self.placement[modality]} training modality {modality!r} left the cluster; its encoder "
-            "and optimiser state are lost with it"
+            f"and optimiser state are lost with it{f' ({why})' if why else ''}"
         )
 
     def close(self) -> None:
         """Cancel the actors' futures, which releases the actors and their memory on the workers."""
-        self.client.cancel(self.futures)
+        self.client.cancel(list(self.futures.values()))
         self.actors.clear()
 
 
-def train_distributed(client: Client, run: RunDir, config: TrainingConfig, log: Log = print) -> TrainResult:
+def train_distributed(
+    client: Client, run: RunDir, config: TrainingConfig, log: Log = print, resume: bool = False
+) -> TrainResult:
     """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state
-    (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers)."""
+    (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers).
+    `resume`: carry on from the run's resume checkpoint (`run_rounds`)."""
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
@@ -110,9 +201,14 @@ def train_distributed(client: Client, run: RunDir, config: TrainingConfig, log: 
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
 
-    def make_trainers(fit_validation: bool) -> DaskTrainers:
-        return DaskTrainers(client, run, problem, config, placement, fit_validation)
+    recovered: list[dict[str, Any]] = []
 
-    result = run_rounds(problem, make_trainers, config, "distributed", log, checkpoints=run)
+    def make_trainers(fit_validation: bool) -> DaskTrainers:
+        live = list(client.scheduler_info()["workers"])
+        here = placement if set(placement.values()) <= set(live) else place_modalities(problem.modalities, live)
+        return DaskTrainers(client, run, problem, config, here, fit_validation, recovered, log)
+
+    result = run_rounds(problem, make_trainers, config, "distributed", log, checkpoints=run, resume=resume)
     result.timings = {**timings, **result.timings}
+    result.recovered = recovered
     return result

@@ -20,6 +20,16 @@ from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
 from hyperlearn.seeds import negatives_seed
+from hyperlearn.snapshots import (
+    Snapshot,
+    generator_array,
+    load_generator_array,
+    load_optimizer_arrays,
+    optimizer_arrays,
+    prefixed,
+    under,
+)
+from hyperlearn.trainer import model_snapshot, restore_model
 
 
 class JointTrainers:
@@ -55,13 +65,32 @@ class JointTrainers:
             self.optimizer.step()
         return self.start()
 
+    def snapshot(self) -> Snapshot:
+        """Every model's parameters, the one optimiser's state and the negatives' generator, as arrays."""
+        models: Snapshot = {}
+        for modality, model in self.models.items():
+            models.update(prefixed(modality, model_snapshot(model)))
+        return {
+            **prefixed("models", models),
+            **prefixed("optimizer", optimizer_arrays(self.optimizer)),
+            "generator": generator_array(self.generator),
+        }
+
+    def restore(self, snapshot: Snapshot) -> None:
+        models = under("models", snapshot)
+        for modality, model in self.models.items():
+            restore_model(model, under(modality, models))
+        load_optimizer_arrays(self.optimizer, under("optimizer", snapshot))
+        load_generator_array(self.generator, snapshot["generator"])
+
     def close(self) -> None:
         self.models.clear()
 
 
-def train_joint(run: RunDir, config: TrainingConfig, log: Log = print) -> TrainResult:
+def train_joint(run: RunDir, config: TrainingConfig, log: Log = print, resume: bool = False) -> TrainResult:
     """Train every modality's encoder together on the global objective; returns the best-on-validation state
-    (or, with `config.refit`, the model trained again on training + validation entries)."""
+    (or, with `config.refit`, the model trained again on training + validation entries). `resume`: carry on
+    from the run's resume checkpoint (`run_rounds`)."""
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
@@ -69,6 +98,6 @@ def train_joint(run: RunDir, config: TrainingConfig, log: Log = print) -> TrainR
     def make_trainers(fit_validation: bool) -> JointTrainers:
         return JointTrainers(with_validation_in_training(problem) if fit_validation else problem, config)
 
-    result = run_rounds(problem, make_trainers, config, "joint", log, checkpoints=run)
+    result = run_rounds(problem, make_trainers, config, "joint", log, checkpoints=run, resume=resume)
     result.timings = {**timings, **result.timings}
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,8 @@ class TrainResult:
     metrics: dict[str, float]
     mode: str
     timings: dict[str, float] = field(default_factory=dict)  # set-up seconds: loading + ALS start, trainer start
+    resumed_from: dict[str, Any] | None = None  # {"phase": "search" | "refit", "round": N} of a resumed run
+    recovered: list[dict[str, Any]] = field(default_factory=list)  # trainers rebuilt after their worker died
 
     @property
     def factors(self) -> dict[str, np.ndarray]:

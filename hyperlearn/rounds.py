@@ -12,12 +12,18 @@ several relations are traded off as the spec's weights say. Published states tha
 run (hyperlearn.collapse). With a refit, a fresh trainer set fitting training + validation entries is trained for
 that many rounds, so the published model has seen every training entry while its round count was still chosen
 on held-out data. Test data is read only once, for the final state, after training has stopped.
+
+Every `checkpoint_every` rounds, and at every best round, the loop writes the run's resume checkpoint
+(`RunDir.save_resume_checkpoint`): the states, the trainer set's `snapshot()` (encoders, optimisers, random
+generators), the history and the early-stopping state. `run_rounds(…, resume=True)` carries on from it and ends
+where an uninterrupted run with the same seed ends, to the bit on CPU.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -30,8 +36,9 @@ from hyperlearn.metrics import early_stopping_criterion, evaluate, headline_name
 from hyperlearn.objective import OwnTerms, dirichlet_energy, objective
 from hyperlearn.problem import Problem, Relation, with_validation_in_training
 from hyperlearn.result import TrainResult
-from hyperlearn.rundir import ModalityState, RunDir
+from hyperlearn.rundir import Checkpoint, ModalityState, Phase, RunDir
 from hyperlearn.seeds import evaluation_seed
+from hyperlearn.snapshots import Snapshot
 
 States = dict[str, ModalityState]
 Log = Callable[[str], None]
@@ -46,8 +53,34 @@ class TrainerSet(Protocol):
     def round(self, states: States) -> States:
         """Every modality's local steps against `states` (the last round's), then the new states."""
 
+    def snapshot(self) -> Snapshot:
+        """Everything training changes besides the states (encoders, optimisers, random generators), as arrays."""
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Carry on from a `snapshot()` of a trainer set built with the same problem and settings."""
+
     def close(self) -> None:
         """Release the models (and, for actors, their workers' memory)."""
+
+
+class ResumeMismatch(RuntimeError):
+    """A resume checkpoint written by a run with other settings or another mode."""
+
+
+@dataclass
+class Search:
+    """The early-stopped search so far: its history, the best round with its criterion and states, and the
+    round-0 states (what the collapse check compares against)."""
+
+    history: list[dict[str, float]]
+    best_score: float
+    best_round: int
+    best_states: States
+    first_states: States
+
+    @property
+    def last_round(self) -> int:
+        return len(self.history) - 1
 
 
 #: A fresh trainer set for the problem, fitting its training entries, or with `fit_validation` its training and
@@ -105,28 +138,40 @@ def run_rounds(
     mode: str,
     log: Log = print,
     checkpoints: RunDir | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Run up to `config.rounds` rounds, stop after `config.patience` rounds without validation gain; then,
     with `config.refit`, train a fresh trainer set on training + validation entries for the best round's number
-    of rounds and return that instead of the best state (validation metrics stay those of the best round)."""
-    start = time.perf_counter()
-    trainers = make_trainers(False)
-    trainer_start_seconds = time.perf_counter() - start
-    try:
-        history, best_round, best_states, first_states = _search(
-            problem, trainers, config, mode, log, checkpoints, start
-        )
-    finally:
-        trainers.close()
+    of rounds and return that instead of the best state (validation metrics stay those of the best round).
+    With `resume`, carry on from the resume checkpoint in `checkpoints` when there is one (ResumeMismatch when it
+    belongs to other settings or another mode); the result's `resumed_from` says from which phase and round."""
+    saved = _resumable(checkpoints, config, mode) if resume else None
+    if saved is None and checkpoints is not None:
+        checkpoints.resume_checkpoint.unlink(missing_ok=True)  # another run's, or one not to resume
+    start = time.perf_counter() - (saved.progress["seconds"] if saved else 0.0)
+    trainer_start_seconds = 0.0
+    if saved is not None and saved.phase == "refit":
+        search = _saved_search(saved)
+    else:
+        clock = time.perf_counter()
+        trainers = make_trainers(False)
+        trainer_start_seconds = time.perf_counter() - clock
+        try:
+            search = _search(problem, trainers, config, mode, log, checkpoints, start, saved)
+        finally:
+            trainers.close()
     search_seconds = time.perf_counter() - start
+    best_round, best_states = search.best_round, search.best_states
     fitted = problem
     if config.refit and best_round > 0:
         fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
-        best_states = _refit(make_trainers(True), best_round, mode, log)
+        refit_from = saved if saved is not None and saved.phase == "refit" else None
+        best_states = _refit(make_trainers(True), search, config, mode, log, checkpoints, refit_from)
         if checkpoints is not None:
             checkpoints.save_checkpoint(best_states, best_round)
-    check_not_collapsed(best_states, first_states, when=f"after training (round {best_round})")
+    check_not_collapsed(best_states, search.first_states, when=f"after training (round {best_round})")
     train_seconds = time.perf_counter() - start
+    history = search.history
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
     for relation in fitted.relations:
         test.update(evaluate(relation, best_states, "test", evaluation_seed(config.seed)))
@@ -146,6 +191,46 @@ def run_rounds(
     return TrainResult(
         states=best_states, history=history, metrics={**summary, **test}, mode=mode,
         timings={"trainer_start_seconds": trainer_start_seconds},
+        resumed_from=None if saved is None else {"phase": saved.phase, "round": saved.round},
+    )
+
+
+def _resumable(checkpoints: RunDir | None, config: TrainingConfig, mode: str) -> Checkpoint | None:
+    """The run's resume checkpoint, when it has one; refused when another configuration or mode wrote it."""
+    saved = None if checkpoints is None else checkpoints.load_resume_checkpoint()
+    if saved is None:
+        return None
+    written = (saved.progress["config_hash"], saved.progress["mode"])
+    if written != (config.config_hash(), mode):
+        raise ResumeMismatch(
+            f"{checkpoints.resume_checkpoint} was written by a {written[1]} run with settings {written[0]}, not "
+            f"this {mode} run's {config.config_hash()}; remove it (or the staging folder) to start fresh"
+        )
+    return saved
+
+
+def _save(
+    checkpoints: RunDir | None,
+    phase: Phase,
+    round_number: int,
+    states: States,
+    trainers: TrainerSet,
+    search: Search,
+    config: TrainingConfig,
+    mode: str,
+    seconds: float,
+) -> None:
+    if checkpoints is None:
+        return
+    progress = {
+        "history": search.history, "best_score": search.best_score, "best_round": search.best_round,
+        "config_hash": config.config_hash(), "mode": mode, "seconds": seconds,
+    }
+    checkpoints.save_resume_checkpoint(
+        Checkpoint(
+            phase=phase, round=round_number, states=states, trainers=trainers.snapshot(),
+            best_states=search.best_states, first_states=search.first_states, progress=progress,
+        )
     )
 
 
@@ -157,45 +242,78 @@ def _search(
     log: Log,
     checkpoints: RunDir | None,
     start: float,
-) -> tuple[list[dict[str, float]], int, States, States]:
-    """The early-stopped rounds: their history, the best round, its states and the round-0 states."""
-    states = trainers.start()
-    check_not_collapsed(states, when="at the start")
-    first_states = states
-    metrics = validation_metrics(problem, states, config)
+    saved: Checkpoint | None,
+) -> Search:
+    """The early-stopped rounds, from round 0 or from where `saved` left them."""
     smoothness = graph_terms(problem, config)  # the Laplacians go to torch once per run, not once per round
-    train_loss = training_objective(problem, states, config, smoothness)
-    history = [{"round": 0, "seconds": 0.0, "train_loss": train_loss, **metrics}]
-    best_score, best_round, best_states = early_stopping_criterion(problem, metrics).value, 0, states
-    log(f"[{mode}] round 0: {_describe(metrics)}")
-    for round_number in range(1, config.rounds + 1):
+    if saved is None:
+        states = trainers.start()
+        check_not_collapsed(states, when="at the start")
+        metrics = validation_metrics(problem, states, config)
+        train_loss = training_objective(problem, states, config, smoothness)
+        history = [{"round": 0, "seconds": 0.0, "train_loss": train_loss, **metrics}]
+        score = early_stopping_criterion(problem, metrics).value
+        search = Search(history, score, 0, states, states)
+        log(f"[{mode}] round 0: {_describe(metrics)}")
+    else:
+        search = _saved_search(saved)
+        trainers.restore(saved.trainers)
+        states = saved.states
+        log(f"[{mode}] resuming after round {saved.round} (best round so far {search.best_round})")
+    while search.last_round < config.rounds and search.last_round - search.best_round < config.patience:
+        round_number = search.last_round + 1
         states = trainers.round(states)
         train_loss = training_objective(problem, states, config, smoothness)
         metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
-        history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
+        search.history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
         criterion = early_stopping_criterion(problem, metrics)
-        improved = criterion.improves_on(best_score)
+        improved = criterion.improves_on(search.best_score)
         if improved:
-            best_score, best_round, best_states = criterion.value, round_number, states
+            search.best_score, search.best_round, search.best_states = criterion.value, round_number, states
             if checkpoints is not None:
                 checkpoints.save_checkpoint(states, round_number)
+        if improved or round_number % config.checkpoint_every == 0:
+            _save(checkpoints, "search", round_number, states, trainers, search, config, mode, seconds)
         log(
             f"[{mode}] round {round_number}/{config.rounds}: loss {train_loss:.4f} {_describe(metrics)}"
             f" ({seconds:.1f}s){' *' if improved else ''}"
         )
-        if round_number - best_round >= config.patience:
-            log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
-            break
-    return history, best_round, best_states, first_states
+        if round_number - search.best_round >= config.patience:
+            log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {search.best_round}")
+    return search
 
 
-def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> States:
+def _saved_search(saved: Checkpoint) -> Search:
+    progress = saved.progress
+    return Search(progress["history"], progress["best_score"], progress["best_round"], saved.best_states,
+                  saved.first_states)
+
+
+def _refit(
+    trainers: TrainerSet,
+    search: Search,
+    config: TrainingConfig,
+    mode: str,
+    log: Log,
+    checkpoints: RunDir | None,
+    saved: Checkpoint | None,
+) -> States:
+    """`search.best_round` rounds of the refit trainers, from their start or from where `saved` left them."""
     clock = time.perf_counter()
+    rounds = search.best_round
     try:
-        states = trainers.start()
-        for round_number in range(1, rounds + 1):
+        if saved is None:
+            first, states = 1, trainers.start()
+        else:
+            trainers.restore(saved.trainers)
+            first, states = saved.round + 1, saved.states
+            log(f"[{mode}] resuming the refit after round {saved.round}")
+        for round_number in range(first, rounds + 1):
             states = trainers.round(states)
+            if round_number % config.checkpoint_every == 0 or round_number == rounds:
+                seconds = search.history[-1]["seconds"] + time.perf_counter() - clock
+                _save(checkpoints, "refit", round_number, states, trainers, search, config, mode, seconds)
             log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
                 f"({time.perf_counter() - clock:.1f}s)")
     finally:

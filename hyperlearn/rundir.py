@@ -25,7 +25,7 @@ import shutil
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse
@@ -41,6 +41,9 @@ LATEST = "latest"
 STAGING_PREFIX = ".staging-"
 BEST_CHECKPOINT = "best.npz"
 COPY_CHUNK_BYTES = 16 * 2**20  # what packing a split file holds in memory at once
+RESUME_CHECKPOINT = "resume.npz"
+RESUME_RECORD = "resume.json"
+Phase = Literal["search", "refit"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,22 @@ class ModalityState:
 
     factor: np.ndarray
     biases: dict[str, np.ndarray]
+
+
+@dataclass
+class Checkpoint:
+    """Where training was at the end of round `round` of `phase` (the early-stopped search, or the refit), with
+    all it needs to carry on exactly: the states published that round, the trainer set's `snapshot()` (encoders,
+    optimisers, random generators), the best and the round-0 states, and `progress` (JSON: the history, the
+    best round and its criterion, the settings' hash and the mode it belongs to)."""
+
+    phase: Phase
+    round: int
+    states: dict[str, ModalityState]
+    trainers: dict[str, np.ndarray]
+    best_states: dict[str, ModalityState]
+    first_states: dict[str, ModalityState]
+    progress: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -296,6 +315,51 @@ class RunDir:
     def load_checkpoint(self) -> tuple[dict[str, ModalityState], int]:
         return load_states(self.best_checkpoint)
 
+    @property
+    def resume_checkpoint(self) -> Path:
+        """The latest `Checkpoint` of a run in progress: what a killed run carries on from."""
+        return self.checkpoints / RESUME_CHECKPOINT
+
+    @property
+    def resume_record(self) -> Path:
+        """What a resumed run needs besides the checkpoint: which run this staging is (its resume key) and the
+        summaries of the steps before training (`hyperlearn.flows`)."""
+        return self.checkpoints / RESUME_RECORD
+
+    def save_resume_checkpoint(self, checkpoint: Checkpoint) -> Path:
+        """Write `checkpoint` to `checkpoints/resume.npz` atomically (a reader sees the previous one or this)."""
+        arrays = {
+            "phase": np.asarray(checkpoint.phase),
+            "round": np.asarray(checkpoint.round),
+            "progress": np.asarray(json.dumps(checkpoint.progress)),
+            **_state_arrays("states", checkpoint.states),
+            **_state_arrays("best", checkpoint.best_states),
+            **_state_arrays("first", checkpoint.first_states),
+            **{f"trainers/{name}": value for name, value in checkpoint.trainers.items()},
+        }
+        return _write_npz_atomic(self.resume_checkpoint, arrays)
+
+    def load_resume_checkpoint(self) -> Checkpoint | None:
+        """The run's resume checkpoint, or None when it has none."""
+        if not self.resume_checkpoint.exists():
+            return None
+        with np.load(self.resume_checkpoint, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+        return Checkpoint(
+            phase=str(arrays["phase"]),  # type: ignore[arg-type]
+            round=int(arrays["round"]),
+            states=_states_from("states", arrays),
+            best_states=_states_from("best", arrays),
+            first_states=_states_from("first", arrays),
+            trainers={key[len("trainers/"):]: value for key, value in arrays.items() if key.startswith("trainers/")},
+            progress=json.loads(str(arrays["progress"])),
+        )
+
+    def remove_resume_files(self) -> None:
+        """Drop the resume checkpoint and record: a published version has no use for them."""
+        self.resume_checkpoint.unlink(missing_ok=True)
+        self.resume_record.unlink(missing_ok=True)
+
 
 class SplitWriter:
     """One split of a relation written chunk by chunk, so that no split is ever whole in memory.
@@ -403,28 +467,49 @@ class DatasetDir:
 
 def save_states(path: Path, states: dict[str, ModalityState], round_number: int) -> Path:
     """Write factors and biases of every modality to one .npz, atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"round": np.asarray(round_number)}
-    for name, state in states.items():
-        arrays[f"factor/{name}"] = state.factor
-        arrays.update({f"bias/{name}/{relation}": b for relation, b in state.biases.items()})
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(temporary, path)
-    return path
+    return _write_npz_atomic(Path(path), {"round": np.asarray(round_number), **_state_arrays("", states)})
 
 
 def load_states(path: Path) -> tuple[dict[str, ModalityState], int]:
     """Read states written by `save_states`, and the round they are from."""
+    with np.load(Path(path), allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    return _states_from("", arrays), int(arrays["round"])
+
+
+def _state_arrays(prefix: str, states: dict[str, ModalityState]) -> dict[str, np.ndarray]:
+    """`states` as `[prefix/]factor/<modality>` and `[prefix/]bias/<modality>/<relation>` arrays."""
+    head = f"{prefix}/" if prefix else ""
+    arrays = {}
+    for name, state in states.items():
+        arrays[f"{head}factor/{name}"] = state.factor
+        arrays.update({f"{head}bias/{name}/{relation}": b for relation, b in state.biases.items()})
+    return arrays
+
+
+def _states_from(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, ModalityState]:
+    """The states `_state_arrays(prefix, …)` wrote."""
+    head = f"{prefix}/" if prefix else ""
     states: dict[str, ModalityState] = {}
-    with np.load(Path(path)) as stored:
-        for key in stored.files:
-            kind, _, rest = key.partition("/")
-            if kind == "factor":
-                states.setdefault(rest, ModalityState(stored[key], {})).factor = stored[key]
-            elif kind == "bias":
-                name, _, relation = rest.partition("/")
-                states.setdefault(name, ModalityState(np.empty(0), {})).biases[relation] = stored[key]
-        return states, int(stored["round"])
+    for key, value in arrays.items():
+        if not key.startswith(head):
+            continue
+        kind, _, rest = key[len(head):].partition("/")
+        if kind == "factor":
+            states.setdefault(rest, ModalityState(value, {})).factor = value
+        elif kind == "bias":
+            name, _, relation = rest.partition("/")
+            states.setdefault(name, ModalityState(np.empty(0), {})).biases[relation] = value
+    return states
+
+
+def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `arrays` to `path` as .npz through a synced temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path

@@ -4,7 +4,8 @@ Loss_θ = Σ_{relations ∋ θ} (cross-modal term) + γ · Dirichlet energy of A
 a proximal term towards the state it published last round, which damps the parallel (Jacobi) rounds. The
 trainer holds the modality's graph, encoder, optimiser and the observed entries of the relations spanning it;
 it receives the other modalities' published states and returns only its own. It runs as a long-lived Dask
-actor on its own worker.
+actor on its own worker; `snapshot` / `restore` export and import everything it holds that training changes, so
+a checkpoint can rebuild it (on a restarted worker, or in a resumed run) exactly as it was.
 """
 
 from __future__ import annotations
@@ -13,11 +14,22 @@ import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import proximal_term
-from hyperlearn.model import build_model, resolve_device
+from hyperlearn.model import ModalityModel, build_model, resolve_device
 from hyperlearn.objective import objective
 from hyperlearn.problem import Relation, load_problem, with_validation_in_training
 from hyperlearn.rundir import ModalityState, RunDir
 from hyperlearn.seeds import negatives_seed
+from hyperlearn.snapshots import (
+    Snapshot,
+    generator_array,
+    load_generator_array,
+    load_module_arrays,
+    load_optimizer_arrays,
+    module_arrays,
+    optimizer_arrays,
+    prefixed,
+    under,
+)
 
 
 class ModalityTrainer:
@@ -31,8 +43,10 @@ class ModalityTrainer:
         initial: ModalityState,
         threads: int = 0,
         fit_validation: bool = False,
+        snapshot: Snapshot | None = None,
     ) -> None:
-        """`fit_validation`: fit training + validation entries (a refit) instead of the training entries."""
+        """`fit_validation`: fit training + validation entries (a refit) instead of the training entries;
+        `snapshot`: carry on from a trainer's `snapshot()` instead of from `initial`."""
         if threads > 0:
             torch.set_num_threads(threads)
         self.modality = modality
@@ -49,6 +63,8 @@ class ModalityTrainer:
         self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameter_groups())
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, modality))
+        if snapshot is not None:
+            self.restore(snapshot)
 
     def update(self, states: dict[str, ModalityState]) -> ModalityState:
         """`local_steps` optimiser steps against the others' states from the last round; returns the new
@@ -83,3 +99,33 @@ class ModalityTrainer:
     def state(self) -> ModalityState:
         """What the model outputs now: round 0's published state (the start, or the untrained projection)."""
         return self.model.state()
+
+    def snapshot(self) -> Snapshot:
+        """The model's parameters, the optimiser's state and the negatives' generator, as arrays."""
+        return {
+            **prefixed("model", model_snapshot(self.model)),
+            **prefixed("optimizer", optimizer_arrays(self.optimizer)),
+            "generator": generator_array(self.generator),
+        }
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Carry on from `snapshot` (this trainer's own, or that of one it replaces)."""
+        restore_model(self.model, under("model", snapshot))
+        load_optimizer_arrays(self.optimizer, under("optimizer", snapshot))
+        load_generator_array(self.generator, snapshot["generator"])
+
+
+def model_snapshot(model: ModalityModel) -> Snapshot:
+    """A modality model's parameters, plus its projection's dropout generator when it has one."""
+    arrays = prefixed("parameters", module_arrays(model))
+    generator = getattr(model.base, "generator", None)
+    if generator is not None:
+        arrays["dropout_generator"] = generator_array(generator)
+    return arrays
+
+
+def restore_model(model: ModalityModel, snapshot: Snapshot) -> None:
+    """Put `model_snapshot` output back into a model built with the same settings."""
+    load_module_arrays(model, under("parameters", snapshot))
+    if "dropout_generator" in snapshot:
+        load_generator_array(model.base.generator, snapshot["dropout_generator"])

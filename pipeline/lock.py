@@ -4,7 +4,7 @@ Two runs publishing into one dataset would each extend the append-only catalog f
 last one's would win, so an earlier version's entity ids would point at other keys. The lock is an OS file lock
 (`filelock`): the kernel releases it when its holder dies in any way, so a killed run never blocks the next
 one, and the next one, holding the lock, knows that every staging folder it finds was left by a dead run and
-removes it.
+removes it — all but the one its caller can resume (`keep`), which it hands back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 
 import filelock
 
-from hyperlearn.rundir import DatasetDir
+from hyperlearn.pipeline.publish import finish_interrupted_publish
+from hyperlearn.rundir import DatasetDir, RunDir
 
 
 class DatasetBusy(RuntimeError):
@@ -27,9 +28,16 @@ class DatasetBusy(RuntimeError):
 
 
 @contextmanager
-def dataset_lock(dataset: DatasetDir, wait: bool = False, log: Callable[[str], None] = print) -> Iterator[None]:
+def dataset_lock(
+    dataset: DatasetDir,
+    wait: bool = False,
+    log: Callable[[str], None] = print,
+    keep: Callable[[RunDir], bool] = lambda staging: False,
+) -> Iterator[RunDir | None]:
     """Hold the dataset's lock for the block; without `wait`, raise DatasetBusy at once when another run holds
-    it. Once held, staging folders of dead runs are removed."""
+    it. Once held, a publish a dead run left half done is finished (`finish_interrupted_publish`), and staging
+    folders of dead runs are removed, except the newest one `keep` accepts (a run the
+    caller resumes), which the block receives (None when there is none)."""
     dataset.path.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(dataset.lock)
     try:
@@ -41,10 +49,13 @@ def dataset_lock(dataset: DatasetDir, wait: bool = False, log: Callable[[str], N
         dataset.lock_holder.write_text(json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(timezone.utc).isoformat(),
         }))
+        finish_interrupted_publish(dataset, log)
+        kept = next((staging for staging in reversed(dataset.stagings()) if keep(staging)), None)
         for stale in dataset.stagings():
-            log(f"removing {stale.path.name}, left by a run that did not finish")
-            shutil.rmtree(stale.path, ignore_errors=True)
-        yield
+            if stale != kept:
+                log(f"removing {stale.path.name}, left by a run that did not finish")
+                shutil.rmtree(stale.path, ignore_errors=True)
+        yield kept
     finally:
         dataset.lock_holder.unlink(missing_ok=True)
         lock.release()

@@ -44,15 +44,16 @@ BIAS_SCHEMA = pa.schema(
 
 
 @contextmanager
-def staged_run_dir(dataset_dir: Path, version: str) -> Iterator[RunDir]:
-    """Create the staging folder of `version` and yield it; on leaving, remove whatever is still there.
+def staged_run_dir(dataset_dir: Path, version: str, existing: bool = False) -> Iterator[RunDir]:
+    """Create the staging folder of `version` (`existing`: take the one a killed run left, to resume it) and
+    yield it; on leaving, remove whatever is still there.
 
     After a successful publish the folder has been renamed into place, so nothing is left to remove; after a
     failure the half-written run goes, and the published versions, `latest` and the catalog were never touched.
     A full disk (which NumPy and Arrow report without a path) is re-raised naming the run's folder.
     """
     run = DatasetDir(dataset_dir).staging(version)
-    run.path.mkdir(parents=True)
+    run.path.mkdir(parents=True, exist_ok=existing)
     try:
         yield run
     except OSError as error:
@@ -164,6 +165,8 @@ def training_summary(result: TrainResult, device: str) -> dict[str, Any]:
             "metrics": result.metrics,
             "training_timings": result.timings,
             "history": result.history,
+            "resumed_from": result.resumed_from,
+            "recovered": result.recovered,
         }
     )
 
@@ -201,6 +204,9 @@ def write_record(run: RunDir, record: VersionRecord) -> None:
         "entities": {m.name: len(EntityCatalog.load(run.catalog, m.name)) for m in record.spec.modalities},
         "ingest": record.ingest,
         "graphs": record.graphs,
+        "resumed_from_round": (record.training.get("resumed_from") or {}).get("round"),
+        "resumed_from_phase": (record.training.get("resumed_from") or {}).get("phase"),
+        "recovered": record.training.get("recovered", []),
         "files": files,
     }
     write_json_atomic(run.manifest, json_ready(manifest))

@@ -7,9 +7,14 @@ steps, each atomic on its own (docs/design.md, "Run directory"):
 2. the version's catalog files replace those of the persistent `<dataset_dir>/catalog/`, one `os.replace` each;
 3. the `<dataset_dir>/latest` symlink is replaced to point at the new version.
 
-A run that fails before step 1 leaves earlier versions, the catalog and `latest` untouched. One that fails
-after it leaves a complete version folder that `latest` does not point to yet, and perhaps some catalog files
-already replaced (each whole; the catalog is append-only, so a newer file still holds every older id).
+A run that fails before step 1 leaves earlier versions, the catalog and `latest` untouched. The rename is the
+commit point: one that dies after it leaves a complete version folder that `latest` does not point to yet, and
+perhaps some catalog files already replaced (each whole; the catalog is append-only, so a newer file still holds
+every older id); the next run, under the dataset's lock, finishes that publish (`finish_interrupted_publish`).
+
+Fault injection (tests only): with `HYPERLEARN_FAULT_AT` set to one of `PUBLISH_STEPS`, the process dies
+(`os._exit`, no clean-up, as under kill -9) just before that step: "rename", "catalog", "latest", or "done"
+(after the last).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +35,9 @@ import pyarrow.parquet as pq
 
 from hyperlearn.rundir import CATALOG, LATEST, DatasetDir, RunDir
 
+FAULT_ENVIRONMENT = "HYPERLEARN_FAULT_AT"
+PUBLISH_STEPS = ("rename", "catalog", "latest", "done")
+FAULT_EXIT_CODE = 86
 EMBEDDINGS_FILE = "part-0.parquet"
 METADATA_PREFIX = "hyperlearn."
 REQUIRED_METADATA = ("hyperlearn.dataset", "hyperlearn.version", "hyperlearn.config_hash")
@@ -137,12 +145,47 @@ def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: 
         if catalog.is_relative_to(staging_dir.resolve()):
             catalog = published / catalog.relative_to(staging_dir.resolve())
 
+    _fault_point("rename")
     os.rename(staging_dir, published)
+    _fault_point("catalog")
     if catalog is not None:
         _replace_catalog(catalog, DatasetDir(dataset_dir).catalog)
-
+    _fault_point("latest")
     _point_symlink(DatasetDir(dataset_dir).latest, version)
+    _fault_point("done")
     return published
+
+
+def finish_interrupted_publish(dataset: DatasetDir, log: Callable[[str], None] = print) -> str | None:
+    """Finish the publish of a version renamed into place that `latest` never reached (its run died between
+    step 1 and step 3): its catalog replaces the persistent one and `latest` moves to it. Returns its name, or
+    None when there was nothing to finish. Call it holding the dataset's lock."""
+    versions = published_versions(dataset)
+    current = os.readlink(dataset.latest) if dataset.latest.is_symlink() else None
+    if not versions or versions[-1] == current or (current is not None and versions[-1] < current):
+        return None
+    newest = versions[-1]
+    _replace_catalog(dataset.version(newest).catalog, dataset.catalog)
+    _point_symlink(dataset.latest, newest)
+    log(f"finished publishing {newest}, whose run died after renaming it into place")
+    return newest
+
+
+def published_versions(dataset: DatasetDir) -> list[str]:
+    """The versions renamed into place (folders with a manifest), oldest first."""
+    if not dataset.path.is_dir():
+        return []
+    return sorted(
+        p.name for p in dataset.path.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and p.name != CATALOG
+        and dataset.version(p.name).manifest.exists()
+    )
+
+
+def _fault_point(step: str) -> None:
+    """Die here, as under kill -9, when the fault-injection variable names `step` (tests only)."""
+    if os.environ.get(FAULT_ENVIRONMENT) == step:
+        os._exit(FAULT_EXIT_CODE)
 
 
 def _replace_catalog(source: Path, catalog_dir: Path) -> None:

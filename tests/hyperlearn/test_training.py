@@ -125,8 +125,43 @@ def test_joint_training_on_the_gpu_matches_the_cpu(planted_run):
         np.testing.assert_allclose(on_gpu.factors[modality], on_cpu.factors[modality], atol=1e-3)
 
 
+def kill_worker_of(client, trainers, modality):
+    victim = trainers.placement[modality]
+    os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+    return victim
+
+
 @pytest.mark.slow
-def test_a_killed_trainer_worker_fails_the_round_at_once_naming_worker_and_modality(planted_run):
+def test_a_killed_trainer_worker_is_rebuilt_from_its_snapshot_and_the_round_completes(planted_run):
+    with (
+        LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        problem = load_problem(planted_run)
+        placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
+        recovered, logged = [], []
+        trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, False, recovered, logged.append)
+        states = trainers.round(trainers.start())
+        snapshot = trainers.snapshot()
+        states = trainers.round(states)
+        victim = kill_worker_of(client, trainers, "tag")
+        states = trainers.round(states)
+        assert [(e["modality"], e["round"], e["from_round"], e["lost_worker"]) for e in recovered] == [
+            ("tag", 3, 1, victim)
+        ]
+        assert trainers.placement["tag"] != victim and trainers.placement["tag"] in client.scheduler_info()["workers"]
+        assert any("rebuilt on" in line for line in logged)
+        rebuilt = trainers.snapshot()
+        assert rebuilt["tag/optimizer/0/step"] == snapshot["tag/optimizer/0/step"] + FROM_SCRATCH.local_steps
+        assert all(np.isfinite(state.factor).all() for state in states.values())
+        trainers.close()
+
+
+@pytest.mark.slow
+def test_a_killed_trainer_worker_fails_the_round_at_once_naming_worker_and_modality_when_it_cannot_recover(
+    planted_run, monkeypatch
+):
+    monkeypatch.setattr("hyperlearn.coordinator.MAX_RECOVERIES", 0)
     with (
         LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
@@ -135,8 +170,7 @@ def test_a_killed_trainer_worker_fails_the_round_at_once_naming_worker_and_modal
         placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
         trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, fit_validation=False)
         states = trainers.round(trainers.start())
-        victim = placement["tag"]
-        os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+        victim = kill_worker_of(client, trainers, "tag")
         started = time.monotonic()
         with pytest.raises(TrainerLost, match=rf"worker {re.escape(victim)} training modality 'tag' left the cluster"):
             for _ in range(10):
