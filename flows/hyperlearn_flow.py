@@ -1,5 +1,9 @@
 """The Prefect flow: ingest → build graphs → train → publish, into a staging folder published atomically.
 
+Before anything is staged the run picks its parent version (`training.init_from`) and is skipped when its
+inputs are unchanged since it; training warm-starts from the parent; the quality gate decides whether `latest`
+moves (hyperlearn.pipeline.lineage, .fingerprint, .gate; hyperlearn.warm_start).
+
 Tasks are thin wrappers over `hyperlearn.pipeline` and `hyperlearn.flows.training`, and pass the run directory and
 small JSON summaries, never arrays. Every step writes files as its side effect, so none may be answered from a cache.
 A run that fails anywhere removes its staging folder and changes nothing published.
@@ -19,9 +23,12 @@ from distributed.deploy import Cluster
 from prefect.cache_policies import NO_CACHE
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.flows.training import Mode, train, training_cluster
+from hyperlearn.flows.training import Mode, start_from_parent, train, training_cluster
+from hyperlearn.pipeline.fingerprint import input_fingerprint
+from hyperlearn.pipeline.gate import judge
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
+from hyperlearn.pipeline.lineage import RunOutcome, parent_version, recorded_inputs, recorded_metrics, unchanged_since
 from hyperlearn.pipeline.lock import dataset_lock
 from hyperlearn.pipeline.outputs import (
     VersionRecord,
@@ -49,20 +56,32 @@ def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_step(
-    spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode, cluster: Future[Cluster] | None
-) -> dict[str, Any]:
-    """Train (distributed: on the run's cluster), write embeddings and the report; return the summary."""
+    spec: DatasetSpec,
+    run: RunDir,
+    version: str,
+    config: TrainingConfig,
+    mode: Mode,
+    cluster: Future[Cluster] | None,
+    parent: RunDir | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+    """Train (distributed: on the run's cluster), warm-started from `parent` when it can seed the run, write
+    embeddings, resumable weights and the report; return the summary, the manifest's `parent` record (None:
+    a cold start) and why a run that had a parent started cold."""
     logger = get_run_logger()
-    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info)
+    warm, cold_reason = (None, None) if parent is None else start_from_parent(run, parent, config, logger.info)
+    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info, warm=warm)
     write_training_outputs(run, dataset=spec.name, version=version, config=config, result=result)
-    return training_summary(result, device)
+    lineage = None if warm is None else {"version": warm.parent, "warm_started": list(warm.warm_started),
+                                         "new": list(warm.new), "encoders_resumed": sorted(warm.encoders)}
+    return training_summary(result, device), lineage, cold_reason
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_step(run: RunDir, dataset_dir: Path, record: VersionRecord) -> str:
-    """Write metrics.json and manifest.json, then rename the staging folder into place and move `latest`."""
+def publish_step(run: RunDir, dataset_dir: Path, record: VersionRecord, move_latest: bool) -> str:
+    """Write metrics.json and manifest.json, then rename the staging folder into place and, unless the quality
+    gate held the version back, move `latest`."""
     write_record(run, record)
-    return str(publish(run.path, dataset_dir, record.version, catalog_source=run.catalog))
+    return str(publish(run.path, dataset_dir, record.version, catalog_source=run.catalog, move_latest=move_latest))
 
 
 @flow(name="hyperlearn-train-embeddings")
@@ -74,12 +93,15 @@ def train_embeddings(
     overrides: dict[str, Any] | None = None,
     allow_roots: list[str] | None = None,
     wait: bool = False,
-) -> str:
+    force: bool = False,
+) -> RunOutcome:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
-    `out/<dataset>/<version>/` and return that folder. `overrides` replace settings of the spec's
-    `training:` block; `data_root` replaces the spec's folder as the base of its data paths, and data may also
-    lie under `allow_roots`. The run holds the dataset's lock from staging to publishing; when another run holds
-    it, `wait` queues behind it, else the run fails at once naming the holder."""
+    `out/<dataset>/<version>/` and say what came of it (hyperlearn.pipeline.lineage.RunOutcome: published,
+    gated, or skipped). `overrides` replace settings of the spec's `training:` block; `data_root` replaces the
+    spec's folder as the base of its data paths, and data may also lie under `allow_roots`. The run starts from
+    its parent version (`training.init_from`); when its inputs equal the parent's it is skipped, unless `force`.
+    The run holds the dataset's lock from the parent's choice to publishing; when another run holds it, `wait`
+    queues behind it, else the run fails at once naming the holder."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -101,24 +123,52 @@ def train_embeddings(
         logger.info("%s: %.1f s", stage, seconds[stage])
 
     logger.info("%s version %s (%s mode), staging in %s", spec.name, version, mode, dataset_dir)
-    with (
-        dataset_lock(DatasetDir(dataset_dir), wait, log=logger.info),
-        staged_run_dir(dataset_dir, version) as run,
-        training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
-    ):
-        with timed("ingest"):
-            report = ingest_step(spec, run, DatasetDir(dataset_dir).catalog)
-        with timed("graphs"):
-            graphs = build_graphs_step(spec, run)
-        with timed("train"):
-            summary = train_step(spec, run, version, config, mode, cluster)
-        with timed("publish"):
-            record = VersionRecord(spec, version, config, summary, report, graphs, seconds)
-            published = publish_step(run, dataset_dir, record)
+    dataset = DatasetDir(dataset_dir)
+    with dataset_lock(dataset, wait, log=logger.info):
+        parent = parent_version(dataset, config.init_from)
+        inputs = input_fingerprint(spec, mode)
+        same = None if force else unchanged_since(dataset, parent, inputs)
+        if same is not None:
+            reason = f"inputs unchanged since version {same.path.name} (spec, {len(inputs.files)} source files, " \
+                     "settings): nothing to train; --force retrains"
+            logger.info("skipped: %s", reason)
+            return RunOutcome("skipped", spec.name, same.path.name, str(same.path), same.path.name, None, reason)
+        if parent is not None:
+            recorded = recorded_inputs(parent)
+            changes = ["its inputs were not recorded"] if recorded is None else inputs.changes_from(recorded)
+            logger.info("parent %s; changed since: %s", parent.path.name, "; ".join(changes) or "nothing (forced)")
+        latest = parent_version(dataset, "latest")  # what the gate protects, whatever the run started from
+        with (
+            staged_run_dir(dataset_dir, version) as run,
+            training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
+        ):
+            with timed("ingest"):
+                report = ingest_step(spec, run, dataset.catalog)
+            with timed("graphs"):
+                graphs = build_graphs_step(spec, run)
+            with timed("train"):
+                summary, lineage, cold_reason = train_step(spec, run, version, config, mode, cluster, parent)
+            gate = judge(
+                spec.publish.gate, summary["metrics"], None if latest is None else recorded_metrics(latest),
+                None if latest is None else latest.path.name,
+            )
+            if gate is not None:
+                logger.info("quality gate: %s", gate.reason)
+            with timed("publish"):
+                record = VersionRecord(
+                    spec, version, config, summary, report, graphs, seconds, inputs=inputs.to_dict(), parent=lineage,
+                    cold_start_reason=cold_reason, gate=None if gate is None else gate.to_dict(),
+                )
+                published = publish_step(run, dataset_dir, record, move_latest=gate is None or gate.passed)
     test_metrics = [
         f"{name}={value:.4f}"
         for name, value in summary["metrics"].items()
         if name.startswith("test") and value is not None
     ]
-    logger.info("published %s; %s", published, ", ".join(test_metrics))
-    return published
+    status = "gated" if gate is not None and gate.gated else "published"
+    reason = f"{status} {published}; {', '.join(test_metrics)}"
+    if status == "gated":
+        reason += f"; latest stays on {gate.parent}: {gate.reason}"
+    logger.info(reason)
+    return RunOutcome(status, spec.name, version, published, None if parent is None else parent.path.name,
+                      None if gate is None else gate.to_dict(), reason)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from distributed import Client, Future
 from distributed.actor import BaseActorFuture
 
@@ -17,6 +18,7 @@ from hyperlearn.result import TrainResult
 from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
 from hyperlearn.trainer import ModalityTrainer
+from hyperlearn.warm_start import WarmStart
 
 
 #: How long to wait on a trainer before asking the scheduler whether its worker is still there.
@@ -49,11 +51,14 @@ class DaskTrainers:
         config: TrainingConfig,
         placement: dict[str, str],
         fit_validation: bool,
+        warm: WarmStart | None = None,
     ) -> None:
+        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`."""
         self.client = client
         self.placement = placement
         fitted = with_validation_in_training(problem) if fit_validation else problem
-        states = initial_states(fitted, config)
+        states = initial_states(fitted, config) if warm is None else warm.states
+        encoders = {} if warm is None else warm.encoders
         workers = client.scheduler_info()["workers"]
         per_worker = {address: list(placement.values()).count(address) for address in set(placement.values())}
         self.futures: list[Future] = []
@@ -62,7 +67,7 @@ class DaskTrainers:
             self.futures.append(
                 client.submit(
                     ModalityTrainer, run, modality, config, states[modality], threads, fit_validation,
-                    actor=True, workers=[address], allow_other_workers=False, pure=False,
+                    encoders.get(modality), actor=True, workers=[address], allow_other_workers=False, pure=False,
                 )
             )
         self.actors = {modality: future.result() for modality, future in zip(placement, self.futures)}
@@ -72,6 +77,9 @@ class DaskTrainers:
 
     def round(self, states: States) -> States:
         return self._collect({modality: actor.update(states) for modality, actor in self.actors.items()})
+
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        return self._collect({modality: actor.weights() for modality, actor in self.actors.items()})
 
     def _collect(self, pending: dict[str, BaseActorFuture]) -> States:
         """Every trainer's answer; a trainer whose worker has left the cluster raises TrainerLost within
@@ -100,8 +108,10 @@ class DaskTrainers:
         self.actors.clear()
 
 
-def train_distributed(client: Client, run: RunDir, config: TrainingConfig, log: Log = print) -> TrainResult:
-    """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state
+def train_distributed(
+    client: Client, run: RunDir, config: TrainingConfig, log: Log = print, warm: WarmStart | None = None
+) -> TrainResult:
+    """Train with one trainer actor per modality on `client`'s workers, from `warm` when given; returns the best-on-validation state
     (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers)."""
     clock = time.perf_counter()
     problem = load_problem(run)
@@ -111,7 +121,7 @@ def train_distributed(client: Client, run: RunDir, config: TrainingConfig, log: 
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
 
     def make_trainers(fit_validation: bool) -> DaskTrainers:
-        return DaskTrainers(client, run, problem, config, placement, fit_validation)
+        return DaskTrainers(client, run, problem, config, placement, fit_validation, warm)
 
     result = run_rounds(problem, make_trainers, config, "distributed", log, checkpoints=run)
     result.timings = {**timings, **result.timings}

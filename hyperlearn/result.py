@@ -18,6 +18,7 @@ class TrainResult:
     metrics: dict[str, float]
     mode: str
     timings: dict[str, float] = field(default_factory=dict)  # set-up seconds: loading + ALS start, trainer start
+    weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # resumable weights of the states
 
     @property
     def factors(self) -> dict[str, np.ndarray]:

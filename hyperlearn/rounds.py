@@ -1,7 +1,8 @@
 """The round loop shared by distributed and joint training: evaluate, log, early-stop, checkpoint, refit.
 
 Training is driven through a `TrainerSet`: the models of every modality, with `start` (the round-0 states),
-`round` (every modality's local steps from the given states, then the exchange) and `close`. Joint training
+`round` (every modality's local steps from the given states, then the exchange), `weights` (what a later warm
+start resumes: kept with the best round's states) and `close`. Joint training
 (`hyperlearn.joint.JointTrainers`) and one Dask actor per modality (`hyperlearn.coordinator.DaskTrainers`) are
 its two implementations, so the loop here knows nothing of processes or devices.
 
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from hyperlearn.chebconv import to_torch_csr
@@ -45,6 +47,9 @@ class TrainerSet(Protocol):
 
     def round(self, states: States) -> States:
         """Every modality's local steps against `states` (the last round's), then the new states."""
+
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """Every model's resumable weights now (hyperlearn.warm_start.resumable_weights), for a later warm start."""
 
     def close(self) -> None:
         """Release the models (and, for actors, their workers' memory)."""
@@ -113,7 +118,7 @@ def run_rounds(
     trainers = make_trainers(False)
     trainer_start_seconds = time.perf_counter() - start
     try:
-        history, best_round, best_states, first_states = _search(
+        history, best_round, best_states, best_weights, first_states = _search(
             problem, trainers, config, mode, log, checkpoints, start
         )
     finally:
@@ -122,7 +127,7 @@ def run_rounds(
     fitted = problem
     if config.refit and best_round > 0:
         fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
-        best_states = _refit(make_trainers(True), best_round, mode, log)
+        best_states, best_weights = _refit(make_trainers(True), best_round, mode, log)
         if checkpoints is not None:
             checkpoints.save_checkpoint(best_states, best_round)
     check_not_collapsed(best_states, first_states, when=f"after training (round {best_round})")
@@ -145,7 +150,7 @@ def run_rounds(
     log(f"[{mode}] best round {best_round}: {_describe({k: v for k, v in test.items() if k.startswith('test/')})}")
     return TrainResult(
         states=best_states, history=history, metrics={**summary, **test}, mode=mode,
-        timings={"trainer_start_seconds": trainer_start_seconds},
+        timings={"trainer_start_seconds": trainer_start_seconds}, weights=best_weights,
     )
 
 
@@ -157,8 +162,9 @@ def _search(
     log: Log,
     checkpoints: RunDir | None,
     start: float,
-) -> tuple[list[dict[str, float]], int, States, States]:
-    """The early-stopped rounds: their history, the best round, its states and the round-0 states."""
+) -> tuple[list[dict[str, float]], int, States, dict[str, dict[str, np.ndarray]], States]:
+    """The early-stopped rounds: their history, the best round, its states and resumable weights, and the
+    round-0 states."""
     states = trainers.start()
     check_not_collapsed(states, when="at the start")
     first_states = states
@@ -167,6 +173,7 @@ def _search(
     train_loss = training_objective(problem, states, config, smoothness)
     history = [{"round": 0, "seconds": 0.0, "train_loss": train_loss, **metrics}]
     best_score, best_round, best_states = early_stopping_criterion(problem, metrics).value, 0, states
+    best_weights = trainers.weights()
     log(f"[{mode}] round 0: {_describe(metrics)}")
     for round_number in range(1, config.rounds + 1):
         states = trainers.round(states)
@@ -178,6 +185,7 @@ def _search(
         improved = criterion.improves_on(best_score)
         if improved:
             best_score, best_round, best_states = criterion.value, round_number, states
+            best_weights = trainers.weights()
             if checkpoints is not None:
                 checkpoints.save_checkpoint(states, round_number)
         log(
@@ -187,10 +195,10 @@ def _search(
         if round_number - best_round >= config.patience:
             log(f"[{mode}] no validation gain for {config.patience} rounds: stopping, best round {best_round}")
             break
-    return history, best_round, best_states, first_states
+    return history, best_round, best_states, best_weights, first_states
 
 
-def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> States:
+def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> tuple[States, dict[str, dict[str, np.ndarray]]]:
     clock = time.perf_counter()
     try:
         states = trainers.start()
@@ -198,9 +206,10 @@ def _refit(trainers: TrainerSet, rounds: int, mode: str, log: Log) -> States:
             states = trainers.round(states)
             log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
                 f"({time.perf_counter() - clock:.1f}s)")
+        weights = trainers.weights()
     finally:
         trainers.close()
-    return states
+    return states, weights
 
 
 def _headline(relation: Relation, metrics: dict[str, float]) -> dict[str, float]:

@@ -9,6 +9,7 @@ actor on its own worker.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hyperlearn.config import TrainingConfig
@@ -18,6 +19,7 @@ from hyperlearn.objective import objective
 from hyperlearn.problem import Relation, load_problem, with_validation_in_training
 from hyperlearn.rundir import ModalityState, RunDir
 from hyperlearn.seeds import negatives_seed
+from hyperlearn.warm_start import resumable_weights, resume_encoder
 
 
 class ModalityTrainer:
@@ -31,8 +33,10 @@ class ModalityTrainer:
         initial: ModalityState,
         threads: int = 0,
         fit_validation: bool = False,
+        encoder: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """`fit_validation`: fit training + validation entries (a refit) instead of the training entries."""
+        """`fit_validation`: fit training + validation entries (a refit) instead of the training entries;
+        `encoder`: encoder weights to resume (a warm start, hyperlearn.warm_start) instead of a fresh encoder."""
         if threads > 0:
             torch.set_num_threads(threads)
         self.modality = modality
@@ -47,6 +51,8 @@ class ModalityTrainer:
             for r in problem.relations_of(modality)
         )
         self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
+        if encoder is not None:
+            resume_encoder(self.model, encoder)
         self.optimizer = torch.optim.Adam(self.model.parameter_groups())
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, modality))
 
@@ -79,6 +85,10 @@ class ModalityTrainer:
             loss.backward()
             self.optimizer.step()
         return self.model.state()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The model's resumable weights now (free rows, encoder), for the version a later run warm-starts from."""
+        return resumable_weights(self.model)
 
     def state(self) -> ModalityState:
         """What the model outputs now: round 0's published state (the start, or the untrained projection)."""

@@ -111,12 +111,16 @@ def _embedding_metadata(metadata: Mapping[str, str], *, modality: str, rank: int
     return {**{key: str(value) for key, value in metadata.items()}, **derived}
 
 
-def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: Path | None) -> Path:
-    """Publish a staged run as `<dataset_dir>/<version>` and move `latest` to it; return the version folder.
+def publish(
+    staging_dir: Path, dataset_dir: Path, version: str, catalog_source: Path | None, move_latest: bool = True
+) -> Path:
+    """Publish a staged run as `<dataset_dir>/<version>` and, with `move_latest`, move `latest` to it; return the
+    version folder.
 
     `catalog_source` is the folder whose files become the persistent `<dataset_dir>/catalog/` (usually the
     version's own `catalog/`; a path inside `staging_dir` is read from where the rename moved it), or None to
-    leave the persistent catalog as it is. `latest` always moves to the version published last.
+    leave the persistent catalog as it is. The catalog is replaced even when `latest` stays (a version the quality
+    gate held back, hyperlearn.pipeline.gate): it is append-only, so the older versions' ids all remain.
     """
     staging_dir, dataset_dir = Path(staging_dir), Path(dataset_dir)
     if not staging_dir.is_dir():
@@ -141,7 +145,8 @@ def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: 
     if catalog is not None:
         _replace_catalog(catalog, DatasetDir(dataset_dir).catalog)
 
-    _point_symlink(DatasetDir(dataset_dir).latest, version)
+    if move_latest:
+        _point_symlink(DatasetDir(dataset_dir).latest, version)
     return published
 
 
