@@ -85,7 +85,7 @@ class TrainingConfig:
                   "version name, or none (a cold start); see hyperlearn.warm_start"},
     )
     warm_fit_steps: Count = field(
-        default=100,
+        default=50,
         metadata={"help": "warm start: optimiser steps fitting new entities, modalities and biases against the "
                   "parent's frozen factors"},
     )
