@@ -31,6 +31,9 @@ from typing import Any
 
 from hyperlearn.config import TrainingConfig
 
+if typing.TYPE_CHECKING:
+    from hyperlearn.pipeline.lineage import RunOutcome
+
 #: Environment defaults, used only where the user has not set them: a first Prefect run on a fresh machine
 #: stays offline (no telemetry) and gives the temporary local server time to start on a slow machine; Dask's
 #: routine INFO lines (scheduler and workers starting and stopping) stay out of the run's log.
@@ -41,7 +44,7 @@ ENVIRONMENT_DEFAULTS = {
     "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 DATASETS = ("movielens-100k",)
-_METAVARS = {int: "N", float: "X"}
+_METAVARS = {int: "N", float: "X", str: "NAME"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from scratch: remove the staging folder a killed run of the same spec, settings and data "
         "left, instead of resuming it from its last checkpoint",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when the spec, every source file and the settings are unchanged since the parent version "
+        "(by default such a run is skipped: no new version, exit 0)",
     )
     _add_training_options(run)
 
@@ -299,7 +308,7 @@ def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     overrides = _checked_overrides(parser, args)
-    published = _train(
+    outcome = _train(
         spec_path=str(args.spec),
         out=str(args.out),
         data_root=None if args.data_root is None else str(args.data_root),
@@ -308,8 +317,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         allow_roots=[str(root) for root in args.allow_root] or None,
         wait=args.wait,
         fresh=args.fresh,
+        force=args.force,
     )
-    _print_summary(Path(published))
+    _print_outcome(outcome)
     return 0
 
 
@@ -363,11 +373,11 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     spec = generate_demo(args.data)
     print(f"demo data and spec: {spec}")
-    _print_summary(Path(_train(spec_path=str(spec), out=str(args.out))))
+    _print_outcome(_train(spec_path=str(spec), out=str(args.out)))
     return 0
 
 
-def _train(**parameters: Any) -> str:
+def _train(**parameters: Any) -> RunOutcome:
     """Run the training flow once, on a temporary Prefect server of this command's own when no PREFECT_API_URL
     is set: it starts while the flow's libraries load, and never outlives the command."""
     from hyperlearn.flows.temporary_server import temporary_api
@@ -496,6 +506,17 @@ def _print_table(table: Any) -> None:
     print("  ".join(f"{name:>{widths[name]}}" for name in columns))
     for row in zip(*columns.values()):
         print("  ".join(f"{value:>{widths[name]}}" for name, value in zip(columns, row)))
+
+
+def _print_outcome(outcome: RunOutcome) -> None:
+    """A skipped run says so and which version its inputs match; a published or gated one prints its summary,
+    and a gated one why `latest` did not move."""
+    if outcome.status == "skipped":
+        print(f"skipped: {outcome.reason}")
+        return
+    _print_summary(Path(outcome.path))
+    if outcome.status == "gated":
+        print(f"\ngated:      latest stays on {outcome.gate['parent']}: {outcome.gate['reason']}")
 
 
 def _print_summary(published: Path) -> None:

@@ -31,8 +31,11 @@ def emit_dataset_changed(dataset: str, fingerprint: str, reason: str) -> None:
     emit_event(DATASET_CHANGED, dataset_resource(dataset), payload={"fingerprint": fingerprint, "reason": reason})
 
 
-def emit_embeddings_published(dataset: str, version: str, path: str, metrics: dict[str, Any]) -> None:
-    """Announce a published version: its folder is the payload's `path` and the related `version` resource."""
+def emit_embeddings_published(
+    dataset: str, version: str, path: str, metrics: dict[str, Any], latest_moved: bool
+) -> None:
+    """Announce a published version: its folder is the payload's `path` and the related `version` resource;
+    `latest_moved` is false when the quality gate kept `latest` on the parent."""
     version_resource = {
         "prefect.resource.id": f"hyperlearn.version.{dataset}.{version}",
         "prefect.resource.role": "version",
@@ -42,5 +45,5 @@ def emit_embeddings_published(dataset: str, version: str, path: str, metrics: di
         EMBEDDINGS_PUBLISHED,
         dataset_resource(dataset),
         related=[version_resource],
-        payload={"dataset": dataset, "version": version, "path": path, "metrics": metrics},
+        payload={"dataset": dataset, "version": version, "path": path, "metrics": metrics, "latest_moved": latest_moved},
     )

@@ -2,6 +2,10 @@
 
 Tasks are thin wrappers over `hyperlearn.pipeline` and `hyperlearn.flows.training`, and pass the run directory and
 small JSON summaries, never arrays. Every step writes files as its side effect, so none may be answered from a cache.
+Before anything is staged the run picks its parent version (`training.init_from`) and is skipped when its
+inputs are unchanged since it; training warm-starts from the parent; the quality gate decides whether `latest`
+moves (hyperlearn.pipeline.lineage, .fingerprint, .gate; hyperlearn.warm_start).
+
 A run that fails anywhere removes its staging folder and changes nothing published. A run killed outright (kill -9,
 power loss) leaves its staging folder; the next run of the same spec, settings and data resumes it from its
 last checkpoint (`hyperlearn.pipeline.resumable`), unless it is asked to start `fresh`.
@@ -24,7 +28,9 @@ from prefect.cache_policies import NO_CACHE
 from hyperlearn.config import TrainingConfig
 from hyperlearn.flows.artifacts import create_version_artifacts
 from hyperlearn.flows.events import emit_embeddings_published
-from hyperlearn.flows.training import Mode, is_transient, train, training_cluster
+from hyperlearn.flows.training import Mode, is_transient, start_from_parent, train, training_cluster
+from hyperlearn.pipeline.fingerprint import input_fingerprint
+from hyperlearn.pipeline.gate import judge
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.lock import dataset_lock
@@ -36,6 +42,7 @@ from hyperlearn.pipeline.outputs import (
     write_training_outputs,
 )
 from hyperlearn.pipeline.publish import new_version, publish
+from hyperlearn.pipeline.lineage import RunOutcome, parent_version, recorded_inputs, recorded_metrics, unchanged_since
 from hyperlearn.pipeline.resumable import (
     is_resumable,
     read_resume_record,
@@ -81,22 +88,28 @@ def train_step(
     config: TrainingConfig,
     mode: Mode,
     cluster: Future[Cluster] | None,
+    parent: RunDir | None,
     resume: bool = False,
-) -> dict[str, Any]:
-    """Train (distributed: on the run's cluster; `resume`: from the run's checkpoint), write embeddings and the
-    report; return the summary."""
+) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+    """Train (distributed: on the run's cluster; `resume`: from the run's checkpoint), warm-started from `parent`
+    when it can seed the run, write embeddings, resumable weights and the report; return the summary, the
+    manifest's `parent` record (None: a cold start) and why a run that had a parent started cold."""
     logger = get_run_logger()
-    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info, resume=resume)
+    warm, cold_reason = (None, None) if parent is None else start_from_parent(run, parent, config, logger.info)
+    result, device = train(run, config, mode=mode, cluster=cluster, log=logger.info, warm=warm, resume=resume)
     write_training_outputs(run, dataset=spec.name, version=version, config=config, result=result)
-    return training_summary(result, device)
+    lineage = None if warm is None else {"version": warm.parent, "warm_started": list(warm.warm_started),
+                                         "new": list(warm.new), "encoders_resumed": sorted(warm.encoders)}
+    return training_summary(result, device), lineage, cold_reason
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_step(run: RunDir, dataset_dir: Path, record: VersionRecord) -> str:
-    """Write metrics.json and manifest.json, then rename the staging folder into place and move `latest`."""
+def publish_step(run: RunDir, dataset_dir: Path, record: VersionRecord, move_latest: bool) -> str:
+    """Write metrics.json and manifest.json, then rename the staging folder into place and, unless the quality
+    gate held the version back, move `latest`."""
     run.remove_resume_files()
     write_record(run, record)
-    return str(publish(run.path, dataset_dir, record.version, catalog_source=run.catalog))
+    return str(publish(run.path, dataset_dir, record.version, catalog_source=run.catalog, move_latest=move_latest))
 
 
 @flow(name="hyperlearn-train-embeddings")
@@ -109,12 +122,15 @@ def train_embeddings(
     allow_roots: list[str] | None = None,
     wait: bool = False,
     fresh: bool = False,
-) -> str:
+    force: bool = False,
+) -> RunOutcome:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
-    `out/<dataset>/<version>/` and return that folder. `overrides` replace settings of the spec's
-    `training:` block; `data_root` replaces the spec's folder as the base of its data paths, and data may also
-    lie under `allow_roots`. The run holds the dataset's lock from staging to publishing; when another run holds
-    it, `wait` queues behind it, else the run fails at once naming the holder. The staging folder a killed run of
+    `out/<dataset>/<version>/` and say what came of it (hyperlearn.pipeline.lineage.RunOutcome: published,
+    gated, or skipped). `overrides` replace settings of the spec's `training:` block; `data_root` replaces the
+    spec's folder as the base of its data paths, and data may also lie under `allow_roots`. The run starts from
+    its parent version (`training.init_from`); when its inputs equal the parent's it is skipped, unless `force`.
+    The run holds the dataset's lock from the parent's choice to publishing; when another run holds it, `wait`
+    queues behind it, else the run fails at once naming the holder. The staging folder a killed run of
     the same spec, settings and data left is resumed from its last checkpoint; `fresh` removes it instead.
     A version whose publishing was cut short after its rename is published first (`finish_interrupted_publish`)."""
     logger = get_run_logger()
@@ -144,6 +160,19 @@ def train_embeddings(
 
     resumable = (lambda staging: False) if fresh else (lambda staging: is_resumable(staging, key()))
     with dataset_lock(dataset, wait, log=logger.info, keep=resumable) as kept:
+        parent = parent_version(dataset, config.init_from)
+        inputs = input_fingerprint(spec, mode)
+        same = None if force or kept is not None else unchanged_since(dataset, parent, inputs)
+        if same is not None:
+            reason = f"inputs unchanged since version {same.path.name} (spec, {len(inputs.files)} source files, " \
+                     "settings): nothing to train; --force retrains"
+            logger.info("skipped: %s", reason)
+            return RunOutcome("skipped", spec.name, same.path.name, str(same.path), same.path.name, None, reason)
+        if parent is not None:
+            recorded = recorded_inputs(parent)
+            changes = ["its inputs were not recorded"] if recorded is None else inputs.changes_from(recorded)
+            logger.info("parent %s; changed since: %s", parent.path.name, "; ".join(changes) or "nothing (forced)")
+        latest = parent_version(dataset, "latest")  # what the gate protects, whatever the run started from
         version = new_version() if kept is None else staging_version(kept)
         logger.info("%s version %s (%s mode), %s in %s", spec.name, version, mode,
                     "staging" if kept is None else "resuming the killed run's staging", dataset_dir)
@@ -161,27 +190,46 @@ def train_embeddings(
             else:
                 report, graphs = prepared["ingest"], prepared["graphs"]
             with timed("train"):
-                summary = train_step(spec, run, version, config, mode, cluster, resume=prepared is not None)
+                summary, lineage, cold_reason = train_step(
+                    spec, run, version, config, mode, cluster, parent, resume=prepared is not None
+                )
+            gate = judge(
+                spec.publish.gate, summary["metrics"], None if latest is None else recorded_metrics(latest),
+                None if latest is None else latest.path.name,
+            )
+            if gate is not None:
+                logger.info("quality gate: %s", gate.reason)
             with timed("publish"):
-                record = VersionRecord(spec, version, config, summary, report, graphs, seconds)
-                published = publish_step(run, dataset_dir, record)
+                record = VersionRecord(
+                    spec, version, config, summary, report, graphs, seconds, inputs=inputs.to_dict(), parent=lineage,
+                    cold_start_reason=cold_reason, gate=None if gate is None else gate.to_dict(),
+                )
+                published = publish_step(run, dataset_dir, record, move_latest=gate is None or gate.passed)
     test_metrics = [
         f"{name}={value:.4f}"
         for name, value in summary["metrics"].items()
         if name.startswith("test") and value is not None
     ]
-    logger.info("published %s; %s", published, ", ".join(test_metrics))
-    announce_version(spec.name, version, published, summary["metrics"])
-    return published
+    status = "gated" if gate is not None and gate.gated else "published"
+    reason = f"{status} {published}; {', '.join(test_metrics)}"
+    if status == "gated":
+        reason += f"; latest stays on {gate.parent}: {gate.reason}"
+    logger.info(reason)
+    announce_version(spec.name, version, published, summary["metrics"], latest_moved=status == "published")
+    return RunOutcome(status, spec.name, version, published, None if parent is None else parent.path.name,
+                      None if gate is None else gate.to_dict(), reason)
 
 
-def announce_version(dataset: str, version: str, published: str, metrics: dict[str, float | None]) -> None:
+def announce_version(
+    dataset: str, version: str, published: str, metrics: dict[str, float | None], latest_moved: bool
+) -> None:
     """After publishing: the run's artifacts (metrics table, link, report) and the
-    `hyperlearn.embeddings.published` event, for downstream flows to trigger on. The version is published by
-    then, so artifacts the server refuses are logged as a warning rather than failing the run."""
+    `hyperlearn.embeddings.published` event, for downstream flows to trigger on (`latest_moved` false: the
+    quality gate kept `latest` on the parent). The version is published by then, so artifacts the server refuses
+    are logged as a warning rather than failing the run."""
     try:
         create_version_artifacts(dataset, version, Path(published), metrics)
     except Exception as error:  # noqa: BLE001 - the version stands whatever the artifacts API answers
         get_run_logger().warning("the artifacts of %s could not be created: %s: %s", published,
                                  type(error).__name__, error)
-    emit_embeddings_published(dataset, version, published, metrics)
+    emit_embeddings_published(dataset, version, published, metrics, latest_moved)

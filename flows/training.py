@@ -21,8 +21,13 @@ from hyperlearn.config import TrainingConfig, check_memory
 from hyperlearn.coordinator import TrainerLost, train_distributed
 from hyperlearn.joint import train_joint
 from hyperlearn.model import resolve_device
+from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.outputs import read_encoder_weights
+from hyperlearn.pipeline.published import open_version
+from hyperlearn.problem import load_problem
 from hyperlearn.result import TrainResult
 from hyperlearn.rundir import RunDir
+from hyperlearn.warm_start import IncompatibleParent, ParentModality, ParentModel, WarmStart, warm_start
 
 Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -65,6 +70,51 @@ def training_cluster(
                 _close(cluster.result(), log)
 
 
+def load_parent(version: RunDir) -> ParentModel:
+    """A published version's embeddings, biases and resumable weights, as `hyperlearn.warm_start` takes them."""
+    published = open_version(version.path)
+    modalities = {}
+    for modality in published.modalities:
+        biases = {
+            name: published.biases(name, modality)
+            for name, scoring in published.relations.items()
+            if modality in scoring.modalities
+        }
+        modalities[modality] = ParentModality(
+            keys=published.keys(modality).to_numpy(dtype=object),
+            embeddings=published.embeddings(modality),
+            biases=biases,
+            weights=read_encoder_weights(version.path, modality),
+        )
+    return ParentModel(version=version.path.name, rank=int(published.description["rank"]), modalities=modalities)
+
+
+def start_from_parent(
+    run: RunDir, parent: RunDir, config: TrainingConfig, log: Callable[[str], None] = print
+) -> tuple[WarmStart | None, str | None]:
+    """The warm start of the prepared run in `run` from the published version `parent`, or (None, the reason)
+    when the parent cannot seed it: the run then starts cold."""
+    try:
+        model = load_parent(parent)
+    except (FileNotFoundError, ValueError) as error:  # a version from before warm start, or damaged
+        reason = f"parent {parent.path.name} is unreadable: {error}"
+        log(f"cold start: {reason}")
+        return None, reason
+    problem = load_problem(run, splits=("train",))
+    keys = {m: EntityCatalog.load(run.catalog, m).keys.to_numpy(dtype=object) for m in problem.modalities}
+    try:
+        warm = warm_start(model, problem, keys, config)
+    except IncompatibleParent as error:
+        reason = str(error)
+        log(f"cold start: {reason}")
+        return None, reason
+    resumed = sorted(warm.encoders)
+    log(f"warm start from {warm.parent}: {len(warm.warm_started)} modalities keep their rows "
+        f"({', '.join(warm.warm_started)}; encoders resumed: {', '.join(resumed) or 'none'}), "
+        f"new: {', '.join(warm.new) or 'none'}")
+    return warm, None
+
+
 def train(
     run: RunDir,
     config: TrainingConfig,
@@ -72,18 +122,20 @@ def train(
     mode: Mode,
     cluster: Future[Cluster] | None = None,
     log: Callable[[str], None] = print,
+    warm: WarmStart | None = None,
     resume: bool = False,
 ) -> tuple[TrainResult, str]:
-    """Train the run in `run` (distributed: on `cluster`, from `training_cluster`); return the result and the
-    device it ran on. A rank whose parameters would not fit in memory for the run's entity counts raises
-    MemoryBudgetError first. `resume`: carry on from the run's resume checkpoint when it has one."""
+    """Train the run in `run` (distributed: on `cluster`, from `training_cluster`), from `warm` when given (see
+    `start_from_parent`), else cold; return the result and the device it ran on. A rank whose parameters would
+    not fit in memory for the run's entity counts raises MemoryBudgetError first. `resume`: carry on from the
+    run's resume checkpoint when it has one."""
     check_memory(run.entity_counts(), config)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     device = run_device(config)
     config = config.replace(device=device)
     if mode == "joint":
-        return train_joint(run, config, log=log, resume=resume), device
+        return train_joint(run, config, log=log, warm=warm, resume=resume), device
     if cluster is None:
         raise ValueError("distributed training needs the cluster from training_cluster")
     replacement = None
@@ -92,7 +144,7 @@ def train(
         replacement = make_cluster(len(run.entity_counts()), device, log=log)
     client = Client(replacement if replacement is not None else cluster.result())
     try:
-        return train_distributed(client, run, config, log=log, resume=resume), device
+        return train_distributed(client, run, config, log=log, warm=warm, resume=resume), device
     finally:
         _close(client, log)
         if replacement is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hyperlearn.flows.events import emit_dataset_changed
 from hyperlearn.pipeline.fingerprint import HashCache, input_fingerprint
+from hyperlearn.pipeline.spec import load_spec
 
 Emit = Callable[[str, str, str], None]
 
@@ -43,7 +44,12 @@ class InputWatcher:
 
     def _current(self) -> str | None:
         try:
-            return input_fingerprint(self.spec_path, self.data_root, self.allow_roots, self.hashes)
+            spec = load_spec(
+                self.spec_path,
+                None if self.data_root is None else Path(self.data_root),
+                allow_roots=[Path(root) for root in self.allow_roots],
+            )
+            return input_fingerprint(spec, cache=self.hashes).digest
         except ValueError as error:  # SpecError, SourceError: unreadable for now
             self.log(f"the inputs of {self.dataset!r} cannot be read, waiting for them: {error}")
             return None

@@ -84,6 +84,16 @@ class TrainingConfig:
         metadata={"help": "write the resume checkpoint (encoders, optimisers, random and early-stopping state) "
                   "every N rounds, and at every best round; a killed run carries on from it"},
     )
+    init_from: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = field(
+        default="latest",
+        metadata={"help": "warm start: latest (the dataset's latest published version, when there is one), a "
+                  "version name, or none (a cold start); see hyperlearn.warm_start"},
+    )
+    warm_fit_steps: Count = field(
+        default=50,
+        metadata={"help": "warm start: optimiser steps fitting new entities, modalities and biases against the "
+                  "parent's frozen factors"},
+    )
     seed: Count = field(default=0, metadata={"help": "random seed (same seed and inputs give the same embeddings on CPU)"})
     device: Device = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when a GPU is visible)"})
 
@@ -102,6 +112,11 @@ class TrainingConfig:
     def replace(self, **changes: Any) -> "TrainingConfig":
         """A copy with some settings changed, validated."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def cold(self) -> bool:
+        """Whether the run starts cold by request (`init_from: none`), ignoring every published version."""
+        return self.init_from == "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,6 +27,7 @@ from hyperlearn.rounds import Log, States, run_rounds
 from hyperlearn.rundir import RunDir
 from hyperlearn.snapshots import Snapshot, prefixed, under
 from hyperlearn.trainer import ModalityTrainer
+from hyperlearn.warm_start import WarmStart
 
 
 #: How long to wait on a trainer before asking the scheduler whether its worker is still there.
@@ -74,7 +75,9 @@ class DaskTrainers:
         fit_validation: bool,
         recovered: list[dict[str, Any]] | None = None,
         log: Log = print,
+        warm: WarmStart | None = None,
     ) -> None:
+        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`."""
         self.client = client
         self.run = run
         self.config = config
@@ -88,7 +91,8 @@ class DaskTrainers:
         self.snapshot_round = 0
         self.workers = len(client.scheduler_info()["workers"])
         fitted = with_validation_in_training(problem) if fit_validation else problem
-        self.initial = initial_states(fitted, config)
+        self.initial = initial_states(fitted, config) if warm is None else warm.states
+        self.encoders = {} if warm is None else warm.encoders
         self.futures: dict[str, Future] = {m: self._submit(m, address, None) for m, address in self.placement.items()}
         self.actors = {modality: future.result() for modality, future in self.futures.items()}
 
@@ -98,7 +102,7 @@ class DaskTrainers:
         sharing = list(self.placement.values()).count(address)
         return self.client.submit(
             ModalityTrainer, self.run, modality, self.config, self.initial[modality], max(1, threads // sharing),
-            self.fit_validation, snapshot, actor=True, workers=[address], allow_other_workers=False, pure=False,
+            self.fit_validation, snapshot, self.encoders.get(modality), actor=True, workers=[address], allow_other_workers=False, pure=False,
         )
 
     def start(self) -> States:
@@ -123,6 +127,9 @@ class DaskTrainers:
         self._collect(lambda modality, actor: actor.restore(parts[modality]))
         self.snapshots, self.rounds_done = parts, int(snapshot[ROUNDS_KEY])
         self.snapshot_round = self.rounds_done
+
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        return self._collect(lambda modality, actor: actor.weights())
 
     def _collect(self, call: TrainerCall) -> dict[str, Any]:
         """Every trainer's answer to `call`; a trainer whose worker has left the cluster is noticed within
@@ -189,11 +196,16 @@ class DaskTrainers:
 
 
 def train_distributed(
-    client: Client, run: RunDir, config: TrainingConfig, log: Log = print, resume: bool = False
+    client: Client,
+    run: RunDir,
+    config: TrainingConfig,
+    log: Log = print,
+    warm: WarmStart | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train with one trainer actor per modality on `client`'s workers; returns the best-on-validation state
-    (or, with `config.refit`, the model trained again on training + validation entries by fresh trainers).
-    `resume`: carry on from the run's resume checkpoint (`run_rounds`)."""
+    """Train with one trainer actor per modality on `client`'s workers, from `warm` when given; returns the
+    best-on-validation state (or, with `config.refit`, the model trained again on training + validation entries
+    by fresh trainers). `resume`: carry on from the run's resume checkpoint (`run_rounds`)."""
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
@@ -206,7 +218,7 @@ def train_distributed(
     def make_trainers(fit_validation: bool) -> DaskTrainers:
         live = list(client.scheduler_info()["workers"])
         here = placement if set(placement.values()) <= set(live) else place_modalities(problem.modalities, live)
-        return DaskTrainers(client, run, problem, config, here, fit_validation, recovered, log)
+        return DaskTrainers(client, run, problem, config, here, fit_validation, recovered, log, warm)
 
     result = run_rounds(problem, make_trainers, config, "distributed", log, checkpoints=run, resume=resume)
     result.timings = {**timings, **result.timings}

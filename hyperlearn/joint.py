@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import numpy as np
 import torch
 
 from hyperlearn.config import TrainingConfig
@@ -30,15 +31,17 @@ from hyperlearn.snapshots import (
     under,
 )
 from hyperlearn.trainer import model_snapshot, restore_model
+from hyperlearn.warm_start import WarmStart, resumable_weights, resume_encoder
 
 
 class JointTrainers:
     """Every modality's model of `problem` (fitting its training entries) and one optimiser over all of them:
     the `TrainerSet` of joint training."""
 
-    def __init__(self, problem: Problem, config: TrainingConfig) -> None:
+    def __init__(self, problem: Problem, config: TrainingConfig, warm: WarmStart | None = None) -> None:
+        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`."""
         self.config = config
-        states = initial_states(problem, config)
+        states = initial_states(problem, config) if warm is None else warm.states
         device = resolve_device(config.device)
         self.relations = tuple(Relation(meta=r.meta, splits={"train": r.train.to(device)}) for r in problem.relations)
         on_device = dataclasses.replace(problem, relations=self.relations)
@@ -46,6 +49,8 @@ class JointTrainers:
             m: build_model(m, states[m], problem.laplacians[m], on_device.relations_of(m), config, device)
             for m in problem.modalities
         }
+        for modality, weights in (warm.encoders if warm is not None else {}).items():
+            resume_encoder(self.models[modality], weights)
         groups = [group for model in self.models.values() for group in model.parameter_groups()]
         self.optimizer = torch.optim.Adam(groups)
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, "joint"))
@@ -83,20 +88,25 @@ class JointTrainers:
         load_optimizer_arrays(self.optimizer, under("optimizer", snapshot))
         load_generator_array(self.generator, snapshot["generator"])
 
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        return {m: resumable_weights(model) for m, model in self.models.items()}
+
     def close(self) -> None:
         self.models.clear()
 
 
-def train_joint(run: RunDir, config: TrainingConfig, log: Log = print, resume: bool = False) -> TrainResult:
-    """Train every modality's encoder together on the global objective; returns the best-on-validation state
-    (or, with `config.refit`, the model trained again on training + validation entries). `resume`: carry on
-    from the run's resume checkpoint (`run_rounds`)."""
+def train_joint(
+    run: RunDir, config: TrainingConfig, log: Log = print, warm: WarmStart | None = None, resume: bool = False
+) -> TrainResult:
+    """Train every modality's encoder together on the global objective, from `warm` when given; returns the
+    best-on-validation state (or, with `config.refit`, the model trained again on training + validation
+    entries). `resume`: carry on from the run's resume checkpoint (`run_rounds`)."""
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
 
     def make_trainers(fit_validation: bool) -> JointTrainers:
-        return JointTrainers(with_validation_in_training(problem) if fit_validation else problem, config)
+        return JointTrainers(with_validation_in_training(problem) if fit_validation else problem, config, warm)
 
     result = run_rounds(problem, make_trainers, config, "joint", log, checkpoints=run, resume=resume)
     result.timings = {**timings, **result.timings}

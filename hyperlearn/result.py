@@ -21,6 +21,7 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)  # set-up seconds: loading + ALS start, trainer start
     resumed_from: dict[str, Any] | None = None  # {"phase": "search" | "refit", "round": N} of a resumed run
     recovered: list[dict[str, Any]] = field(default_factory=list)  # trainers rebuilt after their worker died
+    weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # resumable weights of the states
 
     @property
     def factors(self) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from hyperlearn.chebconv import to_torch_csr
@@ -41,6 +42,7 @@ from hyperlearn.seeds import evaluation_seed
 from hyperlearn.snapshots import Snapshot
 
 States = dict[str, ModalityState]
+Weights = dict[str, dict[str, np.ndarray]]  # modality → its resumable weights (hyperlearn.warm_start)
 Log = Callable[[str], None]
 
 
@@ -59,6 +61,9 @@ class TrainerSet(Protocol):
     def restore(self, snapshot: Snapshot) -> None:
         """Carry on from a `snapshot()` of a trainer set built with the same problem and settings."""
 
+    def weights(self) -> Weights:
+        """Every model's resumable weights now (hyperlearn.warm_start.resumable_weights), for a later warm start."""
+
     def close(self) -> None:
         """Release the models (and, for actors, their workers' memory)."""
 
@@ -69,14 +74,15 @@ class ResumeMismatch(RuntimeError):
 
 @dataclass
 class Search:
-    """The early-stopped search so far: its history, the best round with its criterion and states, and the
-    round-0 states (what the collapse check compares against)."""
+    """The early-stopped search so far: its history, the best round with its criterion, states and resumable
+    weights, and the round-0 states (what the collapse check compares against)."""
 
     history: list[dict[str, float]]
     best_score: float
     best_round: int
     best_states: States
     first_states: States
+    best_weights: Weights
 
     @property
     def last_round(self) -> int:
@@ -161,12 +167,12 @@ def run_rounds(
         finally:
             trainers.close()
     search_seconds = time.perf_counter() - start
-    best_round, best_states = search.best_round, search.best_states
+    best_round, best_states, best_weights = search.best_round, search.best_states, search.best_weights
     fitted = problem
     if config.refit and best_round > 0:
         fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
         refit_from = saved if saved is not None and saved.phase == "refit" else None
-        best_states = _refit(make_trainers(True), search, config, mode, log, checkpoints, refit_from)
+        best_states, best_weights = _refit(make_trainers(True), search, config, mode, log, checkpoints, refit_from)
         if checkpoints is not None:
             checkpoints.save_checkpoint(best_states, best_round)
     check_not_collapsed(best_states, search.first_states, when=f"after training (round {best_round})")
@@ -190,7 +196,7 @@ def run_rounds(
     log(f"[{mode}] best round {best_round}: {_describe({k: v for k, v in test.items() if k.startswith('test/')})}")
     return TrainResult(
         states=best_states, history=history, metrics={**summary, **test}, mode=mode,
-        timings={"trainer_start_seconds": trainer_start_seconds},
+        timings={"trainer_start_seconds": trainer_start_seconds}, weights=best_weights,
         resumed_from=None if saved is None else {"phase": saved.phase, "round": saved.round},
     )
 
@@ -229,7 +235,8 @@ def _save(
     checkpoints.save_resume_checkpoint(
         Checkpoint(
             phase=phase, round=round_number, states=states, trainers=trainers.snapshot(),
-            best_states=search.best_states, first_states=search.first_states, progress=progress,
+            best_states=search.best_states, first_states=search.first_states, best_weights=search.best_weights,
+            progress=progress,
         )
     )
 
@@ -253,7 +260,7 @@ def _search(
         train_loss = training_objective(problem, states, config, smoothness)
         history = [{"round": 0, "seconds": 0.0, "train_loss": train_loss, **metrics}]
         score = early_stopping_criterion(problem, metrics).value
-        search = Search(history, score, 0, states, states)
+        search = Search(history, score, 0, states, states, trainers.weights())
         log(f"[{mode}] round 0: {_describe(metrics)}")
     else:
         search = _saved_search(saved)
@@ -271,6 +278,7 @@ def _search(
         improved = criterion.improves_on(search.best_score)
         if improved:
             search.best_score, search.best_round, search.best_states = criterion.value, round_number, states
+            search.best_weights = trainers.weights()
             if checkpoints is not None:
                 checkpoints.save_checkpoint(states, round_number)
         if improved or round_number % config.checkpoint_every == 0:
@@ -287,7 +295,7 @@ def _search(
 def _saved_search(saved: Checkpoint) -> Search:
     progress = saved.progress
     return Search(progress["history"], progress["best_score"], progress["best_round"], saved.best_states,
-                  saved.first_states)
+                  saved.first_states, saved.best_weights)
 
 
 def _refit(
@@ -298,8 +306,9 @@ def _refit(
     log: Log,
     checkpoints: RunDir | None,
     saved: Checkpoint | None,
-) -> States:
-    """`search.best_round` rounds of the refit trainers, from their start or from where `saved` left them."""
+) -> tuple[States, Weights]:
+    """`search.best_round` rounds of the refit trainers, from their start or from where `saved` left them; the
+    final states and the trainers' resumable weights."""
     clock = time.perf_counter()
     rounds = search.best_round
     try:
@@ -316,9 +325,10 @@ def _refit(
                 _save(checkpoints, "refit", round_number, states, trainers, search, config, mode, seconds)
             log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
                 f"({time.perf_counter() - clock:.1f}s)")
+        weights = trainers.weights()
     finally:
         trainers.close()
-    return states
+    return states, weights
 
 
 def _headline(relation: Relation, metrics: dict[str, float]) -> dict[str, float]:

@@ -155,6 +155,7 @@ class Checkpoint:
     trainers: dict[str, np.ndarray]
     best_states: dict[str, ModalityState]
     first_states: dict[str, ModalityState]
+    best_weights: dict[str, dict[str, np.ndarray]]  # the best round's resumable weights (hyperlearn.warm_start)
     progress: dict[str, Any]
 
 
@@ -336,6 +337,8 @@ class RunDir:
             **_state_arrays("best", checkpoint.best_states),
             **_state_arrays("first", checkpoint.first_states),
             **{f"trainers/{name}": value for name, value in checkpoint.trainers.items()},
+            **{f"best_weights/{m}/{key}": value for m, weights in checkpoint.best_weights.items()
+               for key, value in weights.items()},
         }
         return _write_npz_atomic(self.resume_checkpoint, arrays)
 
@@ -352,6 +355,7 @@ class RunDir:
             best_states=_states_from("best", arrays),
             first_states=_states_from("first", arrays),
             trainers={key[len("trainers/"):]: value for key, value in arrays.items() if key.startswith("trainers/")},
+            best_weights=_nested("best_weights/", arrays),
             progress=json.loads(str(arrays["progress"])),
         )
 
@@ -359,6 +363,16 @@ class RunDir:
         """Drop the resume checkpoint and record: a published version has no use for them."""
         self.resume_checkpoint.unlink(missing_ok=True)
         self.resume_record.unlink(missing_ok=True)
+
+
+def _nested(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """`{"<prefix><outer>/<inner>": array}` members back as `{outer: {inner: array}}`."""
+    nested: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        if key.startswith(prefix):
+            outer, inner = key[len(prefix):].split("/", 1)
+            nested.setdefault(outer, {})[inner] = value
+    return nested
 
 
 class SplitWriter:

@@ -10,6 +10,7 @@ a checkpoint can rebuild it (on a restarted worker, or in a resumed run) exactly
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hyperlearn.config import TrainingConfig
@@ -30,6 +31,7 @@ from hyperlearn.snapshots import (
     prefixed,
     under,
 )
+from hyperlearn.warm_start import resumable_weights, resume_encoder
 
 
 class ModalityTrainer:
@@ -44,9 +46,11 @@ class ModalityTrainer:
         threads: int = 0,
         fit_validation: bool = False,
         snapshot: Snapshot | None = None,
+        encoder: dict[str, np.ndarray] | None = None,
     ) -> None:
         """`fit_validation`: fit training + validation entries (a refit) instead of the training entries;
-        `snapshot`: carry on from a trainer's `snapshot()` instead of from `initial`."""
+        `snapshot`: carry on from a trainer's `snapshot()` instead of from `initial`; `encoder`: encoder weights
+        to resume (a warm start, hyperlearn.warm_start) instead of a fresh encoder."""
         if threads > 0:
             torch.set_num_threads(threads)
         self.modality = modality
@@ -61,6 +65,8 @@ class ModalityTrainer:
             for r in problem.relations_of(modality)
         )
         self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
+        if encoder is not None:
+            resume_encoder(self.model, encoder)
         self.optimizer = torch.optim.Adam(self.model.parameter_groups())
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, modality))
         if snapshot is not None:
@@ -95,6 +101,10 @@ class ModalityTrainer:
             loss.backward()
             self.optimizer.step()
         return self.model.state()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The model's resumable weights now (free rows, encoder), for the version a later run warm-starts from."""
+        return resumable_weights(self.model)
 
     def state(self) -> ModalityState:
         """What the model outputs now: round 0's published state (the start, or the untrained projection)."""

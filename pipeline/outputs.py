@@ -4,9 +4,11 @@ Plain functions, no Prefect: the flow's tasks call them, and tests call them dir
 
 - `staged_run_dir`: the staging folder, removed again unless the run published it;
 - `write_training_outputs`: embedding Parquet per modality, bias Parquet per relation and modality,
-  `scoring.json` (how each relation scores a tuple: `hyperlearn.pipeline.published`), the checkpoints folder,
-  `report.png`;
-- `write_record`: `metrics.json` (test metrics, timings, the training curve) and `manifest.json` (what went in,
+  `scoring.json` (how each relation scores a tuple: `hyperlearn.pipeline.published`), each modality's resumable
+  weights (`encoders/modality=<m>/weights.npz`: free rows and encoder, what a later warm start resumes), the
+  checkpoints folder, `report.png`;
+- `write_record`: `metrics.json` (test metrics, timings, the training curve, the gate's decision) and
+  `manifest.json` (what went in — the spec, every source file's SHA-256, the settings, the parent version —
   what came out, every file with its size).
 """
 
@@ -33,6 +35,9 @@ from hyperlearn.pipeline.published import SCORING_FILE, RelationScoring, bias_pa
 from hyperlearn.pipeline.publish import write_embeddings, write_json_atomic
 from hyperlearn.pipeline.spec import DatasetSpec
 from hyperlearn.rundir import DatasetDir, ModalityState, RelationMeta, RunDir
+
+ENCODERS = "encoders"
+ENCODER_WEIGHTS_FILE = "weights.npz"
 
 BIAS_SCHEMA = pa.schema(
     [
@@ -105,6 +110,8 @@ def write_training_outputs(
     )
     write_json_atomic(run.path / SCORING_FILE, json_ready(description))
     files.append(run.path / SCORING_FILE)
+    for modality, weights in sorted(result.weights.items()):
+        files.append(write_encoder_weights(run.path, modality, weights))
     run.checkpoints.mkdir(exist_ok=True)
     plot_training_curves(result.history, run.report)
     return files
@@ -134,6 +141,34 @@ def write_biases(
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
+
+
+def encoder_weights_path(modality: str) -> str:
+    """Where a version keeps a modality's resumable weights, relative to the version folder."""
+    return f"{ENCODERS}/modality={modality}/{ENCODER_WEIGHTS_FILE}"
+
+
+def write_encoder_weights(version: Path, modality: str, weights: Mapping[str, np.ndarray]) -> Path:
+    """Write a modality's resumable weights (name → array; hyperlearn.warm_start.resumable_weights) as one
+    uncompressed .npz of plain float arrays (no pickle)."""
+    path = Path(version) / encoder_weights_path(modality)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.asarray(value) for name, value in weights.items()}
+    for name, array in arrays.items():
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise ValueError(f"{modality}: weight {name!r} is not a finite float array")
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def read_encoder_weights(version: Path, modality: str) -> dict[str, np.ndarray] | None:
+    """A modality's resumable weights from a published version, or None when it has none (older versions)."""
+    path = Path(version) / encoder_weights_path(modality)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
 def relation_offset(run: RunDir, meta: RelationMeta, refitted: bool) -> float:
@@ -182,12 +217,19 @@ class VersionRecord:
     ingest: Mapping[str, Any]  # IngestReport.to_dict()
     graphs: Mapping[str, Any]  # GraphStats.to_dict() per modality
     stage_seconds: Mapping[str, float]
+    inputs: Mapping[str, Any] | None = None  # InputFingerprint.to_dict() (hyperlearn.pipeline.fingerprint)
+    parent: Mapping[str, Any] | None = None  # {"version", "warm_started", "new"}; None: a cold start
+    cold_start_reason: str | None = None  # why a run with init_from other than none started cold
+    gate: Mapping[str, Any] | None = None  # GateOutcome.to_dict() (hyperlearn.pipeline.gate); None: no gate
 
 
 def write_record(run: RunDir, record: VersionRecord) -> None:
-    """Write `metrics.json` (the training summary and every stage's wall seconds), then `manifest.json`, last,
-    listing every other file of the run (relative path, bytes)."""
-    write_json_atomic(run.metrics, json_ready({**record.training, "stage_seconds": dict(record.stage_seconds)}))
+    """Write `metrics.json` (the training summary, every stage's wall seconds, the gate's decision), then
+    `manifest.json`, last, listing every other file of the run (relative path, bytes)."""
+    gated = {} if record.gate is None else {"gated": record.gate["gated"], "gate": record.gate}
+    write_json_atomic(
+        run.metrics, json_ready({**record.training, "stage_seconds": dict(record.stage_seconds), **gated})
+    )
     files = [
         {"path": run.relative(path), "bytes": path.stat().st_size}
         for path in sorted(run.path.rglob("*"))
@@ -202,6 +244,10 @@ def write_record(run: RunDir, record: VersionRecord) -> None:
         "training": record.config.to_dict(),
         "config_hash": record.config.config_hash(),
         "entities": {m.name: len(EntityCatalog.load(run.catalog, m.name)) for m in record.spec.modalities},
+        "inputs": record.inputs,
+        "parent": record.parent,
+        "cold_start_reason": record.cold_start_reason,
+        **gated,
         "ingest": record.ingest,
         "graphs": record.graphs,
         "resumed_from_round": (record.training.get("resumed_from") or {}).get("round"),

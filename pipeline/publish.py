@@ -119,12 +119,16 @@ def _embedding_metadata(metadata: Mapping[str, str], *, modality: str, rank: int
     return {**{key: str(value) for key, value in metadata.items()}, **derived}
 
 
-def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: Path | None) -> Path:
-    """Publish a staged run as `<dataset_dir>/<version>` and move `latest` to it; return the version folder.
+def publish(
+    staging_dir: Path, dataset_dir: Path, version: str, catalog_source: Path | None, move_latest: bool = True
+) -> Path:
+    """Publish a staged run as `<dataset_dir>/<version>` and, with `move_latest`, move `latest` to it; return the
+    version folder.
 
     `catalog_source` is the folder whose files become the persistent `<dataset_dir>/catalog/` (usually the
     version's own `catalog/`; a path inside `staging_dir` is read from where the rename moved it), or None to
-    leave the persistent catalog as it is. `latest` always moves to the version published last.
+    leave the persistent catalog as it is. The catalog is replaced even when `latest` stays (a version the quality
+    gate held back, hyperlearn.pipeline.gate): it is append-only, so the older versions' ids all remain.
     """
     staging_dir, dataset_dir = Path(staging_dir), Path(dataset_dir)
     if not staging_dir.is_dir():
@@ -151,21 +155,26 @@ def publish(staging_dir: Path, dataset_dir: Path, version: str, catalog_source: 
     if catalog is not None:
         _replace_catalog(catalog, DatasetDir(dataset_dir).catalog)
     _fault_point("latest")
-    _point_symlink(DatasetDir(dataset_dir).latest, version)
+    if move_latest:
+        _point_symlink(DatasetDir(dataset_dir).latest, version)
     _fault_point("done")
     return published
 
 
 def finish_interrupted_publish(dataset: DatasetDir, log: Callable[[str], None] = print) -> str | None:
     """Finish the publish of a version renamed into place that `latest` never reached (its run died between
-    step 1 and step 3): its catalog replaces the persistent one and `latest` moves to it. Returns its name, or
-    None when there was nothing to finish. Call it holding the dataset's lock."""
+    step 1 and step 3): its catalog replaces the persistent one and `latest` moves to it — unless its manifest
+    says the quality gate kept `latest` where it was (then only the catalog, which is append-only, is brought up
+    to date). Returns the name of the version `latest` moved to, or None when there was nothing to finish. Call
+    it holding the dataset's lock."""
     versions = published_versions(dataset)
     current = os.readlink(dataset.latest) if dataset.latest.is_symlink() else None
     if not versions or versions[-1] == current or (current is not None and versions[-1] < current):
         return None
     newest = versions[-1]
     _replace_catalog(dataset.version(newest).catalog, dataset.catalog)
+    if json.loads(dataset.version(newest).manifest.read_text()).get("gated", False):
+        return None
     _point_symlink(dataset.latest, newest)
     log(f"finished publishing {newest}, whose run died after renaming it into place")
     return newest

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from hyperlearn.config import MemoryBudgetError, TrainingConfig, check_memory
+from hyperlearn.pipeline.gate import DEFAULT_TOLERANCE, GateSpec, higher_is_better
 from hyperlearn.rundir import Evaluation, LossKind, NegativeDistribution, Negatives, Structure
 
 Format = Literal["csv", "tsv", "jsonl", "parquet"]
@@ -203,6 +204,13 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class PublishSpec:
+    """How a run publishes: its quality gate (hyperlearn.pipeline.gate), None when turned off."""
+
+    gate: GateSpec | None = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A whole dataset spec. `spec_hash` is the SHA-256 of the spec file's parsed content ("" when built in code);
     `training` has the command-line overrides applied."""
@@ -214,6 +222,7 @@ class DatasetSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     spec_hash: str = ""
+    publish: PublishSpec = field(default_factory=PublishSpec)
 
     def modality(self, name: str) -> ModalitySpec:
         """The modality called `name` (KeyError when the spec has none)."""
@@ -381,6 +390,19 @@ class _Relation(_Strict):
     split: _Split | None = Field(None, description="this relation's own split settings, replacing the dataset's")
 
 
+class _Gate(_Strict):
+    metric: Text | None = Field(None, description="a validation metric: validation/<relation>/<name>, or <name> of "
+                                "the first relation (default: its rmse, ndcg@k or held-out loss)")
+    tolerance: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        DEFAULT_TOLERANCE, description="how much worse than the parent, as a fraction of the parent's value, still "
+        "moves latest"
+    )
+
+
+class _Publish(_Strict):
+    gate: _Gate | Literal[False] = Field(_Gate(), description="false: latest always moves to the newest version")
+
+
 class _Document(_Strict):
     """A HyperLearn dataset spec."""
 
@@ -390,6 +412,7 @@ class _Document(_Strict):
     relations: Annotated[list[_Relation], Field(min_length=1)]
     split: _Split = _Split()
     training: TrainingConfig = TrainingConfig()
+    publish: _Publish = _Publish()
 
 
 def spec_json_schema() -> dict[str, Any]:
@@ -593,7 +616,38 @@ def _resolve(document: _Document, spec_path: Path, base: Path, roots: list[Path]
         split=split,
         training=training,
         spec_hash=spec_hash,
+        publish=PublishSpec(_gate(document.publish.gate, relations)),
     )
+
+
+def _gate(gate: _Gate | Literal[False], relations: tuple[RelationSpec, ...]) -> GateSpec | None:
+    """The gate with its metric resolved to a full `validation/<relation>/<name>` key (default: the first
+    relation's headline)."""
+    if gate is False:
+        return None
+    first = relations[0]
+    metric = gate.metric or _headline_metric(first)
+    if "/" not in metric:
+        metric = f"validation/{first.name}/{metric}"
+    split, _, rest = metric.partition("/")
+    relation = rest.partition("/")[0]
+    if split != "validation" or relation not in [r.name for r in relations] or rest.count("/") != 1:
+        raise _Invalid(("publish", "gate", "metric"), f"expected validation/<relation>/<name> for a relation of the "
+                       f"spec, or <name> of {first.name!r}; got {metric!r}")
+    try:
+        higher_is_better(metric)
+    except ValueError as error:
+        raise _Invalid(("publish", "gate", "metric"), str(error)) from None
+    return GateSpec(metric, gate.tolerance)
+
+
+def _headline_metric(relation: RelationSpec) -> str:
+    """The validation metric a relation is judged by: NDCG@k of a ranked relation (k = 10 when evaluated there),
+    RMSE of a regression, else its held-out loss."""
+    if relation.evaluation is not None:
+        k = 10 if 10 in relation.evaluation.k else max(relation.evaluation.k)
+        return f"ndcg@{k}"
+    return "rmse" if relation.loss == "squared" else f"{relation.loss}_loss"
 
 
 def _split(split: _Split) -> SplitSpec:

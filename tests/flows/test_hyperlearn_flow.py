@@ -34,7 +34,7 @@ SMALL_TRAINING = {
 @pytest.fixture(scope="module")
 def published(prefect_server: str, small_demo_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("out")
-    return Path(train_embeddings(str(small_demo_spec), str(out), overrides=SMALL_TRAINING))
+    return Path(train_embeddings(str(small_demo_spec), str(out), overrides=SMALL_TRAINING).path)
 
 
 def test_publishes_a_version_and_moves_latest_to_it(published: Path):
@@ -107,7 +107,7 @@ def test_a_failed_run_changes_nothing_published(published: Path, small_demo_spec
 
     monkeypatch.setattr(hyperlearn_flow, "train", training_fails)
     with pytest.raises(RuntimeError, match="trainer crashed"):
-        train_embeddings(str(small_demo_spec), str(dataset_dir.parent), overrides=SMALL_TRAINING)
+        train_embeddings(str(small_demo_spec), str(dataset_dir.parent), overrides=SMALL_TRAINING, force=True)
     assert _snapshot(dataset_dir) == before
     assert not list(dataset_dir.glob(".staging-*"))
 

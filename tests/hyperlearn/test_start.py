@@ -108,6 +108,9 @@ class _ZeroTagStart:
     def round(self, states):
         return self.trainers.round(states)
 
+    def weights(self):
+        return self.trainers.weights()
+
     def close(self):
         self.trainers.close()
 
