@@ -27,6 +27,9 @@ def build_deployment(
     overrides: dict[str, Any] | None = None,
     allow_roots: list[Path] | None = None,
     wait: bool = False,
+    scheduler: str | None = None,
+    scheduler_file: str | Path | None = None,
+    dashboard: bool = False,
 ) -> RunnerDeployment:
     """The deployment that retrains `spec_path` into `out` on `cron` (an invalid expression raises ValueError).
 
@@ -41,6 +44,9 @@ def build_deployment(
         "overrides": overrides,
         "allow_roots": None if allow_roots is None else [str(Path(root).resolve()) for root in allow_roots],
         "wait": wait,
+        "scheduler": scheduler,
+        "scheduler_file": None if scheduler_file is None else str(Path(scheduler_file).resolve()),
+        "dashboard": dashboard,
     }
     return train_embeddings.to_deployment(
         name=name,

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from distributed.deploy import Cluster
 from prefect.cache_policies import NO_CACHE
 
 from hyperlearn.config import TrainingConfig
-from hyperlearn.flows.training import Mode, train, training_cluster
+from hyperlearn.flows.cluster import choose_cluster
+from hyperlearn.flows.training import Mode, TrainingCluster, train, training_cluster
 from hyperlearn.pipeline.graph_build import build_graphs
 from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.lock import dataset_lock
@@ -49,7 +49,12 @@ def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_step(
-    spec: DatasetSpec, run: RunDir, version: str, config: TrainingConfig, mode: Mode, cluster: Future[Cluster] | None
+    spec: DatasetSpec,
+    run: RunDir,
+    version: str,
+    config: TrainingConfig,
+    mode: Mode,
+    cluster: Future[TrainingCluster] | None,
 ) -> dict[str, Any]:
     """Train (distributed: on the run's cluster), write embeddings and the report; return the summary."""
     logger = get_run_logger()
@@ -74,12 +79,17 @@ def train_embeddings(
     overrides: dict[str, Any] | None = None,
     allow_roots: list[str] | None = None,
     wait: bool = False,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    dashboard: bool = False,
 ) -> str:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and return that folder. `overrides` replace settings of the spec's
     `training:` block; `data_root` replaces the spec's folder as the base of its data paths, and data may also
     lie under `allow_roots`. The run holds the dataset's lock from staging to publishing; when another run holds
-    it, `wait` queues behind it, else the run fails at once naming the holder."""
+    it, `wait` queues behind it, else the run fails at once naming the holder. Distributed training uses the Dask
+    cluster at `scheduler` (an address) or `scheduler_file`, else DASK_SCHEDULER_ADDRESS, and leaves it running;
+    with none of them, a local cluster of its own (with its dashboard on loopback when `dashboard`)."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -88,6 +98,7 @@ def train_embeddings(
         allow_roots=[Path(root) for root in allow_roots or ()],
     )
     config = spec.training
+    choice = choose_cluster(scheduler, scheduler_file, dashboard, distributed=mode == "distributed")
     dataset_dir = Path(out) / spec.name
     version = new_version()
     seconds: dict[str, float] = {}
@@ -104,7 +115,7 @@ def train_embeddings(
     with (
         dataset_lock(DatasetDir(dataset_dir), wait, log=logger.info),
         staged_run_dir(dataset_dir, version) as run,
-        training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
+        training_cluster(len(spec.modalities), config, mode, choice, log=logger.info) as cluster,
     ):
         with timed("ingest"):
             report = ingest_step(spec, run, DatasetDir(dataset_dir).catalog)
