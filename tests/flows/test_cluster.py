@@ -209,3 +209,12 @@ def test_dask_scheduler_address_in_the_environment_is_honoured(tmp_path):
 def test_an_existing_cluster_that_does_not_answer_is_named():
     with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9 \(--scheduler\)"):
         ClusterChoice(address="tcp://127.0.0.1:9", source="--scheduler").connect(timeout=1)
+
+
+def test_workers_with_the_nannys_malloc_trim_threshold_are_warned_about(dask_client, monkeypatch):
+    from hyperlearn.flows.cluster import trim_threshold_warning
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert trim_threshold_warning(dask_client) is None
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # the threaded workers share this process's environment
+    assert "2 worker(s) run with MALLOC_TRIM_THRESHOLD_ set" in trim_threshold_warning(dask_client)

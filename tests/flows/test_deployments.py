@@ -30,8 +30,19 @@ def test_builds_a_cron_deployment_of_the_training_flow(tmp_path, monkeypatch):
         "overrides": {"rank": 16},
         "allow_roots": None,
         "wait": False,
+        "scheduler": None,
+        "scheduler_file": None,
+        "dashboard": False,
     }
     assert Path(deployment.parameters["spec_path"]).is_absolute()
+
+
+def test_a_scheduled_run_keeps_the_existing_cluster_it_was_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    deployment = build_deployment("demo.yaml", "out", "0 3 * * *", scheduler_file="cluster/scheduler.json")
+    assert deployment.parameters["scheduler_file"] == str(tmp_path / "cluster" / "scheduler.json")
+    deployment = build_deployment("demo.yaml", "out", "0 3 * * *", scheduler="tcp://10.0.0.7:8786")
+    assert deployment.parameters["scheduler"] == "tcp://10.0.0.7:8786"
 
 
 def test_an_invalid_cron_expression_is_rejected(tmp_path):
