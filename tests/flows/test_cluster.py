@@ -22,7 +22,7 @@ def _worker_state() -> dict:
         "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "torch_threads": torch.get_num_threads(),
         "prefect_imported": "prefect" in sys.modules,
-        "trainer_imported": "hyperlearn.trainer" in sys.modules,
+        "trainer_imported": "hyperlearn.trainer" in sys.modules and "torch._dynamo" in sys.modules,
     }
 
 
@@ -80,7 +80,7 @@ class _StandInCUDACluster(LocalCluster):
         self.devices = list(CUDA_VISIBLE_DEVICES)
         self.threads_per_worker = threads_per_worker
         self.env = env
-        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer"]
+        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer", "torch._dynamo"]
         super().__init__(
             n_workers=0,
             threads_per_worker=threads_per_worker,
