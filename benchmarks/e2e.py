@@ -125,7 +125,8 @@ def existing_cluster(workers: int) -> Iterator[str]:
             folder.mkdir()
             processes.append(subprocess.Popen(
                 [*DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", str(threads), "--no-nanny",
-                 "--no-dashboard", "--preload", "hyperlearn.trainer", "--preload", "torch._dynamo", "--local-directory", str(folder)],
+                 "--no-dashboard", "--preload", "hyperlearn.trainer", "--preload", "torch._dynamo",
+                 "--local-directory", str(folder)],
                 cwd=folder, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
             ))
         from distributed import Client
@@ -156,15 +157,17 @@ def help_seconds() -> float:
 def markdown(results: dict) -> str:
     names = ["start_up", "ingest", "graphs", "cluster_wait", "trainer_start", "search_rounds", "refit_rounds", "end"]
     rows = [
-        "| cluster | wall s | " + " | ".join(names) + " | rounds (search + refit) | test RMSE | load before → after |",
+        "| cluster | wall s | " + " | ".join(names)
+        + " | rounds (search + refit) | test RMSE | load before → after |",
         "|---" * (len(names) + 5) + "|",
     ]
     for cluster, runs in results["runs"].items():
         for run in runs:
             cells = [str(run["pieces"].get(name, "-")) for name in names]
             load = f"{run['load_before'][0]:.1f} → {run['load_after'][0]:.1f}"
+            rounds = f"{run['rounds']['search']} + {run['rounds']['refit']}"
             rows.append(f"| {cluster} | {run['wall_seconds']} | " + " | ".join(cells)
-                        + f" | {run['rounds']['search']} + {run['rounds']['refit']} | {run['test_rmse']:.4f} | {load} |")
+                        + f" | {rounds} | {run['test_rmse']:.4f} | {load} |")
     return (f"# `hyperlearn run examples/movielens-100k.yaml` end to end\n\n{results['machine']}, "
             f"`hyperlearn --help` {results['help_seconds']} s.\n\n" + "\n".join(rows) + "\n")
 

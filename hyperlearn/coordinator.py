@@ -45,8 +45,8 @@ def place_modalities(
     """Each modality's worker (`workers`: the scheduler's worker info by address), and the resource the trainers
     request. Workers declaring the trainer resource are the only candidates, with that many slots each (one slot
     per worker when no worker declares one); the largest modalities are placed first, each on the least loaded
-    candidate (trainers per slot), so the largest are spread before any worker hosts two. Modalities beyond the slots share
-    workers, which `log` reports. Ties go to the lower address, so the placement is repeatable."""
+    candidate (trainers per slot), so the largest are spread before any worker hosts two. Modalities beyond the
+    slots share workers, which `log` reports. Ties go to the lower address, so the placement is repeatable."""
     resource = trainer_resource(workers)
     slots = {
         address: float(info.get("resources", {}).get(resource, 0)) if resource else 1.0
@@ -70,6 +70,17 @@ def place_modalities(
     return {m: where[m] for m in sizes}, resource
 
 
+def states_needed(problem: Problem) -> dict[str, tuple[str, ...]]:
+    """For each modality, the modalities whose states its trainer reads in a round: its own (the proximal term's
+    anchor) and those sharing a relation with it. Sending only these keeps a round's bytes proportional to the
+    relations' sizes, not to the number of modalities squared."""
+    spanned = {
+        modality: {modality, *(m for r in problem.relations_of(modality) for m in r.meta.modalities)}
+        for modality in problem.modalities
+    }
+    return {modality: tuple(m for m in problem.modalities if m in spanned[modality]) for modality in spanned}
+
+
 class DaskTrainers:
     """One `ModalityTrainer` actor per modality on its placed worker: the `TrainerSet` of distributed training.
 
@@ -91,6 +102,7 @@ class DaskTrainers:
         """`resource`: the worker resource each trainer requests (from `place_modalities`), or None."""
         self.client = client
         self.placement = placement
+        self.needed = states_needed(problem)
         fitted = with_validation_in_training(problem) if fit_validation else problem
         states = initial_states(fitted, config)
         splits = ("train", "validation") if fit_validation else ("train",)
@@ -114,7 +126,12 @@ class DaskTrainers:
         return self._collect({modality: actor.state() for modality, actor in self.actors.items()})
 
     def round(self, states: States) -> States:
-        return self._collect({modality: actor.update(states) for modality, actor in self.actors.items()})
+        return self._collect(
+            {
+                modality: actor.update({m: states[m] for m in self.needed[modality]})
+                for modality, actor in self.actors.items()
+            }
+        )
 
     def _collect(self, pending: dict[str, BaseActorFuture]) -> States:
         """Every trainer's answer; a trainer whose worker has left the cluster raises TrainerLost within

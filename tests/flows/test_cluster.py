@@ -207,7 +207,8 @@ def test_dask_scheduler_address_in_the_environment_is_honoured(tmp_path):
 
 
 def test_an_existing_cluster_that_does_not_answer_is_named():
-    with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9 \(--scheduler\)"):
+    message = r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9 \(--scheduler\)"
+    with pytest.raises(ConnectionError, match=message):
         ClusterChoice(address="tcp://127.0.0.1:9", source="--scheduler").connect(timeout=1)
 
 

@@ -105,3 +105,19 @@ def test_a_trainers_share_holds_only_the_relations_spanning_its_modality_and_the
     assert all(list(r.splits) == ["train", "validation"] for r in refit.relations)
     assert refit.laplacian is not None and refit.laplacian.shape == (share.sizes["user"],) * 2
     assert refit.nbytes > share.nbytes > 0
+
+
+def test_each_trainer_is_sent_only_the_states_of_the_modalities_it_shares_a_relation_with():
+    from hyperlearn.coordinator import states_needed
+    from hyperlearn.problem import Problem, Relation
+    from hyperlearn.rundir import RelationMeta
+
+    def relation(name, *modalities):
+        return Relation(RelationMeta(name, modalities, (3,) * len(modalities), "squared"), {})
+
+    chain = Problem(
+        sizes={"a": 3, "b": 3, "c": 3, "lonely": 3},
+        relations=(relation("ab", "a", "b"), relation("bc", "b", "c")),
+        laplacians={},
+    )
+    assert states_needed(chain) == {"a": ("a", "b"), "b": ("a", "b", "c"), "c": ("b", "c"), "lonely": ("lonely",)}
