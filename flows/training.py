@@ -85,8 +85,12 @@ def _connect(
     if not choice.existing:
         device = run_device(config)
         started = make_cluster(n_modalities, device, dashboard=choice.dashboard, log=log)  # type: ignore[arg-type]
-        # The default client (as every Client is, unless told otherwise): the trainer actors' handles find it.
-        return TrainingCluster(Client(started), device, started)
+        try:
+            # The default client (as every Client is, unless told otherwise): the trainer actors' handles find it.
+            return TrainingCluster(Client(started), device, started)
+        except BaseException:
+            _close(started, log)
+            raise
     client = choice.connect()
     try:
         log(describe_existing(client, choice))
