@@ -337,7 +337,7 @@ def hyperlearn_steppers(problem: Problem, run_dir: RunDir, config: TrainingConfi
     states = joint.start()
     steppers: dict[str, Callable[[], Any]] = {"HyperLearn joint step": lambda: joint.round(states)}
     for modality in problem.modalities:
-        trainer = ModalityTrainer(run_dir, modality, single, states[modality])
+        trainer = ModalityTrainer(run_dir.read_trainer_share(modality, ("train",)), single, states[modality])
         steppers[f"HyperLearn worker step ({modality})"] = lambda trainer=trainer: trainer.update(states)
     return steppers
 

@@ -1,7 +1,7 @@
 """The `hyperlearn` command: a thin argparse front over the Prefect flow and the dataset sources.
 
     hyperlearn run SPEC [--data-root DIR] [--allow-root DIR] [--out DIR] [--mode distributed|joint]
-                    [--rank 16 --rounds 30 ...]
+                    [--scheduler tcp://HOST:8786 | --scheduler-file F] [--dashboard] [--rank 16 --rounds 30 ...]
     hyperlearn ingest SPEC [--data-root DIR] [--out DIR] [--memory-limit-mb 1024]
     hyperlearn demo [--out DIR] [--data DIR]
     hyperlearn schedule SPEC [--cron "0 3 * * *" --timezone Europe/Paris] [--on-change [--poll 10]] [--out DIR] ...
@@ -237,6 +237,34 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="when another run holds OUT/<dataset>, wait for it to finish instead of exiting at once",
     )
+    _add_cluster_options(parser)
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Which Dask cluster distributed training uses (hyperlearn.flows.cluster.choose_cluster)."""
+    group = parser.add_argument_group("Dask cluster (distributed mode; default: DASK_SCHEDULER_ADDRESS if set, "
+                                      "else a local cluster started and stopped by the run)")
+    existing = group.add_mutually_exclusive_group()
+    existing.add_argument("--scheduler", metavar="ADDRESS",
+                          help="train on the existing Dask cluster whose scheduler is at ADDRESS (e.g. "
+                          "tcp://HOST:8786), one trainer per modality on its workers; the cluster is left running")
+    existing.add_argument("--scheduler-file", type=Path, metavar="FILE",
+                          help="as --scheduler, with the address read from FILE (`dask scheduler --scheduler-file`)")
+    group.add_argument("--dashboard", action="store_true",
+                       help="serve the local cluster's Dask dashboard on loopback (its address is logged)")
+
+
+def _checked_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The cluster options as flow parameters, checked (`choose_cluster`) before the flow starts, so a mistake
+    fails in one line. It imports Dask and torch, so `run` checks them once its temporary server is launching."""
+    from hyperlearn.flows.cluster import choose_cluster
+
+    scheduler_file = None if args.scheduler_file is None else str(args.scheduler_file.resolve())
+    try:
+        choose_cluster(args.scheduler, scheduler_file, args.dashboard, distributed=args.mode == "distributed")
+    except ValueError as error:
+        parser.exit(2, f"hyperlearn {args.command}: error: {error}\n")
+    return {"scheduler": args.scheduler, "scheduler_file": scheduler_file, "dashboard": args.dashboard}
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -309,6 +337,7 @@ def _checked_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     overrides = _checked_overrides(parser, args)
     outcome = _train(
+        lambda: _checked_cluster(parser, args),
         spec_path=str(args.spec),
         out=str(args.out),
         data_root=None if args.data_root is None else str(args.data_root),
@@ -373,16 +402,18 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     spec = generate_demo(args.data)
     print(f"demo data and spec: {spec}")
-    _print_outcome(_train(spec_path=str(spec), out=str(args.out)))
+    _print_outcome(_train(dict, spec_path=str(spec), out=str(args.out)))
     return 0
 
 
-def _train(**parameters: Any) -> RunOutcome:
+def _train(more_parameters: Callable[[], dict[str, Any]], **parameters: Any) -> RunOutcome:
     """Run the training flow once, on a temporary Prefect server of this command's own when no PREFECT_API_URL
-    is set: it starts while the flow's libraries load, and never outlives the command."""
+    is set: it starts while `more_parameters` (checks that import heavy libraries) runs and the flow's libraries
+    load, and never outlives the command."""
     from hyperlearn.flows.temporary_server import temporary_api
 
     with temporary_api() as wait_for_server:
+        parameters.update(more_parameters())
         from hyperlearn.flows.hyperlearn_flow import train_embeddings
 
         wait_for_server()
@@ -416,6 +447,7 @@ def _schedule(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             overrides=overrides or None,
             allow_roots=args.allow_root or None,
             wait=args.wait,
+            **_checked_cluster(parser, args),
         )
     except ValueError as error:
         parser.exit(2, f"hyperlearn schedule: error: {error}\n")

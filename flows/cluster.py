@@ -1,9 +1,12 @@
-"""The cluster factory: the one place that knows which kind of Dask cluster training runs on.
+"""The cluster factory: the one place that knows which Dask cluster training runs on.
 
-HyperLearn trains one model per modality, each pinned to its own Dask worker (docs/method.md §3). For the device the
-run's settings resolved (`training.device`, "auto" made concrete once by `hyperlearn.model.resolve_device`):
+HyperLearn trains one model per modality, each pinned to its own Dask worker (docs/method.md §3). A run either uses
+an existing cluster, which it leaves running (`ClusterChoice`: `--scheduler ADDRESS`, `--scheduler-file F`, or
+Dask's `scheduler-address` setting, i.e. DASK_SCHEDULER_ADDRESS), or starts a local one for the device the run's
+settings resolved (`training.device`, "auto" made concrete once by `hyperlearn.model.resolve_device`):
 "cuda" is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; "cpu" is
 distributed's `LocalCluster` with one process worker per modality and the machine's cores split between them.
+On an existing cluster "auto" is resolved by the workers that will host trainers.
 
 Worker processes inherit this process's environment, so a `PREFECT_API_URL` set here reaches them; they never
 import Prefect themselves (only `hyperlearn` code runs on them), so none of them starts a Prefect server.
@@ -12,19 +15,29 @@ import Prefect themselves (only `hyperlearn` code runs on them), so none of them
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import dask
 import torch
 from dask.system import CPU_COUNT
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 from distributed.deploy import Cluster
+
+from hyperlearn.coordinator import trainer_resource
+from hyperlearn.model import resolve_device
 
 _logger = logging.getLogger(__name__)
 
 #: What the workers run: imported by each worker as it starts.
 TRAINER_MODULE = "hyperlearn.trainer"
+
+#: What each worker imports as it starts: the trainer, and torch._dynamo, which torch.optim's optimisers import
+#: when the first one is built (about 800 modules, 1.8 s of CPU on this machine's cores, measured in the movie
+#: trainer's start on MovieLens): paid while the run ingests instead of when the trainers start.
+WORKER_PRELOAD = (TRAINER_MODULE, "torch._dynamo")
 
 #: Thread-count variables a numerical library reads once, at import: set before the worker process starts.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -55,11 +68,16 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+#: Where the local cluster's dashboard listens when asked for: loopback only (Dask moves to a free port if taken).
+DASHBOARD_ADDRESS = "127.0.0.1:8787"
+
+
 def make_cluster(
     n_workers: int,
     device: Literal["cpu", "cuda"],
     *,
     threads_per_worker: int | None = None,
+    dashboard: bool = False,
     log: Callable[[str], None] = _logger.info,
 ) -> Cluster:
     """Start a local cluster for `n_workers` per-modality trainers on `device`.
@@ -67,8 +85,8 @@ def make_cluster(
     "cuda": one worker per visible GPU, using at most `n_workers` GPUs; with fewer GPUs than trainers some workers
     host several trainers, and `log` says so. "cpu": `n_workers` process workers. Either way each worker gets
     `threads_per_worker` threads (default: the cores split evenly, at least one), and its OpenMP/BLAS/torch
-    thread pools are sized to match, and it imports the trainer as it starts. Dashboards are off. The caller
-    closes the cluster.
+    thread pools are sized to match, and it imports the trainer as it starts. The scheduler's dashboard is off
+    unless `dashboard` (then on loopback, its address logged); workers have none. The caller closes the cluster.
     """
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
@@ -83,13 +101,13 @@ def make_cluster(
         # The nanny's `env` wins over the variables this process has set itself; the workers apply it before
         # they import numpy or torch, which read it once.
         "env": {name: str(threads) for name in _THREAD_VARIABLES},
-        # No dashboard, and the scheduler's small HTTP endpoint (health, metrics) on a free local port rather
+        # Without a dashboard, the scheduler's small HTTP endpoint (health, metrics) on a free local port rather
         # than 8787, so that clusters started side by side never collide or warn.
-        "dashboard_address": None,
-        "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+        "dashboard_address": DASHBOARD_ADDRESS if dashboard else None,
+        "scheduler_kwargs": {} if dashboard else {"dashboard_address": "127.0.0.1:0"},
         # Each worker imports the trainer (torch and all) as it starts, not when its first actor arrives: a
         # cluster started while the run ingests is then ready to train when ingest is done.
-        "preload": [TRAINER_MODULE],
+        "preload": list(WORKER_PRELOAD),
     }
     with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
         if device == "cuda":
@@ -101,4 +119,92 @@ def make_cluster(
         else:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, **options)
     log(f"started a {device} cluster: {workers} worker(s) x {threads} thread(s)")
+    if dashboard:
+        log(f"the Dask dashboard is at {cluster.dashboard_link}")
     return cluster
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """Which Dask cluster a run trains on: an existing one, reached by scheduler `address` or `scheduler_file`
+    and left running, or (neither given) a local one the run starts and stops, with its dashboard when
+    `dashboard`. `source` says where the choice came from, for the log."""
+
+    address: str | None = None
+    scheduler_file: str | None = None
+    dashboard: bool = False
+    source: str = "local"
+
+    @property
+    def existing(self) -> bool:
+        return self.address is not None or self.scheduler_file is not None
+
+    def connect(self, timeout: float = 30.0) -> Client:
+        """A client of the existing cluster; ConnectionError naming the address when it does not answer."""
+        try:
+            return Client(self.address, scheduler_file=self.scheduler_file, timeout=timeout)
+        except (OSError, TimeoutError) as error:
+            where = self.address or f"the scheduler file {self.scheduler_file}"
+            raise ConnectionError(f"cannot reach the Dask scheduler at {where} ({self.source}): {error}") from error
+
+
+def choose_cluster(
+    scheduler: str | None = None, scheduler_file: str | None = None, dashboard: bool = False, distributed: bool = True
+) -> ClusterChoice:
+    """The run's cluster: `scheduler` (an address), else `scheduler_file`, else Dask's `scheduler-address`
+    setting (DASK_SCHEDULER_ADDRESS), else a local cluster. The dashboard option is the local cluster's: an
+    existing cluster has its own. A run that is not `distributed` (joint mode) uses no cluster: naming one is
+    refused, and DASK_SCHEDULER_ADDRESS is ignored."""
+    if not distributed:
+        if scheduler or scheduler_file or dashboard:
+            raise ValueError("--scheduler, --scheduler-file and --dashboard are for distributed mode, not joint mode")
+        return ClusterChoice()
+    if scheduler and scheduler_file:
+        raise ValueError("give the Dask scheduler's address or its scheduler file, not both")
+    if dashboard and (scheduler or scheduler_file):
+        raise ValueError("--dashboard is for the cluster a run starts; an existing cluster serves its own")
+    if scheduler:
+        return ClusterChoice(address=scheduler, source="--scheduler")
+    if scheduler_file:
+        if not os.path.isfile(scheduler_file):
+            raise ValueError(f"the Dask scheduler file {scheduler_file} does not exist")
+        return ClusterChoice(scheduler_file=scheduler_file, source="--scheduler-file")
+    configured = dask.config.get("scheduler-address", None)
+    if configured:
+        return ClusterChoice(address=configured, source="DASK_SCHEDULER_ADDRESS")
+    return ClusterChoice(dashboard=dashboard)
+
+
+def describe_existing(client: Client, choice: ClusterChoice) -> str:
+    """One log line naming the existing cluster a run uses: address, where the choice came from, its workers."""
+    workers = client.scheduler_info()["workers"]
+    threads = sum(info["nthreads"] for info in workers.values())
+    return (
+        f"using the existing Dask cluster at {client.scheduler.address} ({choice.source}): {len(workers)} worker(s), "
+        f"{threads} thread(s); it is left running"
+    )
+
+
+def trim_threshold_warning(client: Client) -> str | None:
+    """A warning when workers run with MALLOC_TRIM_THRESHOLD_ set (the Dask nanny's default): trainers are then
+    about 3x slower (see `worker_environ`); None when no worker has it."""
+    settings = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+    slowed = sorted(address for address, value in settings.items() if value is not None)
+    if not slowed:
+        return None
+    return (
+        f"{len(slowed)} worker(s) run with MALLOC_TRIM_THRESHOLD_ set (the Dask nanny's default), which makes "
+        "trainers about 3x slower; start them with `dask worker --no-nanny` (the nanny always sets it)"
+    )
+
+
+def workers_device(client: Client, device: str) -> Literal["cpu", "cuda"]:
+    """The device trainers on this existing cluster use: `device` when concrete; for "auto", "cuda" when every
+    worker that may host a trainer (those declaring the trainer resource, if any do) sees a GPU, else "cpu"."""
+    if device != "auto":
+        return resolve_device(device).type  # type: ignore[return-value]
+    workers = client.scheduler_info()["workers"]
+    resource = trainer_resource(workers)
+    candidates = [a for a, info in workers.items() if resource is None or info.get("resources", {}).get(resource)]
+    types = {found.type for found in client.run(resolve_device, "auto", workers=candidates).values()}
+    return "cuda" if types == {"cuda"} else "cpu"

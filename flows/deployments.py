@@ -60,6 +60,9 @@ def build_deployment(
     overrides: dict[str, Any] | None = None,
     allow_roots: list[Path] | None = None,
     wait: bool = False,
+    scheduler: str | None = None,
+    scheduler_file: str | Path | None = None,
+    dashboard: bool = False,
 ) -> RunnerDeployment:
     """The deployment that retrains `spec_path` (dataset `dataset`) into `out`: on `cron` in `timezone` when
     given (an invalid expression or timezone raises ValueError), and on every `hyperlearn.dataset.changed` event
@@ -76,6 +79,9 @@ def build_deployment(
         "overrides": overrides,
         "allow_roots": None if allow_roots is None else [str(Path(root).resolve()) for root in allow_roots],
         "wait": wait,
+        "scheduler": scheduler,
+        "scheduler_file": None if scheduler_file is None else str(Path(scheduler_file).resolve()),
+        "dashboard": dashboard,
     }
     trigger = DeploymentEventTrigger(
         name=f"retrain {dataset} when it changes",

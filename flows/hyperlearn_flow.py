@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from distributed.deploy import Cluster
 from prefect.cache_policies import NO_CACHE
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.flows.artifacts import create_version_artifacts
+from hyperlearn.flows.cluster import choose_cluster
 from hyperlearn.flows.events import emit_embeddings_published
-from hyperlearn.flows.training import Mode, is_transient, start_from_parent, train, training_cluster
+from hyperlearn.flows.training import Mode, TrainingCluster, is_transient, start_from_parent, train, training_cluster
 from hyperlearn.pipeline.fingerprint import input_fingerprint
 from hyperlearn.pipeline.gate import judge
 from hyperlearn.pipeline.graph_build import build_graphs
@@ -87,7 +87,7 @@ def train_step(
     version: str,
     config: TrainingConfig,
     mode: Mode,
-    cluster: Future[Cluster] | None,
+    cluster: Future[TrainingCluster] | None,
     parent: RunDir | None,
     resume: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
@@ -123,6 +123,9 @@ def train_embeddings(
     wait: bool = False,
     fresh: bool = False,
     force: bool = False,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    dashboard: bool = False,
 ) -> RunOutcome:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and say what came of it (hyperlearn.pipeline.lineage.RunOutcome: published,
@@ -132,7 +135,10 @@ def train_embeddings(
     The run holds the dataset's lock from the parent's choice to publishing; when another run holds it, `wait`
     queues behind it, else the run fails at once naming the holder. The staging folder a killed run of
     the same spec, settings and data left is resumed from its last checkpoint; `fresh` removes it instead.
-    A version whose publishing was cut short after its rename is published first (`finish_interrupted_publish`)."""
+    A version whose publishing was cut short after its rename is published first (`finish_interrupted_publish`).
+    Distributed training uses the Dask cluster at `scheduler` (an address) or `scheduler_file`, else
+    DASK_SCHEDULER_ADDRESS, and leaves it running; with none of them, a local cluster of its own (with its
+    dashboard on loopback when `dashboard`)."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -141,6 +147,7 @@ def train_embeddings(
         allow_roots=[Path(root) for root in allow_roots or ()],
     )
     config = spec.training
+    choice = choose_cluster(scheduler, scheduler_file, dashboard, distributed=mode == "distributed")
     dataset_dir = Path(out) / spec.name
     dataset = DatasetDir(dataset_dir)
     seconds: dict[str, float] = {}
@@ -178,7 +185,7 @@ def train_embeddings(
                     "staging" if kept is None else "resuming the killed run's staging", dataset_dir)
         with (
             staged_run_dir(dataset_dir, version, existing=kept is not None) as run,
-            training_cluster(len(spec.modalities), config, mode, log=logger.info) as cluster,
+            training_cluster(len(spec.modalities), config, mode, choice, log=logger.info) as cluster,
         ):
             prepared = None if kept is None else read_resume_record(kept)
             if prepared is None:

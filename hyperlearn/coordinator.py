@@ -50,20 +50,68 @@ class TrainerLost(RuntimeError):
     """A trainer's worker left the cluster (killed, crashed, out of memory); the message names both."""
 
 
-def place_modalities(modalities: list[str], workers: list[str]) -> dict[str, str]:
-    """Modality i goes to worker i (round-robin when there are fewer workers than modalities)."""
-    if not workers:
+#: Worker resources a trainer asks for, in order of preference: the first that some worker of the cluster declares
+#: (`dask worker --resources "trainer=1"`, or "GPU=1" on GPU hosts) restricts the trainers to the workers declaring
+#: it, each hosting as many trainers as it declares before any worker hosts more.
+TRAINER_RESOURCES = ("trainer", "GPU")
+
+
+def trainer_resource(workers: dict[str, dict]) -> str | None:
+    """The resource trainers request on this cluster (`TRAINER_RESOURCES`); None when no worker declares one."""
+    declared = {name for info in workers.values() for name in info.get("resources", {})}
+    return next((name for name in TRAINER_RESOURCES if name in declared), None)
+
+
+def place_modalities(
+    sizes: dict[str, int], workers: dict[str, dict], log: Log = print
+) -> tuple[dict[str, str], str | None]:
+    """Each modality's worker (`workers`: the scheduler's worker info by address), and the resource the trainers
+    request. Workers declaring the trainer resource are the only candidates, with that many slots each (one slot
+    per worker when no worker declares one); the largest modalities are placed first, each on the least loaded
+    candidate (trainers per slot), so the largest are spread before any worker hosts two. Modalities beyond the
+    slots share workers, which `log` reports. Ties go to the lower address, so the placement is repeatable."""
+    resource = trainer_resource(workers)
+    slots = {
+        address: float(info.get("resources", {}).get(resource, 0)) if resource else 1.0
+        for address, info in workers.items()
+    }
+    slots = {address: n for address, n in sorted(slots.items()) if n > 0}
+    if not slots:
         raise RuntimeError("the Dask cluster has no workers")
-    ordered = sorted(workers)
-    return {name: ordered[i % len(ordered)] for i, name in enumerate(modalities)}
+    placed: dict[str, list[str]] = {address: [] for address in slots}
+    for modality in sorted(sizes, key=lambda m: (-sizes[m], m)):
+        address = min(slots, key=lambda a: (len(placed[a]) / slots[a], a))
+        placed[address].append(modality)
+    if resource:
+        log(f"[distributed] trainers request the {resource!r} resource: {len(slots)} of {len(workers)} worker(s) "
+            "declare it")
+    shared = {address: names for address, names in placed.items() if len(names) > slots[address]}
+    for address, names in shared.items():
+        log(f"[distributed] {len(sizes)} trainers on {len(slots)} worker(s): {', '.join(map(repr, names))} share "
+            f"{address}")
+    where = {m: address for address, names in placed.items() for m in names}
+    return {m: where[m] for m in sizes}, resource
+
+
+def states_needed(problem: Problem) -> dict[str, tuple[str, ...]]:
+    """For each modality, the modalities whose states its trainer reads in a round: its own (the proximal term's
+    anchor) and those sharing a relation with it. Sending only these keeps a round's bytes proportional to the
+    relations' sizes, not to the number of modalities squared."""
+    spanned = {
+        modality: {modality, *(m for r in problem.relations_of(modality) for m in r.meta.modalities)}
+        for modality in problem.modalities
+    }
+    return {modality: tuple(m for m in problem.modalities if m in spanned[modality]) for modality in spanned}
 
 
 class DaskTrainers:
     """One `ModalityTrainer` actor per modality on its placed worker: the `TrainerSet` of distributed training.
 
-    The starting states are computed here, on the driver, and sent once; each actor then loads its own
-    relations and graph from the run directory, and only states cross the network. Rebuilt trainers are
-    appended to `recovered` as {"modality", "round", "phase", "lost_worker", "worker", "from_round"}."""
+    The starting states are computed here, on the driver; each trainer's share of the run (its relations and
+    graph, `RunDir.read_trainer_share`) is read here too and scattered to its worker, so workers never read the
+    run directory: they may be on other hosts, in other working directories. After that only states cross the
+    network, each trainer getting those it reads (`states_needed`). Rebuilt trainers are appended to `recovered`
+    as {"modality", "round", "phase", "lost_worker", "worker", "from_round"}."""
 
     def __init__(
         self,
@@ -76,8 +124,10 @@ class DaskTrainers:
         recovered: list[dict[str, Any]] | None = None,
         log: Log = print,
         warm: WarmStart | None = None,
+        resource: str | None = None,
     ) -> None:
-        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`."""
+        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`; `resource`:
+        the worker resource each trainer requests (from `place_modalities`), or None."""
         self.client = client
         self.run = run
         self.config = config
@@ -90,6 +140,9 @@ class DaskTrainers:
         self.snapshots: dict[str, Snapshot] = {}  # each trainer's latest snapshot: what a rebuilt one starts from
         self.snapshot_round = 0
         self.workers = len(client.scheduler_info()["workers"])
+        self.resource = resource
+        self.needed = states_needed(problem)
+        self.shares: dict[str, Future] = {}  # each trainer's scattered share of the run
         fitted = with_validation_in_training(problem) if fit_validation else problem
         self.initial = initial_states(fitted, config) if warm is None else warm.states
         self.encoders = {} if warm is None else warm.encoders
@@ -100,16 +153,23 @@ class DaskTrainers:
         """Start the trainer of `modality` as an actor on `address`, sharing its threads with the others there."""
         threads = self.client.scheduler_info()["workers"][address]["nthreads"]
         sharing = list(self.placement.values()).count(address)
+        splits = ("train", "validation") if self.fit_validation else ("train",)
+        self.shares[modality] = self.client.scatter(
+            self.run.read_trainer_share(modality, splits), workers=[address], hash=False
+        )
         return self.client.submit(
-            ModalityTrainer, self.run, modality, self.config, self.initial[modality], max(1, threads // sharing),
-            self.fit_validation, snapshot, self.encoders.get(modality), actor=True, workers=[address], allow_other_workers=False, pure=False,
+            ModalityTrainer, self.shares[modality], self.config, self.initial[modality], max(1, threads // sharing),
+            self.fit_validation, snapshot, self.encoders.get(modality), actor=True, workers=[address],
+            allow_other_workers=False, pure=False, resources={self.resource: 1} if self.resource else None,
         )
 
     def start(self) -> States:
         return self._collect(lambda modality, actor: actor.state())
 
     def round(self, states: States) -> States:
-        updated = self._collect(lambda modality, actor: actor.update(states))
+        updated = self._collect(
+            lambda modality, actor: actor.update({m: states[m] for m in self.needed[modality]})
+        )
         self.rounds_done += 1
         return updated
 
@@ -158,7 +218,7 @@ class DaskTrainers:
         address = self._replacement_worker(lost)
         if address is None:
             raise self._lost(modality, f"no worker came back within {RECOVERY_WAIT_SECONDS:.0f} s") from cause
-        self.client.cancel([self.futures[modality]])
+        self.client.cancel([self.futures[modality], self.shares[modality]])
         self.placement[modality] = address
         self.futures[modality] = self._submit(modality, address, self.snapshots.get(modality))
         self.actors[modality] = self.futures[modality].result()
@@ -191,7 +251,7 @@ class DaskTrainers:
 
     def close(self) -> None:
         """Cancel the actors' futures, which releases the actors and their memory on the workers."""
-        self.client.cancel(list(self.futures.values()))
+        self.client.cancel([*self.futures.values(), *self.shares.values()])
         self.actors.clear()
 
 
@@ -203,22 +263,22 @@ def train_distributed(
     warm: WarmStart | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train with one trainer actor per modality on `client`'s workers, from `warm` when given; returns the
-    best-on-validation state (or, with `config.refit`, the model trained again on training + validation entries
-    by fresh trainers). `resume`: carry on from the run's resume checkpoint (`run_rounds`)."""
+    """Train with one trainer actor per modality on `client`'s workers (placed by `place_modalities`), from `warm`
+    when given; returns the best-on-validation state (or, with `config.refit`, the model trained again on
+    training + validation entries by fresh trainers). `resume`: carry on from the run's resume checkpoint (`run_rounds`)."""
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
-    placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
+    placement, resource = place_modalities(problem.sizes, client.scheduler_info()["workers"], log)
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
 
     recovered: list[dict[str, Any]] = []
 
     def make_trainers(fit_validation: bool) -> DaskTrainers:
-        live = list(client.scheduler_info()["workers"])
-        here = placement if set(placement.values()) <= set(live) else place_modalities(problem.modalities, live)
-        return DaskTrainers(client, run, problem, config, here, fit_validation, recovered, log, warm)
+        live = client.scheduler_info()["workers"]
+        here = placement if set(placement.values()) <= set(live) else place_modalities(problem.sizes, live, log)[0]
+        return DaskTrainers(client, run, problem, config, here, fit_validation, recovered, log, warm, resource)
 
     result = run_rounds(problem, make_trainers, config, "distributed", log, checkpoints=run, resume=resume)
     result.timings = {**timings, **result.timings}

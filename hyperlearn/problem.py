@@ -1,6 +1,7 @@
 """The training problem as trainers see it: relation tensors per split and one Laplacian per modality.
 
-Loaded from a run directory written by the pipeline, so a Dask task or actor receives a path, not arrays.
+Loaded from a run directory written by the pipeline (`load_problem`), or for one trainer from the plain arrays of
+its share that the driver sent it (`share_problem`), so a trainer's worker never needs the run directory.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import scipy.sparse
 import torch
 
-from hyperlearn.rundir import SPLITS, Entries, RelationMeta, RunDir
+from hyperlearn.rundir import SPLITS, Entries, RelationMeta, RunDir, TrainerShare
 from hyperlearn.value_models import value_model
 
 
@@ -102,3 +103,12 @@ def load_problem(run: RunDir, splits: tuple[str, ...] = SPLITS, modalities: set[
         raise FileNotFoundError(f"{run.relations}: no relations found")
     laplacians = {name: run.read_laplacian(name) for name in sorted(sizes)}
     return Problem(sizes=sizes, relations=tuple(relations), laplacians=laplacians)
+
+
+def share_problem(share: TrainerShare) -> Problem:
+    """One trainer's problem from its share: the relations spanning its modality and its Laplacian."""
+    relations = tuple(
+        Relation(meta=r.meta, splits={split: Observations.from_entries(e) for split, e in r.splits.items()})
+        for r in share.relations
+    )
+    return Problem(sizes=share.sizes, relations=relations, laplacians={share.modality: share.laplacian})

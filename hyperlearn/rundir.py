@@ -134,6 +134,36 @@ class Entries:
         return int(self.values.shape[0])
 
 
+@dataclass(frozen=True)
+class RelationData:
+    """One relation as plain arrays: its meta and the entries of the splits that were read."""
+
+    meta: RelationMeta
+    splits: dict[str, Entries]
+
+
+@dataclass(frozen=True)
+class TrainerShare:
+    """What one modality's trainer needs from a run, as plain arrays: the entity counts, the relations spanning
+    the modality (the requested splits only) and its Laplacian (None: no graph). Loaded on the driver and sent
+    to the trainer through Dask, so a worker on another host, in another working directory, trains without
+    seeing the run directory."""
+
+    modality: str
+    sizes: dict[str, int]
+    relations: tuple[RelationData, ...]
+    laplacian: scipy.sparse.csr_matrix | None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays: what crosses the network to the trainer's worker."""
+        entries = sum(e.coords.nbytes + e.values.nbytes for r in self.relations for e in r.splits.values())
+        graph = 0 if self.laplacian is None else sum(
+            a.nbytes for a in (self.laplacian.data, self.laplacian.indices, self.laplacian.indptr)
+        )
+        return entries + graph
+
+
 @dataclass
 class ModalityState:
     """What a worker publishes each round: its embeddings (encoder output) and its entity biases per relation."""
@@ -293,6 +323,15 @@ class RunDir:
                 values=stored["data"],
                 shape=tuple(int(n) for n in stored["shape"]),
             )
+
+    def read_trainer_share(self, modality: str, splits: tuple[str, ...]) -> TrainerShare:
+        """The relations spanning `modality` (`splits` of each, in the spec's order) and its Laplacian."""
+        relations = []
+        for name in self.relation_names():
+            meta = self.read_relation_meta(name)
+            if modality in meta.modalities:
+                relations.append(RelationData(meta, {split: self.read_relation_split(name, split) for split in splits}))
+        return TrainerShare(modality, self.entity_counts(), tuple(relations), self.read_laplacian(modality))
 
     # --- graphs ---------------------------------------------------------------------------------------------
 

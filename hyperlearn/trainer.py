@@ -17,8 +17,8 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import proximal_term
 from hyperlearn.model import ModalityModel, build_model, resolve_device
 from hyperlearn.objective import objective
-from hyperlearn.problem import Relation, load_problem, with_validation_in_training
-from hyperlearn.rundir import ModalityState, RunDir
+from hyperlearn.problem import Relation, share_problem, with_validation_in_training
+from hyperlearn.rundir import ModalityState, TrainerShare
 from hyperlearn.seeds import negatives_seed
 from hyperlearn.snapshots import (
     Snapshot,
@@ -39,8 +39,7 @@ class ModalityTrainer:
 
     def __init__(
         self,
-        run: RunDir,
-        modality: str,
+        share: TrainerShare,
         config: TrainingConfig,
         initial: ModalityState,
         threads: int = 0,
@@ -48,16 +47,17 @@ class ModalityTrainer:
         snapshot: Snapshot | None = None,
         encoder: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """`fit_validation`: fit training + validation entries (a refit) instead of the training entries;
-        `snapshot`: carry on from a trainer's `snapshot()` instead of from `initial`; `encoder`: encoder weights
-        to resume (a warm start, hyperlearn.warm_start) instead of a fresh encoder."""
+        """`share`: the modality's relations and graph as arrays (`RunDir.read_trainer_share`), sent by the
+        driver. `fit_validation`: fit training + validation entries (a refit) instead of the training entries;
+        the share then holds both splits. `snapshot`: carry on from a trainer's `snapshot()` instead of from
+        `initial`; `encoder`: encoder weights to resume (a warm start, hyperlearn.warm_start) instead of a fresh
+        encoder."""
         if threads > 0:
             torch.set_num_threads(threads)
-        self.modality = modality
+        self.modality = modality = share.modality
         self.config = config
         self.device = resolve_device(config.device)
-        splits = ("train", "validation") if fit_validation else ("train",)
-        problem = load_problem(run, splits=splits, modalities={modality})
+        problem = share_problem(share)
         if fit_validation:
             problem = with_validation_in_training(problem)
         self.relations = tuple(

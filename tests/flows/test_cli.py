@@ -295,3 +295,20 @@ def test_ingest_names_a_broken_source(tmp_path, capsys):
         main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")])
     assert stop.value.code == 1
     assert "ratings.parquet: not a Parquet file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--scheduler", "tcp://127.0.0.1:8786", "--mode", "joint"], "for distributed mode, not joint mode"),
+        (["--scheduler", "tcp://127.0.0.1:8786", "--dashboard"], "an existing cluster serves its own"),
+        (["--scheduler-file", "/nonexistent/scheduler.json"], "/nonexistent/scheduler.json does not exist"),
+        (["--scheduler", "tcp://a:1", "--scheduler-file", "f.json"], "not allowed with argument"),
+    ],
+)
+def test_cluster_option_mistakes_fail_in_one_line(small_demo_spec, arguments, message, capsys, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # no temporary server: the check comes first
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(small_demo_spec), *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

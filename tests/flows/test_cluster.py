@@ -8,7 +8,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from hyperlearn.flows import cluster as cluster_module
-from hyperlearn.flows.cluster import make_cluster
+from hyperlearn.flows.cluster import ClusterChoice, choose_cluster, make_cluster
 
 
 def _worker_state() -> dict:
@@ -22,7 +22,7 @@ def _worker_state() -> dict:
         "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "torch_threads": torch.get_num_threads(),
         "prefect_imported": "prefect" in sys.modules,
-        "trainer_imported": "hyperlearn.trainer" in sys.modules,
+        "trainer_imported": "hyperlearn.trainer" in sys.modules and "torch._dynamo" in sys.modules,
     }
 
 
@@ -80,7 +80,7 @@ class _StandInCUDACluster(LocalCluster):
         self.devices = list(CUDA_VISIBLE_DEVICES)
         self.threads_per_worker = threads_per_worker
         self.env = env
-        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer"]
+        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer", "torch._dynamo"]
         super().__init__(
             n_workers=0,
             threads_per_worker=threads_per_worker,
@@ -148,3 +148,74 @@ def test_real_cuda_cluster_gives_each_worker_its_own_gpu():
     assert len(seen) == 1
     [(devices, count)] = seen.values()
     assert devices.split(",")[0] == "0" and count >= 1
+
+
+def test_the_dashboard_is_off_unless_asked_for_and_then_on_loopback(monkeypatch):
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
+    monkeypatch.setattr(cluster_module, "LocalCluster", _ThreadedCluster)
+    messages: list[str] = []
+    with make_cluster(1, "cpu", dashboard=True, log=messages.append) as cluster:
+        assert cluster.kwargs["dashboard_address"] == "127.0.0.1:8787"
+        assert cluster.kwargs["scheduler_kwargs"] == {}
+    assert messages[-1].startswith("the Dask dashboard is at http://")
+    with make_cluster(1, "cpu") as cluster:
+        assert cluster.kwargs["dashboard_address"] is None
+
+
+def test_an_address_wins_over_a_scheduler_file_over_dask_scheduler_address_over_a_local_cluster(tmp_path):
+    import dask
+
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler_file.write_text("{}")
+    with dask.config.set({"scheduler-address": "tcp://configured:8786"}):
+        assert choose_cluster("tcp://given:8786") == ClusterChoice(address="tcp://given:8786", source="--scheduler")
+        assert choose_cluster(scheduler_file=str(scheduler_file)) == ClusterChoice(
+            scheduler_file=str(scheduler_file), source="--scheduler-file"
+        )
+        configured = choose_cluster()
+        assert configured.address == "tcp://configured:8786" and configured.source == "DASK_SCHEDULER_ADDRESS"
+        assert configured.existing
+        assert choose_cluster(distributed=False) == ClusterChoice(), "joint mode ignores DASK_SCHEDULER_ADDRESS"
+    with dask.config.set({"scheduler-address": None}):
+        local = choose_cluster(dashboard=True)
+    assert local == ClusterChoice(dashboard=True) and not local.existing
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scheduler": "tcp://a:1", "scheduler_file": "f.json"}, "not both"),
+        ({"scheduler": "tcp://a:1", "dashboard": True}, "an existing cluster serves its own"),
+        ({"scheduler_file": "/nonexistent/scheduler.json"}, "/nonexistent/scheduler.json does not exist"),
+        ({"scheduler": "tcp://a:1", "distributed": False}, "for distributed mode, not joint mode"),
+    ],
+)
+def test_contradictory_or_missing_cluster_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        choose_cluster(**options)
+
+
+@pytest.mark.slow
+def test_dask_scheduler_address_in_the_environment_is_honoured(tmp_path):
+    import os
+    import subprocess
+
+    probe = "from hyperlearn.flows.cluster import choose_cluster; print(choose_cluster().address)"
+    environment = {**os.environ, "DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.7:8786"}
+    found = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    assert found.stdout == "tcp://10.0.0.7:8786\n"
+
+
+def test_an_existing_cluster_that_does_not_answer_is_named():
+    message = r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9 \(--scheduler\)"
+    with pytest.raises(ConnectionError, match=message):
+        ClusterChoice(address="tcp://127.0.0.1:9", source="--scheduler").connect(timeout=1)
+
+
+def test_workers_with_the_nannys_malloc_trim_threshold_are_warned_about(dask_client, monkeypatch):
+    from hyperlearn.flows.cluster import trim_threshold_warning
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert trim_threshold_warning(dask_client) is None
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # the threaded workers share this process's environment
+    assert "2 worker(s) run with MALLOC_TRIM_THRESHOLD_ set" in trim_threshold_warning(dask_client)

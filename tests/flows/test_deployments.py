@@ -29,6 +29,9 @@ def test_builds_a_deployment_of_the_training_flow_with_its_parameters(tmp_path, 
         "overrides": {"rank": 16},
         "allow_roots": None,
         "wait": False,
+        "scheduler": None,
+        "scheduler_file": None,
+        "dashboard": False,
     }
 
 
@@ -93,3 +96,11 @@ def test_the_command_refuses_before_serving(tmp_path, capsys, monkeypatch, small
             main(["schedule", str(small_demo_spec), "--on-change", "--out", str(tmp_path)])
     assert exit_info.value.code == 1
     assert "hyperlearn schedule: error:" in capsys.readouterr().err
+
+
+def test_a_scheduled_run_keeps_the_existing_cluster_it_was_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    deployment = build_deployment("demo.yaml", "out", "demo", scheduler_file="cluster/scheduler.json")
+    assert deployment.parameters["scheduler_file"] == str(tmp_path / "cluster" / "scheduler.json")
+    deployment = build_deployment("demo.yaml", "out", "demo", scheduler="tcp://10.0.0.7:8786")
+    assert deployment.parameters["scheduler"] == "tcp://10.0.0.7:8786"

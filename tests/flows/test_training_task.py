@@ -73,7 +73,7 @@ def test_the_train_task_retries_transient_failures_only(prefect_server, monkeypa
 
     @flow
     def one_training() -> None:
-        train_now(None, RunDir(tmp_path), "v1", TrainingConfig(), "joint", None)
+        train_now(None, RunDir(tmp_path), "v1", TrainingConfig(), "joint", None, None)
 
     with pytest.raises(type(error)):
         one_training()
@@ -85,23 +85,24 @@ def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_
     import hyperlearn.flows.training as training
 
     run = write_planted_run(tmp_path, n_users=40, n_items=30, n_tags=5, n_ratings=400)
-    timed_out: Future = Future()
-    timed_out.set_exception(TimeoutError("Nanny failed to start in 60 seconds"))
     started: list[LocalCluster] = []
     asked: list[tuple[int, str]] = []
 
-    def threaded_cluster(n_workers, device, log):
+    def slow_then_threaded_cluster(n_workers, device, dashboard, log):
         asked.append((n_workers, device))
+        if len(asked) == 1:
+            raise TimeoutError("Nanny failed to start in 60 seconds")
         started.append(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False, dashboard_address=":0"))
         return started[-1]
 
-    monkeypatch.setattr(training, "make_cluster", threaded_cluster)
+    monkeypatch.setattr(training, "make_cluster", slow_then_threaded_cluster)
     logged: list[str] = []
     config = TrainingConfig(rank=2, rounds=1, local_steps=1, conv_width=4, lstm_width=4, device="cpu")
-    result, device = train(run, config, mode="distributed", cluster=timed_out, log=logged.append)
+    with training.training_cluster(3, config, "distributed", log=logged.append) as cluster:
+        result, device = train(run, config, mode="distributed", cluster=cluster, log=logged.append)
     assert device == "cpu"
     assert result.mode == "distributed" and set(result.states) == {"user", "item", "tag"}
     assert logged[0] == "the training cluster did not start (Nanny failed to start in 60 seconds); starting another"
-    assert asked == [(3, "cpu")]  # one worker per modality
+    assert asked == [(3, "cpu"), (3, "cpu")]  # one worker per modality, twice
     [cluster] = started
     assert cluster.status.name == "closed"

