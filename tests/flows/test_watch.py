@@ -6,7 +6,16 @@ import threading
 from pathlib import Path
 
 from hyperlearn.flows.watch import InputWatcher
-from tests.pipeline.test_fingerprint import SPEC
+
+SPEC = """\
+name: tiny
+modalities: [{name: user}, {name: item}]
+relations:
+- name: rating
+  modalities: {user: user_id, item: item_id}
+  value: rating
+  source: {path: "ratings/*.csv", format: csv}
+"""
 
 
 def _tiny(root: Path) -> Path:

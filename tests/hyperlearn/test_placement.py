@@ -83,9 +83,10 @@ def test_trainers_live_on_the_workers_declaring_gpus_and_train_on_the_data_sent_
     assert len(logged) == 2 and "'tag' share" in logged[1], "the smallest modality is the one co-located"
     trainers = DaskTrainers(client, planted_run, problem, SMALL, placement, fit_validation=False, resource=resource)
     try:
-        hosts = client.who_has(trainers.futures)
+        hosts = client.who_has([*trainers.futures.values(), *trainers.shares.values()])
         for modality, address in placement.items():
-            assert any(address in hosts[future.key] for future in trainers.futures), modality
+            assert address in hosts[trainers.futures[modality].key], modality
+            assert address in hosts[trainers.shares[modality].key], modality
         start = trainers.start()
         after = trainers.round(start)
     finally:
