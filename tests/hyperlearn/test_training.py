@@ -131,7 +131,7 @@ def test_a_killed_trainer_worker_is_rebuilt_from_its_snapshot_and_the_round_comp
         Client(cluster) as client,
     ):
         problem = load_problem(planted_run)
-        placement = place_modalities(problem.modalities, list(client.scheduler_info()["workers"]))
+        placement, _ = place_modalities(problem.sizes, client.scheduler_info()["workers"])
         recovered, logged = [], []
         trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, False, recovered, logged.append)
         states = trainers.round(trainers.start())
