@@ -14,6 +14,7 @@ import pytest
 from hyperlearn.rundir import DatasetDir, RunDir
 from hyperlearn.pipeline import publish as publish_module
 from hyperlearn.pipeline.publish import (
+    finish_interrupted_publish,
     new_version,
     publish,
     write_embeddings,
@@ -126,6 +127,21 @@ def test_publish_moves_version_catalog_and_latest(tmp_path: Path):
     assert persistent_keys(dataset) == ["a", "b"]
     assert (dataset / "v1" / "manifest.json").is_file() and second.is_dir()
     assert sorted(p.name for p in dataset.iterdir()) == ["catalog", "latest", "v1", "v2"]
+
+
+def test_a_version_renamed_but_never_reached_by_latest_is_finished_unless_the_gate_held_it(tmp_path: Path):
+    dataset = tmp_path / "demo"
+    publish(stage(dataset, "v1", ["a"]), dataset, "v1", dataset / ".staging-v1" / "catalog")
+    os.rename(stage(dataset, "v2", ["a", "b"]), dataset / "v2")  # a run killed right after its rename
+    assert finish_interrupted_publish(DatasetDir(dataset), log=lambda message: None) == "v2"
+    assert os.readlink(dataset / "latest") == "v2" and persistent_keys(dataset) == ["a", "b"]
+
+    staged = stage(dataset, "v3", ["a", "b", "c"])
+    write_json_atomic(staged / "manifest.json", {"version": "v3", "gated": True})
+    publish(staged, dataset, "v3", staged / "catalog", move_latest=False)
+    assert finish_interrupted_publish(DatasetDir(dataset), log=lambda message: None) is None
+    assert os.readlink(dataset / "latest") == "v2", "the gate kept latest on v2"
+    assert persistent_keys(dataset) == ["a", "b", "c"], "the catalog is append-only, gated or not"
 
 
 def test_publish_without_catalog_leaves_catalog_alone(tmp_path: Path):
