@@ -175,3 +175,11 @@ def test_the_interpolation_follows_the_compose_rules():
                        environment) == "value d  d value $SET alt "
     with pytest.raises(MissingVariable, match="EMPTY: needed"):
         interpolate({"key": ["${EMPTY:?needed}"]}, environment)
+
+
+def test_the_serving_service_runs_a_command_line_hyperlearn_accepts():
+    from hyperlearn.flows.cli import build_parser
+
+    command = load_compose(MINIMAL_ENVIRONMENT)["services"]["hyperlearn"]["command"]
+    arguments = build_parser().parse_args(command)
+    assert (arguments.command, arguments.scheduler, str(arguments.out)) == ("schedule", "tcp://scheduler:8786", "/out")
