@@ -31,6 +31,7 @@ from hyperlearn.chebconv import to_torch_csr
 from hyperlearn.problem import Problem
 from hyperlearn.rundir import ModalityState
 from hyperlearn.seeds import start_seed
+from hyperlearn.snapshots import module_arrays
 from hyperlearn.start import random_states
 
 #: The key of a modality's free rows (A⁰, before the encoder) among its resumable weights.
@@ -228,15 +229,10 @@ class _Masked:
 def resumable_weights(model: ModalityModel) -> dict[str, np.ndarray]:
     """What a later run needs to resume `model`: its free rows (`BASE_ROWS`, unless it is projected) and its
     encoder's weights (`ENCODER_PREFIX` keys), as float32 arrays."""
-    weights: dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        rows = getattr(model.base, "rows", None)
-        if rows is not None:
-            weights[BASE_ROWS] = rows.detach().cpu().numpy().copy()
-        if model.encoder is not None:
-            for key, value in model.encoder.state_dict().items():
-                weights[f"{ENCODER_PREFIX}{key}"] = value.detach().cpu().numpy().copy()
-    return weights
+    return {
+        name: value for name, value in module_arrays(model).items()
+        if name == BASE_ROWS or name.startswith(ENCODER_PREFIX)
+    }
 
 
 def resume_encoder(model: ModalityModel, weights: dict[str, np.ndarray]) -> None:
