@@ -41,7 +41,8 @@ Mode = Literal["distributed", "joint"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 #: Failures of the machinery rather than of the inputs, which a second attempt may not meet: a worker that left
-#: the cluster (its nanny starts another), a connection to one that closed, a cluster that did not start in time.
+#: the cluster (its nanny starts another), a connection to one that closed, a call that timed out. (A local cluster
+#: whose workers do not start in time is started once more by `_connect` itself.)
 #: Anything else (a bad spec, bad data, a rank that does not fit) fails the same way again.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TrainerLost, KilledWorker, CommClosedError, TimeoutError)
 
