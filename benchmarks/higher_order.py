@@ -8,21 +8,29 @@ with its Freebase graph (fetched there with `fetch_movielens_100k` when missing)
 real pipeline once (examples/movielens-latest-small.yaml, examples/movielens-100k-kg.yaml: load_spec → ingest
 → build_graphs), and every model reads its splits from that run directory, so all see the same entries.
 
-Tags (relation `tagging`, target `tag`, queries = held-out (user, movie) posts):
+Tags (relation `tagging`, target `tag`, queries = held-out (user, movie) posts), once per split seed (the
+test split holds under 200 posts, so one split's NDCG@10 has a standard error near 0.02); the tables show means
+over the seeds ± their standard error:
 - HyperLearn joint and distributed (hyperlearn.flows.cluster: 2 process workers × 1 thread, one trainer actor per
-  modality), on the spec's relations (tags + ratings) and on the tags alone; the learning rate is chosen on
-  validation NDCG@10 of joint runs on copies whose test splits are empty.
+  modality), on the spec's relations (tags + ratings) and on the tags alone, with the spec's settings (a grid of
+  learning rates can be given, chosen on validation NDCG@10 of joint runs on copies whose test splits are empty).
 - Popularity (hyperlearn.ranking): global, per item, per user + item mixed with the weight chosen on validation,
   and hyperlearn.ranking's per-context popularity.
 - PITF and plain CP with BPR (benchmarks/ranking_peers.py): (learning rate, l2, dim ∈ {32, 64}) chosen on
   validation NDCG@10 from a small grid, each setting early-stopped on validation (up to 200 epochs).
 Knowledge graph (relation `triple`, target `tail_id`, queries = held-out (head, relation) pairs):
-- HyperLearn joint on the spec (ratings + triples + movie↔entity links) and on the triples alone.
-- PyKEEN DistMult, ComplEx and CP at dimension 64, trained by PyKEEN's own sLCWA loop and early-stopped on the
-  validation MRR every model here is stopped on (hyperlearn.ranking's, checked every few epochs); read with
-  PyKEEN's own filtered evaluator (per test triple, tails) and through hyperlearn.ranking (per query).
-- Rating RMSE with and without the KG: HyperLearn joint on the spec and on the ratings alone, same settings.
+- HyperLearn joint with the triples first (the headline relation, which stops training) and the ratings and
+  movie links after them, and on the triples alone.
+- PyKEEN DistMult, ComplEx and CP at dimension 64, trained by PyKEEN's own sLCWA loop with the margin ranking
+  loss and early-stopped on the validation MRR every model here is stopped on (hyperlearn.ranking's, checked
+  every few epochs); read with PyKEEN's own filtered evaluator (per test triple, tails) and through
+  hyperlearn.ranking (per query).
+- Popularity: global, and per (head, relation type) context.
+- Rating RMSE with and without the KG: HyperLearn joint with the ratings first (then triples and links) and on
+  the ratings alone, same settings.
 
+"train s" is training without the validation checks: HyperLearn's `fit_seconds` (its rounds and refit), the BPR
+peers' and PyKEEN's epochs of the chosen setting.
 Every choice reads validation only; test is read once per model. Ranking metrics are hyperlearn.ranking's
 (filtered of the train and validation entries, ties pessimistic, means over queries). In-process models run on
 `--threads` torch threads (default 2). Outputs in --out: results.json, results.md, validation curves (PNG).
@@ -39,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +98,7 @@ Log = Callable[[str], None]
 class Plan:
     """How much to run: the full benchmark or the `--quick` smoke check."""
 
+    split_seeds: tuple[int, ...]  # the tag benchmark runs once per split seed; its tables show mean ± std. error
     tag_rounds: int
     kg_rounds: int
     learning_rates: tuple[float, ...]  # HyperLearn's grid on the tags, chosen on validation
@@ -104,10 +113,10 @@ def grid(rates: Sequence[float], l2s: Sequence[float], dims: Sequence[int]) -> t
     return tuple((rate, l2, dim) for rate in rates for l2 in l2s for dim in dims)
 
 
-FULL = Plan(tag_rounds=40, kg_rounds=15, learning_rates=(0.01,), kg_learning_rates=(0.01,),
+FULL = Plan(split_seeds=(0, 1, 2), tag_rounds=40, kg_rounds=15, learning_rates=(0.01,), kg_learning_rates=(0.01,),
             peer_grid=grid((0.01, 0.003), (1e-4,), (32, 64)), peer_epochs=200,
-            pykeen=PykeenSettings(max_epochs=12, check_every=3, patience=2), pykeen_models=("DistMult", "ComplEx", "CP"))
-QUICK = Plan(tag_rounds=6, kg_rounds=3, learning_rates=(0.01,), kg_learning_rates=(0.01,),
+            pykeen=PykeenSettings(max_epochs=24, check_every=4, patience=2), pykeen_models=("DistMult", "ComplEx", "CP"))
+QUICK = Plan(split_seeds=(0,), tag_rounds=6, kg_rounds=3, learning_rates=(0.01,), kg_learning_rates=(0.01,),
              peer_grid=grid((0.01,), (1e-4,), (32, 64)), peer_epochs=8,
              pykeen=PykeenSettings(max_epochs=2, check_every=1, patience=1), pykeen_models=("DistMult",))
 
@@ -124,14 +133,16 @@ def prepare(spec: DatasetSpec, root: Path) -> RunDir:
 
 
 def run_copy(prepared: RunDir, destination: Path, keep: Sequence[str] | None = None, test: bool = True) -> RunDir:
-    """A private copy of `prepared` with only the relations in `keep` (all when None) and the catalogs of the
-    modalities they span, its test splits emptied when `test` is False (for choices made on validation)."""
+    """A private copy of `prepared` with only the relations in `keep` (all when None), in that order, and the
+    catalogs of the modalities they span, its test splits emptied when `test` is False (for choices made on
+    validation)."""
     shutil.copytree(prepared.path, destination, ignore=shutil.ignore_patterns("checkpoints"))
     run = RunDir(destination)
     names = run.relation_names()
     kept = names if keep is None else list(keep)
     for name in set(names) - set(kept):
         run.remove_relation(name)
+    run.order_relations(kept)
     spanned = {modality for name in kept for modality in run.read_relation_meta(name).modalities}
     for catalog in run.catalog.glob("*.parquet"):
         if catalog.stem not in spanned:
@@ -192,7 +203,7 @@ def hyperlearn_record(name: str, result: TrainResult, relation: str, metric: str
         "curve": [row.get(f"validation/{relation}/{metric}") for row in result.history],
         "best_round": result.metrics.get("best_round"),
         "rounds_run": result.metrics.get("rounds_run"),
-        "train_seconds": result.metrics.get("train_seconds", wall),
+        "train_seconds": result.metrics["fit_seconds"],
         "wall_seconds": wall,
         "metrics": result.metrics,
     }
@@ -224,8 +235,25 @@ def choose_learning_rate(prepared: RunDir, keep: Sequence[str] | None, config: T
 # --- the two benchmarks -------------------------------------------------------------------------------------------
 
 
+def with_split_seed(spec: DatasetSpec, seed: int) -> DatasetSpec:
+    """`spec` with every split (the dataset's and each relation's own) drawn from `seed`."""
+    relations = tuple(relation if relation.split is None else replace(relation, split=replace(relation.split, seed=seed))
+                      for relation in spec.relations)
+    return replace(spec, split=replace(spec.split, seed=seed), relations=relations)
+
+
 def tag_benchmark(data: Path, plan: Plan, scratch: Path, client: Client, log: Log) -> dict[str, Any]:
+    """The tag benchmark once per split seed of `plan`, and its rows summarised over the seeds."""
     spec = load_spec(TAG_SPEC, data_root=data)
+    per_seed = {seed: tag_split(with_split_seed(spec, seed), plan, scratch / f"seed-{seed}", client,
+                                lambda line, seed=seed: log(f"[seed {seed}] {line}"))
+                for seed in plan.split_seeds}
+    return {"relation": "tagging", "headline": "ndcg@10", "seeds": per_seed,
+            "rows": summarise([split["rows"] for split in per_seed.values()])}
+
+
+def tag_split(spec: DatasetSpec, plan: Plan, scratch: Path, client: Client, log: Log) -> dict[str, Any]:
+    """Every model of the tag benchmark on the splits of `spec`."""
     prepared = prepare(spec, scratch / "prepared")
     task = ranking_task(prepared, "tagging")
     config = spec.training.replace(rounds=plan.tag_rounds, device="cpu")
@@ -245,9 +273,27 @@ def tag_benchmark(data: Path, plan: Plan, scratch: Path, client: Client, log: Lo
     rows += popularity_rows(task, log)
     for kind, name in (("pitf", "PITF"), ("cp", "CP")):
         rows.append(bpr_row(kind, name, task, plan, log))
-    return {"relation": "tagging", "headline": "ndcg@10", "rows": rows, "selection": selection,
+    return {"rows": rows, "selection": selection,
             "queries": {"validation": task.validation_queries.size, "test": task.test_queries.size},
             "entries": {"train": task.train.shape[1], "validation": task.validation.shape[1]}}
+
+
+def summarise(splits: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per model over the splits: the mean of each test metric and of the train seconds, the standard
+    error of the mean over splits (`test_se`, 0 for one split), the first split's curve."""
+    rows = []
+    for first, *others in zip(*splits):
+        same = [first, *others]
+        if any(row["model"] != first["model"] for row in same):
+            raise ValueError(f"the splits' rows are not the same models: {[row['model'] for row in same]}")
+        values = {key: np.array([row["test"][key] for row in same]) for key in first["test"]}
+        rows.append({
+            "model": first["model"], "splits": len(same), "curve": first.get("curve", []),
+            "test": {key: float(v.mean()) for key, v in values.items()},
+            "test_se": {key: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0 for key, v in values.items()},
+            "train_seconds": float(np.mean([row["train_seconds"] for row in same])),
+        })
+    return rows
 
 
 def popularity_rows(task: RankingTask, log: Log) -> list[dict[str, Any]]:
@@ -260,7 +306,7 @@ def popularity_rows(task: RankingTask, log: Log) -> list[dict[str, Any]]:
     scorers = {
         "popularity (global)": global_popularity_scorer(task.train, task.target, task.sizes[task.target]),
         "popularity (per item)": axis_popularity_scorer(task.train, task.target, task.sizes, [item]),
-        f"popularity (per user + item, weight {weight})": mixed_scorer(per_user, per_item, weight),
+        "popularity (per user + item, mixed)": mixed_scorer(per_user, per_item, weight),
         "popularity (hyperlearn.ranking per context)": context_popularity_scorer(task.train, task.target, task.sizes),
     }
     rows = []
@@ -268,7 +314,7 @@ def popularity_rows(task: RankingTask, log: Log) -> list[dict[str, Any]]:
         start = time.perf_counter()
         test = task.test(scorer)
         rows.append({"model": name, "test": test, "train_seconds": time.perf_counter() - start, "curve": []})
-    rows[2]["mix_search"] = search
+    rows[2].update(mix_weight=weight, mix_search=search)
     return rows
 
 
@@ -288,7 +334,7 @@ def bpr_row(kind: str, name: str, task: RankingTask, plan: Plan, log: Log, table
     chosen = max(results, key=lambda key: max(results[key].history))
     best = results[chosen]
     rate, l2, dim = chosen
-    return {"model": f"{name} (BPR, dim {dim})", "test": task.test(best.scorer), "curve": best.history,
+    return {"model": f"{name} (BPR)", "test": task.test(best.scorer), "curve": best.history,
             "best_round": best.best_epoch, "train_seconds": best.seconds,
             "search_seconds": sum(result.seconds for result in results.values()),
             "config": asdict(BprSettings(learning_rate=rate, l2=l2, dim=dim, epochs=plan.peer_epochs)),
@@ -302,26 +348,26 @@ def kg_benchmark(data: Path, plan: Plan, scratch: Path, log: Log) -> dict[str, A
     task = ranking_task(prepared, "triple")
     config = spec.training.replace(rounds=plan.kg_rounds, device="cpu")
     rows, rating_rows, selection = [], [], {}
-    for label, keep in (("ratings + KG + links", None), ("triples only", ["triple"]), ("ratings only", ["rating"])):
-        relation, metric = ("rating", "rmse") if keep == ["rating"] else ("triple", "mrr")
-        if keep == ["rating"]:
-            chosen = config.replace(learning_rate=selection["ratings + KG + links"]["chosen"])
-        else:
-            selection[label] = choose_learning_rate(prepared, keep, config, plan.kg_learning_rates, relation, metric,
-                                                    scratch, log)
-            chosen = config.replace(learning_rate=selection[label]["chosen"])
-        run = run_copy(prepared, scratch / f"kg-{len(keep or ())}-{relation}", keep)
+    # The first relation of a run is its headline, the one that stops training: the KG table's runs put the
+    # triples first, the RMSE table's the ratings.
+    runs = (("ratings + KG + links", ["triple", "rating", "link"]), ("triples only", ["triple"]),
+            ("ratings + KG + links", ["rating", "triple", "link"]), ("ratings only", ["rating"]))
+    for label, keep in runs:
+        relation, metric = ("triple", "mrr") if keep[0] == "triple" else ("rating", "rmse")
+        if (relation, label) not in selection:
+            selection[relation, label] = choose_learning_rate(prepared, keep, config, plan.kg_learning_rates,
+                                                              relation, metric, scratch, log)
+        chosen = config.replace(learning_rate=selection[relation, label]["chosen"])
+        run = run_copy(prepared, scratch / f"kg-{'-'.join(keep)}", keep)
         result, wall = timed(lambda: train_joint(run, chosen, log=lambda line: None))
         record = {**hyperlearn_record(f"HyperLearn joint ({label})", result, relation, metric, wall),
                   "config": chosen.to_dict()}
-        if keep != ["rating"]:
+        if relation == "triple":
             rows.append(record)
             log(f"[kg] {record['model']}: test MRR {record['test'].get('mrr', float('nan')):.4f}")
-        if keep != ["triple"]:
-            rating = {**hyperlearn_record(f"HyperLearn joint ({label})", result, "rating", "rmse", wall),
-                      "config": chosen.to_dict()}
-            rating_rows.append(rating)
-            log(f"[rating] {label}: test RMSE {rating['test'].get('rmse', float('nan')):.4f}")
+        else:
+            rating_rows.append(record)
+            log(f"[rating] {label}: test RMSE {record['test'].get('rmse', float('nan')):.4f}")
     for model in plan.pykeen_models:
         triples = {split: coords for split, coords in
                    (("train", task.train), ("validation", task.validation),
@@ -335,10 +381,13 @@ def kg_benchmark(data: Path, plan: Plan, scratch: Path, log: Log) -> dict[str, A
         log(f"[kg] PyKEEN {model}: best epoch {trained.best_epoch} of {trained.epochs_run}, "
             f"MRR (ours) {rows[-1]['test']['mrr']:.4f}, "
             f"(PyKEEN, per triple) {trained.metrics['inverse_harmonic_mean_rank']:.4f}, {trained.seconds:.1f} s")
-    rows.append({"model": "popularity (global)", "curve": [], "train_seconds": 0.0,
-                 "test": task.test(global_popularity_scorer(task.train, task.target, task.sizes[task.target]))})
+    baselines = {"popularity (global)": global_popularity_scorer(task.train, task.target, task.sizes[task.target]),
+                 "popularity (per head and relation type, hyperlearn.ranking per context)":
+                     context_popularity_scorer(task.train, task.target, task.sizes)}
+    for name, scorer in baselines.items():
+        rows.append({"model": name, "curve": [], "train_seconds": 0.0, "test": task.test(scorer)})
     return {"relation": "triple", "headline": "mrr", "rows": rows, "rating_rows": rating_rows,
-            "selection": selection,
+            "selection": {f"{label} ({relation} first)": choice for (relation, label), choice in selection.items()},
             "queries": {"validation": task.validation_queries.size, "test": task.test_queries.size}}
 
 
@@ -349,6 +398,10 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _pm(mean: float | None, error: float | None) -> str:
+    return _fmt(mean) if not error else f"{_fmt(mean)} ± {_fmt(error, 3)}"
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     lines = [f"# Higher-order benchmark{' (--quick)' if results['quick'] else ''}", "",
              f"`{results['command']}` — {results['wall_seconds'] / 60:.1f} min on {results['machine']['cpus']} CPUs, "
@@ -357,12 +410,21 @@ def markdown(results: Mapping[str, Any]) -> str:
     if kg is None:
         lines += ["**Stopped before the KG part finished: the tag tables only.**", ""]
         kg = {"rows": [], "rating_rows": [], "selection": {}, "queries": {"test": 0}}
-    lines += [f"## Tag recommendation (MovieLens latest-small, {tags['queries']['test']} test posts)", "",
+    seeds = tags["seeds"]
+    posts = ", ".join(str(split["queries"]["test"]) for split in seeds.values())
+    lines += [f"## Tag recommendation (MovieLens latest-small; {len(seeds)} split seeds, {posts} test posts)", "",
+              "Means over the split seeds ± their standard error; train s is training without the validation "
+              "checks (HyperLearn: its rounds and refit; the BPR peers: the chosen setting's epochs).", "",
               "| model | NDCG@10 | Recall@10 | Hits@10 | MRR | train s |", "|---|---|---|---|---|---|"]
     for row in tags["rows"]:
-        t = row["test"]
-        lines.append(f"| {row['model']} | {_fmt(t.get('ndcg@10'))} | {_fmt(t.get('recall@10'))} | "
-                     f"{_fmt(t.get('hits@10'))} | {_fmt(t.get('mrr'))} | {_fmt(row['train_seconds'], 1)} |")
+        t, se = row["test"], row["test_se"]
+        cells = " | ".join(_pm(t.get(key), se.get(key)) for key in ("ndcg@10", "recall@10", "hits@10", "mrr"))
+        lines.append(f"| {row['model']} | {cells} | {_fmt(row['train_seconds'], 1)} |")
+    lines += ["", "Test NDCG@10 per split seed:", "", "| model | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+              "|---|" + "---|" * len(seeds)]
+    for number, row in enumerate(tags["rows"]):
+        per_seed = " | ".join(_fmt(split["rows"][number]["test"].get("ndcg@10")) for split in seeds.values())
+        lines.append(f"| {row['model']} | {per_seed} |")
     lines += ["", f"## Link prediction (MovieLens-100K Freebase KG, {kg['queries']['test']} test (head, relation) "
               "queries, tails ranked, filtered)", "",
               "| model | MRR | Hits@10 | Recall@10 | Hits@1 | PyKEEN MRR (per triple) | PyKEEN Hits@10 | train s |",
@@ -375,8 +437,8 @@ def markdown(results: Mapping[str, Any]) -> str:
     lines += ["", "## Does the KG lower rating RMSE? (u1.test)", "", "| model | test RMSE | train s |", "|---|---|---|"]
     for row in kg["rating_rows"]:
         lines.append(f"| {row['model']} | {_fmt(row['test'].get('rmse'))} | {_fmt(row['train_seconds'], 1)} |")
-    lines += ["", "Choices on validation: " + json.dumps({"tags": tags["selection"], "kg": kg["selection"]},
-                                                         default=str), ""]
+    tag_choices = {seed: split["selection"] for seed, split in seeds.items()}
+    lines += ["", "Choices on validation: " + json.dumps({"tags": tag_choices, "kg": kg["selection"]}, default=str), ""]
     return "\n".join(lines)
 
 
@@ -397,7 +459,8 @@ def plot_curves(results: Mapping[str, Any], out: Path) -> list[Path]:
                           curve, marker=".", label=row["model"])
         axes.set_xlabel("round (HyperLearn) / epoch (BPR peers) / check (PyKEEN)")
         axes.set_ylabel(label)
-        axes.legend(fontsize=7)
+        if axes.get_legend_handles_labels()[0]:  # a part not run yet has no curves
+            axes.legend(fontsize=7)
         figure.tight_layout()
         path = out / f"{key}_validation_{metric.replace('@', '_at_')}.png"
         figure.savefig(path, dpi=110)

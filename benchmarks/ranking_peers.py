@@ -200,11 +200,17 @@ class PykeenResult:
 @dataclass(frozen=True)
 class PykeenSettings:
     """PyKEEN's training: sLCWA with `negatives` uniform corruptions per triple (PyKEEN's basic sampler corrupts
-    heads and tails), the softplus loss, Adam; a validation check every `check_every` epochs, stopping after
-    `patience` checks without gain or at `max_epochs`. `dim` is PyKEEN's embedding_dim (ComplEx: complex
-    entries; CP: the rank, with embedding_dim 1, so every model has `dim` numbers per entity and role)."""
+    heads and tails), `loss`, Adam; a validation check every `check_every` epochs, stopping after `patience`
+    checks without gain or at `max_epochs`. `dim` is PyKEEN's embedding_dim (ComplEx: complex entries; CP: the
+    rank, with embedding_dim 1, so every model has `dim` numbers per entity and role).
+
+    The loss is PyKEEN's default for DistMult, the margin ranking loss, for every model. With the softplus loss
+    all three stayed at the zero saddle of their products on the MovieLens-100K Freebase triples: the training
+    loss stayed at log 2 and the validation MRR at chance (0.0003) after 12 epochs, where the margin loss, whose
+    gradient does not vanish at zero scores, reached 0.09 in 2 epochs."""
 
     dim: int = 64
+    loss: str = "marginranking"
     learning_rate: float = 0.01
     negatives: int = 4
     batch_size: int = 1024
@@ -244,7 +250,8 @@ def train_pykeen(
         for split, coords in triples.items()
     }
     shape = {"embedding_dim": 1, "rank": settings.dim} if model == "CP" else {"embedding_dim": settings.dim}
-    kge = model_resolver.make(model, triples_factory=factories["train"], loss="softplus", random_seed=seed, **shape)
+    kge = model_resolver.make(model, triples_factory=factories["train"], loss=settings.loss, random_seed=seed,
+                              **shape)
     optimiser = torch.optim.Adam(kge.get_grad_params(), lr=settings.learning_rate)
     loop = SLCWATrainingLoop(model=kge, triples_factory=factories["train"], optimizer=optimiser,
                              negative_sampler="basic", negative_sampler_kwargs={"num_negs_per_pos": settings.negatives})

@@ -14,7 +14,7 @@ import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.start import initial_states
-from hyperlearn.model import build_model, resolve_device
+from hyperlearn.model import adam, build_model, resolve_device
 from hyperlearn.objective import objective
 from hyperlearn.problem import Problem, Relation, load_problem, with_validation_in_training
 from hyperlearn.result import TrainResult
@@ -52,7 +52,7 @@ class JointTrainers:
         for modality, weights in (warm.encoders if warm is not None else {}).items():
             resume_encoder(self.models[modality], weights)
         groups = [group for model in self.models.values() for group in model.parameter_groups()]
-        self.optimizer = torch.optim.Adam(groups)
+        self.optimizer = adam(groups)
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, "joint"))
 
     def start(self) -> States:

@@ -45,6 +45,11 @@ States = dict[str, ModalityState]
 Weights = dict[str, dict[str, np.ndarray]]  # modality → its resumable weights (hyperlearn.warm_start)
 Log = Callable[[str], None]
 
+#: The keys of a result's metrics and history rows that are wall-clock times: they differ between two runs that
+#: are otherwise identical. `fit_seconds` is the rounds' own time (validation, checkpoints and the search's
+#: trainer start left out; the refit counted whole), the measure peers' training times compare with.
+TIMING_KEYS = ("seconds", "round_seconds", "train_seconds", "refit_seconds", "fit_seconds", "seconds_per_round")
+
 
 class TrainerSet(Protocol):
     """The models of every modality of a problem, trained round by round."""
@@ -190,6 +195,7 @@ def run_rounds(
             "refit_rounds": float(best_round if config.refit else 0),
             "train_seconds": train_seconds,
             "refit_seconds": train_seconds - search_seconds,
+            "fit_seconds": sum(row.get("round_seconds", 0.0) for row in history) + train_seconds - search_seconds,
             "seconds_per_round": search_seconds / max(rounds_run, 1),
         }
     )
@@ -269,11 +275,16 @@ def _search(
         log(f"[{mode}] resuming after round {saved.round} (best round so far {search.best_round})")
     while search.last_round < config.rounds and search.last_round - search.best_round < config.patience:
         round_number = search.last_round + 1
+        clock = time.perf_counter()
         states = trainers.round(states)
+        round_seconds = time.perf_counter() - clock
         train_loss = training_objective(problem, states, config, smoothness)
         metrics = validation_metrics(problem, states, config)
         seconds = time.perf_counter() - start
-        search.history.append({"round": round_number, "seconds": seconds, "train_loss": train_loss, **metrics})
+        search.history.append(
+            {"round": round_number, "seconds": seconds, "round_seconds": round_seconds, "train_loss": train_loss,
+             **metrics}
+        )
         criterion = early_stopping_criterion(problem, metrics)
         improved = criterion.improves_on(search.best_score)
         if improved:

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -312,6 +313,13 @@ class RunDir:
         """Take a relation out of the run (its folder and its place in the order)."""
         shutil.rmtree(self.relation(name))
         self.relation_order.write_text(json.dumps([other for other in self.relation_names() if other != name]))
+
+    def order_relations(self, names: Sequence[str]) -> None:
+        """Put the run's relations in the order `names` (all of them, each once): the first becomes the headline
+        relation, the one that stops training."""
+        if sorted(names) != sorted(self.relation_names()):
+            raise ValueError(f"{list(names)} is not an order of this run's relations {self.relation_names()}")
+        self.relation_order.write_text(json.dumps(list(names)))
 
     def read_relation_meta(self, name: str) -> RelationMeta:
         return RelationMeta.from_dict(json.loads((self.relation(name) / "meta.json").read_text()))

@@ -15,7 +15,7 @@ import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import proximal_term
-from hyperlearn.model import ModalityModel, build_model, resolve_device
+from hyperlearn.model import ModalityModel, adam, build_model, resolve_device
 from hyperlearn.objective import objective
 from hyperlearn.problem import Relation, share_problem, with_validation_in_training
 from hyperlearn.rundir import ModalityState, TrainerShare
@@ -67,7 +67,7 @@ class ModalityTrainer:
         self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
         if encoder is not None:
             resume_encoder(self.model, encoder)
-        self.optimizer = torch.optim.Adam(self.model.parameter_groups())
+        self.optimizer = adam(self.model.parameter_groups())
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, modality))
         if snapshot is not None:
             self.restore(snapshot)

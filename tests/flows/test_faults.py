@@ -28,6 +28,7 @@ import pytest
 from hyperlearn.pipeline.catalog import EntityCatalog
 from hyperlearn.pipeline.lock import dataset_lock
 from hyperlearn.pipeline.publish import FAULT_ENVIRONMENT, FAULT_EXIT_CODE, PUBLISH_STEPS
+from hyperlearn.rounds import TIMING_KEYS
 from hyperlearn.rundir import DatasetDir, RunDir
 
 HYPERLEARN = str(Path(sys.executable).parent / "hyperlearn")
@@ -35,7 +36,6 @@ TRAINING = [
     "--rank", "4", "--rounds", "8", "--patience", "8", "--local-steps", "2", "--diffusion-steps", "2",
     "--conv-width", "8", "--lstm-width", "8", "--init-iterations", "2", "--checkpoint-every", "1", "--init-from", "none",
 ]
-METRIC_KEYS_THAT_ARE_TIMES = ("seconds", "train_seconds", "refit_seconds", "seconds_per_round")
 
 
 class Command:
@@ -146,7 +146,7 @@ def _data_lines(path: Path) -> int:
 
 
 def comparable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in METRIC_KEYS_THAT_ARE_TIMES}
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
 
 
 def has_checkpoint_after_round(dataset: DatasetDir, round_number: int):

@@ -10,7 +10,7 @@ from distributed import Client, LocalCluster
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import train_distributed
 from hyperlearn.joint import train_joint
-from hyperlearn.rounds import ResumeMismatch
+from hyperlearn.rounds import TIMING_KEYS, ResumeMismatch
 from hyperlearn.rundir import RunDir
 from tests.hyperlearn.planted import write_planted_run
 
@@ -18,7 +18,6 @@ SMALL = TrainingConfig(
     rank=4, conv_width=8, lstm_width=8, diffusion_steps=2, init="random", learning_rate=0.02, rounds=8,
     local_steps=3, patience=3, checkpoint_every=2, refit=True, device="cpu",
 )
-TIMING_KEYS = ("seconds", "train_seconds", "refit_seconds", "seconds_per_round")
 
 
 class Killed(Exception):

@@ -47,6 +47,10 @@ def test_relations_keep_the_order_they_were_written_in(tmp_path):
     assert run.relation_names() == ["tagging", "rating", "friendship"]
     run.remove_relation("rating")
     assert run.relation_names() == ["tagging", "friendship"] and not run.relation("rating").exists()
+    run.order_relations(["friendship", "tagging"])
+    assert run.relation_names() == ["friendship", "tagging"]
+    with pytest.raises(ValueError, match="not an order"):
+        run.order_relations(["friendship"])
 
 
 def test_an_order_six_relation_over_2000_entities_per_mode_loads(tmp_path):
