@@ -90,3 +90,30 @@ def test_nothing_is_frozen_where_no_product_would_be_reused(modalities, loss):
     own = names[0]
     assert freeze(relation, own, [None if m == own else factors[m] for m in names],
                   [None if m == own else biases[m] for m in names]) is None
+
+
+def test_a_trainers_update_with_the_frozen_part_matches_recomputing_every_step(tmp_path, monkeypatch):
+    """The trainer's local steps on an order-3 regression end where steps recomputing the whole product end."""
+    from hyperlearn.config import TrainingConfig
+    from hyperlearn.problem import load_problem
+    from hyperlearn.rundir import Entries, RunDir
+    from hyperlearn.start import initial_states
+    from hyperlearn.trainer import ModalityTrainer
+
+    relation = _relation(("a", "b", "c"))
+    run = RunDir(tmp_path / "run")
+    entries = Entries(relation.train.coords.numpy(), relation.train.values.numpy(), relation.meta.shape)
+    run.write_relation(relation.meta, {"train": entries, "validation": entries, "test": entries})
+    config = TrainingConfig(rank=4, conv_width=4, lstm_width=4, diffusion_steps=2, local_steps=3, device="cpu")
+    states = initial_states(load_problem(run), config)
+
+    def updated() -> dict:
+        trainer = ModalityTrainer(run.read_trainer_share("b", ("train",)), config, states["b"], threads=1)
+        return trainer.update(states)
+
+    reused = updated()
+    monkeypatch.setattr(ModalityTrainer, "_frozen", lambda self, factors, biases: {})
+    recomputed = updated()
+    torch.testing.assert_close(torch.as_tensor(reused.factor), torch.as_tensor(recomputed.factor), rtol=1e-4, atol=1e-5)
+    for name, bias in reused.biases.items():
+        torch.testing.assert_close(torch.as_tensor(bias), torch.as_tensor(recomputed.biases[name]), rtol=1e-4, atol=1e-5)
