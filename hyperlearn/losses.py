@@ -12,6 +12,7 @@ several axes of a relation (user × user, KG head and tail) is passed once per a
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +21,9 @@ from hyperlearn.problem import Relation
 from hyperlearn.scores import replaced_axis_scores, tuple_scores
 from hyperlearn.structure import Block, relation_blocks
 from hyperlearn.value_models import value_model
+
+if TYPE_CHECKING:  # hyperlearn.frozen builds on this module's ridge
+    from hyperlearn.frozen import FrozenRelation
 
 
 def ridge(
@@ -34,12 +38,18 @@ def ridge(
     Each row is weighted by its entry count, not gathered per entry: the same number for O(n·R) work."""
     total = coords.new_zeros((), dtype=factors[0].dtype)
     for mode, (factor, bias) in enumerate(zip(factors, biases)):
-        counts = torch.bincount(coords[mode], minlength=factor.shape[0]).to(factor.dtype)
-        squares = bias.pow(2)
-        if free is None or free[mode]:
-            squares = squares + factor.pow(2).sum(1)
-        total = total + (counts * squares).sum()
+        total = total + mode_ridge(factor, bias, coords[mode], free is None or free[mode])
     return total / max(coords.shape[1], 1)
+
+
+def mode_ridge(factor: torch.Tensor, bias: torch.Tensor, index: torch.Tensor, free: bool = True) -> torch.Tensor:
+    """One mode's part of `ridge`, summed over entries (not divided by their number): Σ_i count_i · (b_i² +
+    ‖A_i‖² when the rows are free), `index` the mode's coordinates of the entries."""
+    counts = torch.bincount(index, minlength=factor.shape[0]).to(factor.dtype)
+    squares = bias.pow(2)
+    if free:
+        squares = squares + factor.pow(2).sum(1)
+    return (counts * squares).sum()
 
 
 def relation_loss(
@@ -50,13 +60,18 @@ def relation_loss(
     l2: float,
     generator: torch.Generator,
     free: Sequence[bool] | None = None,
+    frozen: FrozenRelation | None = None,
 ) -> torch.Tensor:
     """Weighted cross-modal loss of one relation on its training entries; factors/biases per axis, `free` as
-    in `ridge`; negatives (for relations of observed tuples) drawn from `generator`."""
+    in `ridge`; negatives (for relations of observed tuples) drawn from `generator`. `frozen`: the round's
+    constant part for one trainer (hyperlearn.frozen), which then reads only its own axes' factors and biases."""
     observed = relation.train
     if observed.nnz == 0:
         return factors[0].new_zeros(())
     model = value_model(relation.meta)
+    if frozen is not None:
+        fit = model.fit(frozen.scores(factors, biases, observed.coords), observed.values, None, None)
+        return relation.meta.weight * (fit + l2 * frozen.ridge(factors, biases, observed.coords, free))
     blocks = relation_blocks(relation.meta, factors[0].shape[1])
     if model.regresses_values:
         scores = tuple_scores(blocks, factors, biases, observed.coords, offset)
@@ -91,9 +106,11 @@ def cross_modal_loss(
     l2: float,
     generator: torch.Generator,
     projected: Collection[str] = (),
+    frozen: Mapping[str, FrozenRelation] | None = None,
 ) -> torch.Tensor:
     """Σ over relations of their weighted losses; `biases[modality][relation]` are the entity biases, and the
-    `projected` modalities' factors are left out of the ridge (their projections carry weight decay)."""
+    `projected` modalities' factors are left out of the ridge (their projections carry weight decay).
+    `frozen`: a trainer's round-constant parts by relation name (hyperlearn.frozen), where it has them."""
     total = next(iter(factors.values())).new_zeros(())
     for relation in relations:
         names = relation.meta.modalities
@@ -105,6 +122,7 @@ def cross_modal_loss(
             l2,
             generator,
             [m not in projected for m in names],
+            (frozen or {}).get(relation.meta.name),
         )
     return total
 

@@ -15,6 +15,7 @@ import torch
 
 from hyperlearn.chebconv import symmetric_sparse_product
 from hyperlearn.config import TrainingConfig
+from hyperlearn.frozen import FrozenRelation
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.problem import Relation
 
@@ -37,9 +38,11 @@ def objective(
     config: TrainingConfig,
     generator: torch.Generator,
     own_terms: Mapping[str, OwnTerms],
+    frozen: Mapping[str, FrozenRelation] | None = None,
 ) -> torch.Tensor:
-    """The cross-modal terms of `relations` plus the own terms of the modalities in `own_terms`."""
-    total = cross_modal_loss(relations, factors, biases, config.l2, generator, config.projected)
+    """The cross-modal terms of `relations` plus the own terms of the modalities in `own_terms`; `frozen`: a
+    trainer's round-constant parts of its relations (hyperlearn.frozen)."""
+    total = cross_modal_loss(relations, factors, biases, config.l2, generator, config.projected, frozen)
     for modality, terms in own_terms.items():
         total = total + terms(factors[modality])
     return total

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hyperlearn.config import TrainingConfig
+from hyperlearn.frozen import FrozenRelation, freeze
 from hyperlearn.losses import proximal_term
 from hyperlearn.model import ModalityModel, adam, build_model, resolve_device
 from hyperlearn.objective import objective
@@ -84,6 +85,7 @@ class ModalityTrainer:
         previous = states[self.modality]
         previous_factor = torch.as_tensor(previous.factor, device=self.device)
         previous_biases = {r: torch.as_tensor(b, device=self.device) for r, b in previous.biases.items()}
+        frozen = self._frozen(factors, biases)
         for _ in range(self.config.local_steps):
             self.optimizer.zero_grad(set_to_none=True)
             own = self.model()
@@ -94,6 +96,7 @@ class ModalityTrainer:
                 self.config,
                 self.generator,
                 {self.modality: self.model.regulariser},
+                frozen,
             )
             loss = loss + self.config.proximal * proximal_term(
                 self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases
@@ -101,6 +104,25 @@ class ModalityTrainer:
             loss.backward()
             self.optimizer.step()
         return self.model.state()
+
+    def _frozen(
+        self, factors: dict[str, torch.Tensor], biases: dict[str, dict[str, torch.Tensor]]
+    ) -> dict[str, FrozenRelation]:
+        """This round's constant part of each relation's loss (hyperlearn.frozen), formed once from the others'
+        states and reused by every local step; the own axes are read from the model at each step instead."""
+        parts = {}
+        for relation in self.relations:
+            names = relation.meta.modalities
+            part = freeze(
+                relation,
+                self.modality,
+                [factors.get(m) for m in names],
+                [biases[m][relation.meta.name] if m in biases else None for m in names],
+                [m not in self.config.projected for m in names],
+            )
+            if part is not None:
+                parts[relation.meta.name] = part
+        return parts
 
     def weights(self) -> dict[str, np.ndarray]:
         """The model's resumable weights now (free rows, encoder), for the version a later run warm-starts from."""
