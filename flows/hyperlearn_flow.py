@@ -28,7 +28,15 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.flows.artifacts import create_version_artifacts
 from hyperlearn.flows.cluster import choose_cluster
 from hyperlearn.flows.events import emit_embeddings_published
-from hyperlearn.flows.training import Mode, TrainingCluster, is_transient, start_from_parent, train, training_cluster
+from hyperlearn.flows.training import (
+    Mode,
+    TrainingCluster,
+    graph_device,
+    is_transient,
+    start_from_parent,
+    train,
+    training_cluster,
+)
 from hyperlearn.pipeline.fingerprint import input_fingerprint
 from hyperlearn.pipeline.gate import judge
 from hyperlearn.pipeline.graph_build import build_graphs
@@ -61,9 +69,9 @@ def ingest_step(spec: DatasetSpec, run: RunDir, catalog_dir: Path) -> dict[str, 
 
 
 @task(name="build-graphs", cache_policy=NO_CACHE)
-def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
-    """One normalised Laplacian per modality with a graph recipe, in the run's `graphs/`."""
-    return {name: stats.to_dict() for name, stats in build_graphs(spec, run).items()}
+def build_graphs_step(spec: DatasetSpec, run: RunDir, device: str = "cpu") -> dict[str, Any]:
+    """One normalised Laplacian per modality with a graph recipe, in the run's `graphs/`, built on `device`."""
+    return {name: stats.to_dict() for name, stats in build_graphs(spec, run, device).items()}
 
 
 #: Attempts of the train task after a transient failure (a lost worker, a cluster that did not start), and the
@@ -192,7 +200,7 @@ def train_embeddings(
                 with timed("ingest"):
                     report = ingest_step(spec, run, dataset.catalog)
                 with timed("graphs"):
-                    graphs = build_graphs_step(spec, run)
+                    graphs = build_graphs_step(spec, run, graph_device(config))
                 write_resume_record(run, key(), report, graphs)
             else:
                 report, graphs = prepared["ingest"], prepared["graphs"]

@@ -8,6 +8,7 @@ process that builds graphs also drives trainers that may share that GPU.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -36,6 +37,11 @@ def array_module(device: str) -> Iterator[ModuleType]:
         yield cupy
     finally:
         cupy.get_default_memory_pool().free_all_blocks()
+
+
+def cupy_installed() -> bool:
+    """Whether CuPy can be imported here (without importing it: that loads CUDA libraries)."""
+    return importlib.util.find_spec("cupy") is not None
 
 
 def to_numpy(array: Any) -> np.ndarray:

@@ -28,3 +28,4 @@ def test_cuda_is_cupy_and_its_pool_is_emptied_on_leaving():
         del values
     assert isinstance(host, np.ndarray) and host[-1] == 999_999.0
     assert cupy.get_default_memory_pool().total_bytes() == 0
+
