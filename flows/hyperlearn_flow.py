@@ -134,6 +134,7 @@ def train_embeddings(
     scheduler: str | None = None,
     scheduler_file: str | None = None,
     dashboard: bool = False,
+    rmm_pool_size: str | None = None,
 ) -> RunOutcome:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and say what came of it (hyperlearn.pipeline.lineage.RunOutcome: published,
@@ -146,7 +147,7 @@ def train_embeddings(
     A version whose publishing was cut short after its rename is published first (`finish_interrupted_publish`).
     Distributed training uses the Dask cluster at `scheduler` (an address) or `scheduler_file`, else
     DASK_SCHEDULER_ADDRESS, and leaves it running; with none of them, a local cluster of its own (with its
-    dashboard on loopback when `dashboard`)."""
+    dashboard on loopback when `dashboard`, and on GPUs an RMM pool of `rmm_pool_size` per worker)."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -155,7 +156,7 @@ def train_embeddings(
         allow_roots=[Path(root) for root in allow_roots or ()],
     )
     config = spec.training
-    choice = choose_cluster(scheduler, scheduler_file, dashboard, distributed=mode == "distributed")
+    choice = choose_cluster(scheduler, scheduler_file, dashboard, mode == "distributed", rmm_pool_size)
     dataset_dir = Path(out) / spec.name
     dataset = DatasetDir(dataset_dir)
     seconds: dict[str, float] = {}

@@ -111,11 +111,17 @@ def _connect(
 ) -> TrainingCluster:
     if not choice.existing:
         device = run_device(config)
+
+        def start() -> Cluster:
+            return make_cluster(
+                n_modalities, device, dashboard=choice.dashboard, rmm_pool_size=choice.rmm_pool_size, log=log  # type: ignore[arg-type]
+            )
+
         try:
-            started = make_cluster(n_modalities, device, dashboard=choice.dashboard, log=log)  # type: ignore[arg-type]
+            started = start()
         except TimeoutError as error:  # a worker that did not start in time (a loaded machine): once more
             log(f"the training cluster did not start ({error}); starting another")
-            started = make_cluster(n_modalities, device, dashboard=choice.dashboard, log=log)  # type: ignore[arg-type]
+            started = start()
         try:
             # The default client (as every Client is, unless told otherwise): the trainer actors' handles find it.
             return TrainingCluster(Client(started), device, started)

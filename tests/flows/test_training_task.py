@@ -88,7 +88,7 @@ def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_
     started: list[LocalCluster] = []
     asked: list[tuple[int, str]] = []
 
-    def slow_then_threaded_cluster(n_workers, device, dashboard, log):
+    def slow_then_threaded_cluster(n_workers, device, dashboard, rmm_pool_size, log):
         asked.append((n_workers, device))
         if len(asked) == 1:
             raise TimeoutError("Nanny failed to start in 60 seconds")
@@ -106,6 +106,7 @@ def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_
     assert asked == [(3, "cpu"), (3, "cpu")]  # one worker per modality, twice
     [cluster] = started
     assert cluster.status.name == "closed"
+
 
 @pytest.mark.parametrize(
     ("device", "gpus", "cupy", "expected"),
