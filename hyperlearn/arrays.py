@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import ModuleType
 from typing import Any
 
@@ -36,7 +36,10 @@ def array_module(device: str) -> Iterator[ModuleType]:
     try:
         yield cupy
     finally:
-        cupy.get_default_memory_pool().free_all_blocks()
+        # Where CUDA itself failed (no driver, no device) the pool holds nothing, and freeing it would raise
+        # the same error again over the one the block raised.
+        with suppress(cupy.cuda.runtime.CUDARuntimeError):
+            cupy.get_default_memory_pool().free_all_blocks()
 
 
 def cupy_installed() -> bool:

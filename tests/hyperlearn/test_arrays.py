@@ -29,3 +29,15 @@ def test_cuda_is_cupy_and_its_pool_is_emptied_on_leaving():
     assert isinstance(host, np.ndarray) and host[-1] == 999_999.0
     assert cupy.get_default_memory_pool().total_bytes() == 0
 
+
+
+def test_where_cuda_fails_its_own_error_comes_out(monkeypatch):
+    """Without a usable GPU (here: cupy's arrays raise cudaErrorInsufficientDriver), the error of the block is the
+    one raised, not a second one from emptying the pool."""
+    cupy = pytest.importorskip("cupy")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA works here")
+    with pytest.raises(cupy.cuda.runtime.CUDARuntimeError, match="cuda"), array_module("cuda") as xp:
+        xp.zeros(1)
