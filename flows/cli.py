@@ -1,7 +1,8 @@
 """The `hyperlearn` command: a thin argparse front over the Prefect flow and the dataset sources.
 
     hyperlearn run SPEC [--data-root DIR] [--allow-root DIR] [--out DIR] [--mode distributed|joint]
-                    [--scheduler tcp://HOST:8786 | --scheduler-file F] [--dashboard] [--rank 16 --rounds 30 ...]
+                    [--scheduler tcp://HOST:8786 | --scheduler-file F] [--dashboard] [--rmm-pool-size 0.8]
+                    [--rank 16 --rounds 30 ...]
     hyperlearn ingest SPEC [--data-root DIR] [--out DIR] [--memory-limit-mb 1024]
     hyperlearn demo [--out DIR] [--data DIR]
     hyperlearn schedule SPEC [--cron "0 3 * * *" --timezone Europe/Paris] [--on-change [--poll 10]] [--out DIR] ...
@@ -252,6 +253,9 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                           help="as --scheduler, with the address read from FILE (`dask scheduler --scheduler-file`)")
     group.add_argument("--dashboard", action="store_true",
                        help="serve the local cluster's Dask dashboard on loopback (its address is logged)")
+    group.add_argument("--rmm-pool-size", metavar="SIZE",
+                       help="on a local GPU cluster, give each worker an RMM memory pool of SIZE (bytes, e.g. 24GB, "
+                       "or a fraction of the GPU's memory, e.g. 0.8) that torch allocates from")
 
 
 def _checked_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
@@ -261,10 +265,11 @@ def _checked_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
     scheduler_file = None if args.scheduler_file is None else str(args.scheduler_file.resolve())
     try:
-        choose_cluster(args.scheduler, scheduler_file, args.dashboard, distributed=args.mode == "distributed")
+        choose_cluster(args.scheduler, scheduler_file, args.dashboard, args.mode == "distributed", args.rmm_pool_size)
     except ValueError as error:
         parser.exit(2, f"hyperlearn {args.command}: error: {error}\n")
-    return {"scheduler": args.scheduler, "scheduler_file": scheduler_file, "dashboard": args.dashboard}
+    return {"scheduler": args.scheduler, "scheduler_file": scheduler_file, "dashboard": args.dashboard,
+            "rmm_pool_size": args.rmm_pool_size}
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ HyperLearn trains one model per modality, each pinned to its own Dask worker (do
 an existing cluster, which it leaves running (`ClusterChoice`: `--scheduler ADDRESS`, `--scheduler-file F`, or
 Dask's `scheduler-address` setting, i.e. DASK_SCHEDULER_ADDRESS), or starts a local one for the device the run's
 settings resolved (`training.device`, "auto" made concrete once by `hyperlearn.model.resolve_device`):
-"cuda" is dask-cuda's `LocalCUDACluster`, one worker per GPU, each seeing its GPU as `cuda:0`; "cpu" is
+"cuda" is dask-cuda's `LocalCUDACluster`, one worker per GPU (of those CUDA_VISIBLE_DEVICES names, when set), each
+seeing its GPU as `cuda:0`, with an optional RMM memory pool that torch allocates from; "cpu" is
 distributed's `LocalCluster` with one process worker per modality and the machine's cores split between them.
 On an existing cluster "auto" is resolved by the workers that will host trainers.
 
@@ -23,6 +24,7 @@ from typing import Literal
 import dask
 import torch
 from dask.system import CPU_COUNT
+from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 from distributed.deploy import Cluster
 
@@ -68,6 +70,37 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+def visible_gpus() -> list[int | str]:
+    """The GPUs this process can see, named as CUDA_VISIBLE_DEVICES names them (indices, or `GPU-…`/`MIG-…`
+    UUIDs), in its order; 0, 1, … when it is unset. Their number is `visible_gpu_count`'s (CUDA itself stops at
+    the first entry that names no device)."""
+    count = visible_gpu_count()
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is None:
+        return list(range(count))
+    entries = [entry.strip() for entry in named.split(",") if entry.strip()]
+    return [int(entry) if entry.isdigit() else entry for entry in entries][:count]
+
+
+def parse_pool_size(size: str) -> int | float:
+    """An RMM pool size as `dask cuda worker --rmm-pool-size` takes it: bytes ("24GB", "16GiB", "2000000000") or a
+    fraction of each GPU's memory ("0.8"). ValueError naming the value when it is neither, or not positive."""
+    text = size.strip()
+    try:
+        if "." in text and text.replace(".", "", 1).isdigit():
+            fraction = float(text)
+            if not 0 < fraction <= 1:
+                raise ValueError("a fraction of the GPU's memory must be in (0, 1]")
+            return fraction
+        pool = parse_bytes(text)
+    except ValueError as error:
+        raise ValueError(f"RMM pool size {size!r}: give bytes (24GB, 16GiB) or a fraction of GPU memory (0.8): "
+                         f"{error}") from error
+    if pool <= 0:
+        raise ValueError(f"RMM pool size {size!r} must be positive")
+    return pool
+
+
 #: Where the local cluster's dashboard listens when asked for: loopback only (Dask moves to a free port if taken).
 DASHBOARD_ADDRESS = "127.0.0.1:8787"
 
@@ -78,12 +111,17 @@ def make_cluster(
     *,
     threads_per_worker: int | None = None,
     dashboard: bool = False,
+    rmm_pool_size: int | float | None = None,
     log: Callable[[str], None] = _logger.info,
 ) -> Cluster:
     """Start a local cluster for `n_workers` per-modality trainers on `device`.
 
-    "cuda": one worker per visible GPU, using at most `n_workers` GPUs; with fewer GPUs than trainers some workers
-    host several trainers, and `log` says so. "cpu": `n_workers` process workers. Either way each worker gets
+    "cuda": one worker per visible GPU, using at most `n_workers` GPUs, the first ones of the user's
+    CUDA_VISIBLE_DEVICES when set (`visible_gpus`); with fewer GPUs than trainers some workers host several
+    trainers, and `log` says so. With `rmm_pool_size` (bytes, or a fraction of each GPU's memory) each GPU worker
+    starts an RMM pool of that size and torch allocates from it (dask-cuda's `rmm_allocator_external_lib_list`);
+    without, torch keeps its own caching allocator. "cpu": `n_workers` process workers (a pool size is ignored,
+    and `log` says so). Either way each worker gets
     `threads_per_worker` threads (default: the cores split evenly, at least one), and its OpenMP/BLAS/torch
     thread pools are sized to match, and it imports the trainer as it starts. The scheduler's dashboard is off
     unless `dashboard` (then on loopback, its address logged); workers have none. The caller closes the cluster.
@@ -113,10 +151,14 @@ def make_cluster(
         if device == "cuda":
             if gpus < n_workers:
                 log(f"{n_workers} trainers on {gpus} GPU(s): some GPU workers host more than one trainer")
+            if rmm_pool_size is not None:
+                options |= {"rmm_pool_size": rmm_pool_size, "rmm_allocator_external_lib_list": ["torch"]}
             cluster: Cluster = cuda_cluster_type()(
-                CUDA_VISIBLE_DEVICES=list(range(workers)), n_workers=workers, threads_per_worker=threads, **options
+                CUDA_VISIBLE_DEVICES=visible_gpus()[:workers], n_workers=workers, threads_per_worker=threads, **options
             )
         else:
+            if rmm_pool_size is not None:
+                log("the RMM pool size is ignored: this run's cluster has CPU workers")
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, **options)
     log(f"started a {device} cluster: {workers} worker(s) x {threads} thread(s)")
     if dashboard:
@@ -128,12 +170,14 @@ def make_cluster(
 class ClusterChoice:
     """Which Dask cluster a run trains on: an existing one, reached by scheduler `address` or `scheduler_file`
     and left running, or (neither given) a local one the run starts and stops, with its dashboard when
-    `dashboard`. `source` says where the choice came from, for the log."""
+    `dashboard` and, on GPUs, an RMM pool of `rmm_pool_size` per worker (`make_cluster`). `source` says where
+    the choice came from, for the log."""
 
     address: str | None = None
     scheduler_file: str | None = None
     dashboard: bool = False
     source: str = "local"
+    rmm_pool_size: int | float | None = None
 
     @property
     def existing(self) -> bool:
@@ -149,20 +193,30 @@ class ClusterChoice:
 
 
 def choose_cluster(
-    scheduler: str | None = None, scheduler_file: str | None = None, dashboard: bool = False, distributed: bool = True
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    dashboard: bool = False,
+    distributed: bool = True,
+    rmm_pool_size: str | None = None,
 ) -> ClusterChoice:
     """The run's cluster: `scheduler` (an address), else `scheduler_file`, else Dask's `scheduler-address`
-    setting (DASK_SCHEDULER_ADDRESS), else a local cluster. The dashboard option is the local cluster's: an
-    existing cluster has its own. A run that is not `distributed` (joint mode) uses no cluster: naming one is
-    refused, and DASK_SCHEDULER_ADDRESS is ignored."""
+    setting (DASK_SCHEDULER_ADDRESS), else a local cluster. The dashboard and RMM pool options (`rmm_pool_size`,
+    checked by `parse_pool_size`) are the local cluster's: an existing cluster's workers were started with their
+    own (`dask cuda worker --rmm-pool-size`). A run that is not `distributed` (joint mode) uses no cluster: naming
+    one is refused, and DASK_SCHEDULER_ADDRESS is ignored."""
     if not distributed:
-        if scheduler or scheduler_file or dashboard:
-            raise ValueError("--scheduler, --scheduler-file and --dashboard are for distributed mode, not joint mode")
+        if scheduler or scheduler_file or dashboard or rmm_pool_size:
+            raise ValueError("--scheduler, --scheduler-file, --dashboard and --rmm-pool-size are for distributed "
+                             "mode, not joint mode")
         return ClusterChoice()
     if scheduler and scheduler_file:
         raise ValueError("give the Dask scheduler's address or its scheduler file, not both")
     if dashboard and (scheduler or scheduler_file):
         raise ValueError("--dashboard is for the cluster a run starts; an existing cluster serves its own")
+    if rmm_pool_size and (scheduler or scheduler_file):
+        raise ValueError("--rmm-pool-size is for the cluster a run starts; start an existing cluster's workers "
+                         "with `dask cuda worker --rmm-pool-size SIZE --set-rmm-allocator-for-libs torch`")
+    pool = None if not rmm_pool_size else parse_pool_size(rmm_pool_size)
     if scheduler:
         return ClusterChoice(address=scheduler, source="--scheduler")
     if scheduler_file:
@@ -171,8 +225,11 @@ def choose_cluster(
         return ClusterChoice(scheduler_file=scheduler_file, source="--scheduler-file")
     configured = dask.config.get("scheduler-address", None)
     if configured:
+        if pool is not None:
+            raise ValueError("--rmm-pool-size is for the cluster a run starts, but DASK_SCHEDULER_ADDRESS names an "
+                             "existing one; start its workers with `dask cuda worker --rmm-pool-size SIZE`")
         return ClusterChoice(address=configured, source="DASK_SCHEDULER_ADDRESS")
-    return ClusterChoice(dashboard=dashboard)
+    return ClusterChoice(dashboard=dashboard, rmm_pool_size=pool)
 
 
 def describe_existing(client: Client, choice: ClusterChoice) -> str:

@@ -63,6 +63,7 @@ def build_deployment(
     scheduler: str | None = None,
     scheduler_file: str | Path | None = None,
     dashboard: bool = False,
+    rmm_pool_size: str | None = None,
 ) -> RunnerDeployment:
     """The deployment that retrains `spec_path` (dataset `dataset`) into `out`: on `cron` in `timezone` when
     given (an invalid expression or timezone raises ValueError), and on every `hyperlearn.dataset.changed` event
@@ -82,6 +83,7 @@ def build_deployment(
         "scheduler": scheduler,
         "scheduler_file": None if scheduler_file is None else str(Path(scheduler_file).resolve()),
         "dashboard": dashboard,
+        "rmm_pool_size": rmm_pool_size,
     }
     trigger = DeploymentEventTrigger(
         name=f"retrain {dataset} when it changes",

@@ -28,7 +28,15 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.flows.artifacts import create_version_artifacts
 from hyperlearn.flows.cluster import choose_cluster
 from hyperlearn.flows.events import emit_embeddings_published
-from hyperlearn.flows.training import Mode, TrainingCluster, is_transient, start_from_parent, train, training_cluster
+from hyperlearn.flows.training import (
+    Mode,
+    TrainingCluster,
+    graph_device,
+    is_transient,
+    start_from_parent,
+    train,
+    training_cluster,
+)
 from hyperlearn.pipeline.fingerprint import input_fingerprint
 from hyperlearn.pipeline.gate import judge
 from hyperlearn.pipeline.graph_build import build_graphs
@@ -61,9 +69,9 @@ def ingest_step(spec: DatasetSpec, run: RunDir, catalog_dir: Path) -> dict[str, 
 
 
 @task(name="build-graphs", cache_policy=NO_CACHE)
-def build_graphs_step(spec: DatasetSpec, run: RunDir) -> dict[str, Any]:
-    """One normalised Laplacian per modality with a graph recipe, in the run's `graphs/`."""
-    return {name: stats.to_dict() for name, stats in build_graphs(spec, run).items()}
+def build_graphs_step(spec: DatasetSpec, run: RunDir, device: str = "cpu") -> dict[str, Any]:
+    """One normalised Laplacian per modality with a graph recipe, in the run's `graphs/`, built on `device`."""
+    return {name: stats.to_dict() for name, stats in build_graphs(spec, run, device).items()}
 
 
 #: Attempts of the train task after a transient failure (a lost worker, a cluster that did not start), and the
@@ -126,6 +134,7 @@ def train_embeddings(
     scheduler: str | None = None,
     scheduler_file: str | None = None,
     dashboard: bool = False,
+    rmm_pool_size: str | None = None,
 ) -> RunOutcome:
     """Learn embeddings for every modality of the dataset in `spec_path`; publish them under
     `out/<dataset>/<version>/` and say what came of it (hyperlearn.pipeline.lineage.RunOutcome: published,
@@ -138,7 +147,7 @@ def train_embeddings(
     A version whose publishing was cut short after its rename is published first (`finish_interrupted_publish`).
     Distributed training uses the Dask cluster at `scheduler` (an address) or `scheduler_file`, else
     DASK_SCHEDULER_ADDRESS, and leaves it running; with none of them, a local cluster of its own (with its
-    dashboard on loopback when `dashboard`)."""
+    dashboard on loopback when `dashboard`, and on GPUs an RMM pool of `rmm_pool_size` per worker)."""
     logger = get_run_logger()
     spec = load_spec(
         Path(spec_path),
@@ -147,7 +156,7 @@ def train_embeddings(
         allow_roots=[Path(root) for root in allow_roots or ()],
     )
     config = spec.training
-    choice = choose_cluster(scheduler, scheduler_file, dashboard, distributed=mode == "distributed")
+    choice = choose_cluster(scheduler, scheduler_file, dashboard, mode == "distributed", rmm_pool_size)
     dataset_dir = Path(out) / spec.name
     dataset = DatasetDir(dataset_dir)
     seconds: dict[str, float] = {}
@@ -192,7 +201,7 @@ def train_embeddings(
                 with timed("ingest"):
                     report = ingest_step(spec, run, dataset.catalog)
                 with timed("graphs"):
-                    graphs = build_graphs_step(spec, run)
+                    graphs = build_graphs_step(spec, run, graph_device(config))
                 write_resume_record(run, key(), report, graphs)
             else:
                 report, graphs = prepared["ingest"], prepared["graphs"]

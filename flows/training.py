@@ -23,8 +23,10 @@ from hyperlearn.flows.cluster import (
     describe_existing,
     make_cluster,
     trim_threshold_warning,
+    visible_gpu_count,
     workers_device,
 )
+from hyperlearn.arrays import cupy_installed
 from hyperlearn.config import TrainingConfig, check_memory
 from hyperlearn.coordinator import TrainerLost, train_distributed
 from hyperlearn.joint import train_joint
@@ -56,6 +58,14 @@ def run_device(config: TrainingConfig) -> str:
     """The device a run in this process (joint, or on a local cluster) trains on, "cpu" or "cuda":
     `config.device` with "auto" resolved, the one place where the local cluster and the trainers learn it."""
     return resolve_device(config.device).type
+
+
+def graph_device(config: TrainingConfig) -> str:
+    """The device this process builds the run's graphs on: "cuda" (CuPy) when the run's device resolves to CUDA
+    here, a GPU is visible and CuPy (the `gpu` extra) is installed; else "cpu", which gives the same graphs. So
+    a CPU-only driver of a GPU cluster builds them on its CPU."""
+    usable = visible_gpu_count() > 0 and cupy_installed()
+    return "cuda" if usable and run_device(config) == "cuda" else "cpu"
 
 
 @dataclass(frozen=True)
@@ -101,11 +111,17 @@ def _connect(
 ) -> TrainingCluster:
     if not choice.existing:
         device = run_device(config)
+
+        def start() -> Cluster:
+            return make_cluster(
+                n_modalities, device, dashboard=choice.dashboard, rmm_pool_size=choice.rmm_pool_size, log=log  # type: ignore[arg-type]
+            )
+
         try:
-            started = make_cluster(n_modalities, device, dashboard=choice.dashboard, log=log)  # type: ignore[arg-type]
+            started = start()
         except TimeoutError as error:  # a worker that did not start in time (a loaded machine): once more
             log(f"the training cluster did not start ({error}); starting another")
-            started = make_cluster(n_modalities, device, dashboard=choice.dashboard, log=log)  # type: ignore[arg-type]
+            started = start()
         try:
             # The default client (as every Client is, unless told otherwise): the trainer actors' handles find it.
             return TrainingCluster(Client(started), device, started)

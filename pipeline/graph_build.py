@@ -5,11 +5,15 @@ The graph's nodes are the entities of the run's catalog (written by ingest, buil
 cannot add entities: a feature or pair row whose key is in no relation has no entity to attach to, so it is
 quarantined (to `quarantine/graph-<modality>.parquet`, with the reason), never dropped silently. Catalog
 entities without a feature row have no k-NN edges: they are isolated unless a given pair links them.
+
+The k-NN search and the Laplacian run on the device the caller names ("cpu": NumPy and SciPy's k-d tree; "cuda":
+CuPy, hyperlearn.arrays), which gives the same graphs; reading, validation and the union stay on the host.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import ModuleType
 from typing import Any
 
 import dask
@@ -17,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
+from hyperlearn.arrays import array_module
 from hyperlearn.rundir import RunDir
 from hyperlearn.graphs import knn_graph, normalized_laplacian
 from hyperlearn.pipeline.catalog import EntityCatalog
@@ -44,9 +49,10 @@ class GraphStats:
         return asdict(self) | {"sources": list(self.sources)}
 
 
-def build_graphs(spec: DatasetSpec, run: RunDir) -> dict[str, GraphStats]:
+def build_graphs(spec: DatasetSpec, run: RunDir, device: str = "cpu") -> dict[str, GraphStats]:
     """Build and write the Laplacian of every modality that has a `graph:` recipe, over the catalog that
-    ingest wrote to the run's `catalog/`; return their stats by modality name."""
+    ingest wrote to the run's `catalog/`, computing k-NN and Laplacians on `device` ("cpu" or "cuda");
+    return their stats by modality name."""
     modalities = [m for m in spec.modalities if m.graph is not None]
     catalogs = {modality.name: _catalog(run, modality.name) for modality in modalities}
     lazy = {}
@@ -61,9 +67,10 @@ def build_graphs(spec: DatasetSpec, run: RunDir) -> dict[str, GraphStats]:
             lazy[modality.name, "pairs"] = read_source(pairs.source, _pair_columns(pairs))
     computed = dict(zip(lazy, dask.compute(*lazy.values())))
     stats = {}
-    for modality in modalities:
-        features, pairs = computed.get((modality.name, "features")), computed.get((modality.name, "pairs"))
-        stats[modality.name] = _build_graph(modality, catalogs[modality.name], features, pairs, run)
+    with array_module(device) as xp:
+        for modality in modalities:
+            features, pairs = computed.get((modality.name, "features")), computed.get((modality.name, "pairs"))
+            stats[modality.name] = _build_graph(modality, catalogs[modality.name], features, pairs, run, xp)
     return stats
 
 
@@ -81,14 +88,16 @@ def _build_graph(
     feature_rows: pd.DataFrame | None,
     pair_rows: pd.DataFrame | None,
     run: RunDir,
+    xp: ModuleType,
 ) -> GraphStats:
-    """Unite one modality's k-NN and pair weights; write its Laplacian and quarantine file."""
+    """Unite one modality's k-NN and pair weights; write its Laplacian and quarantine file (k-NN search and
+    Laplacian on the array module `xp`)."""
     n = len(catalog)
     weights = scipy.sparse.csr_matrix((n, n), dtype=np.float64)
     quarantined, rows_read, knn_edges, pair_edges = [], 0, 0, 0
     if feature_rows is not None:
         ids, matrix, rejected = feature_matrix(feature_rows, modality.features, catalog, modality.keys)
-        knn = _on_catalog(knn_graph(matrix, modality.graph.knn.k), ids, n)
+        knn = _on_catalog(knn_graph(matrix, modality.graph.knn.k, xp=xp), ids, n)
         weights, knn_edges = weights.maximum(knn), knn.nnz // 2
         quarantined.append(rejected)
         rows_read += len(feature_rows)
@@ -97,7 +106,7 @@ def _build_graph(
         weights, pair_edges = weights.maximum(given), given.nnz // 2
         quarantined.append(rejected)
         rows_read += len(pair_rows)
-    run.write_laplacian(modality.name, normalized_laplacian(weights))
+    run.write_laplacian(modality.name, normalized_laplacian(weights, xp=xp))
     rejected = pd.concat(quarantined, ignore_index=True)
     path = write_quarantine(rejected, run.graph_quarantine(modality.name))
     degrees = np.asarray(weights.sum(axis=1)).ravel()

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
+import yaml
 
 from tests.docker.docker_files import (
     DOCKER,
@@ -183,3 +184,20 @@ def test_the_serving_service_runs_a_command_line_hyperlearn_accepts():
     command = load_compose(MINIMAL_ENVIRONMENT)["services"]["hyperlearn"]["command"]
     arguments = build_parser().parse_args(command)
     assert (arguments.command, arguments.scheduler, str(arguments.out)) == ("schedule", "tcp://scheduler:8786", "/out")
+
+
+def test_the_rmm_override_adds_a_pool_to_the_workers_command_and_nothing_else(compose):
+    """docker/compose.rmm.yaml replaces the worker's entry point (Compose replaces a sequence when merging) by the
+    base one plus the RMM options, which `dask cuda worker`'s own command line accepts."""
+    from dask_cuda.cli import worker as dask_cuda_worker
+
+    override = interpolate(yaml.safe_load((DOCKER / "compose.rmm.yaml").read_text()), MINIMAL_ENVIRONMENT)
+    assert set(override["services"]) == {"worker"} and set(override["services"]["worker"]) == {"entrypoint"}
+    merged = copy.deepcopy(compose)
+    merged["services"]["worker"]["entrypoint"] = override["services"]["worker"]["entrypoint"]
+    assert _schema_errors(merged) == []
+    base, entrypoint = compose["services"]["worker"]["entrypoint"], merged["services"]["worker"]["entrypoint"]
+    assert entrypoint[: len(base)] == base, "the override repeats the base command line before adding to it"
+    options = dask_cuda_worker.make_context("worker", list(entrypoint[3:])).params
+    assert options["rmm_pool_size"] == "0.8" and options["rmm_allocator_external_lib_list"] == ["torch"]
+    assert options["scheduler"] == "tcp://scheduler:8786" and options["preload"] == ("hyperlearn.trainer",)

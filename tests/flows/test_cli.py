@@ -304,6 +304,8 @@ def test_ingest_names_a_broken_source(tmp_path, capsys):
         (["--scheduler", "tcp://127.0.0.1:8786", "--dashboard"], "an existing cluster serves its own"),
         (["--scheduler-file", "/nonexistent/scheduler.json"], "/nonexistent/scheduler.json does not exist"),
         (["--scheduler", "tcp://a:1", "--scheduler-file", "f.json"], "not allowed with argument"),
+        (["--rmm-pool-size", "lots"], "RMM pool size 'lots': give bytes"),
+        (["--scheduler", "tcp://a:1", "--rmm-pool-size", "0.8"], "--rmm-pool-size is for the cluster a run starts"),
     ],
 )
 def test_cluster_option_mistakes_fail_in_one_line(small_demo_spec, arguments, message, capsys, monkeypatch):
@@ -312,3 +314,13 @@ def test_cluster_option_mistakes_fail_in_one_line(small_demo_spec, arguments, me
         main(["run", str(small_demo_spec), *arguments])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_rmm_pool_size_reaches_the_flow_as_given(small_demo_spec):
+    from hyperlearn.flows.cli import _checked_cluster, build_parser
+
+    parser = build_parser()
+    for command in (["run", str(small_demo_spec)], ["schedule", str(small_demo_spec)]):
+        args = parser.parse_args([*command, "--rmm-pool-size", "24GB"])
+        assert _checked_cluster(parser, args)["rmm_pool_size"] == "24GB"
+        assert _checked_cluster(parser, parser.parse_args(command))["rmm_pool_size"] is None

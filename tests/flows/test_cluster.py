@@ -72,14 +72,27 @@ class _ThreadedCluster(LocalCluster):
 
 class _StandInCUDACluster(LocalCluster):
     """Stand-in for dask-cuda's LocalCUDACluster (as dask-cuda tests its multi-GPU logic without GPUs):
-    one threaded worker per listed device, named after it, with the arguments recorded."""
+    one threaded worker per listed device, named after it, with the arguments recorded, and the
+    CUDA_VISIBLE_DEVICES each worker would get (dask-cuda's own rotation of the list)."""
 
     def __init__(
-        self, CUDA_VISIBLE_DEVICES, n_workers, threads_per_worker, dashboard_address, env, scheduler_kwargs, preload
+        self,
+        CUDA_VISIBLE_DEVICES,
+        n_workers,
+        threads_per_worker,
+        dashboard_address,
+        env,
+        scheduler_kwargs,
+        preload,
+        **rmm,
     ):
+        from dask_cuda.utils import cuda_visible_devices
+
         self.devices = list(CUDA_VISIBLE_DEVICES)
+        self.worker_visible_devices = [cuda_visible_devices(i, self.devices) for i in range(n_workers)]
         self.threads_per_worker = threads_per_worker
         self.env = env
+        self.rmm = rmm
         assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer", "torch._dynamo"]
         super().__init__(
             n_workers=0,
@@ -98,6 +111,7 @@ class _StandInCUDACluster(LocalCluster):
     [(4, 3, [0, 1, 2], False), (2, 3, [0, 1], True), (1, 1, [0], False)],
 )
 def test_gpu_cluster_has_one_worker_per_gpu(monkeypatch, gpus, trainers, expected_devices, warns):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: gpus)
     monkeypatch.setattr(cluster_module, "cuda_cluster_type", lambda: _StandInCUDACluster)
     messages: list[str] = []
@@ -108,6 +122,67 @@ def test_gpu_cluster_has_one_worker_per_gpu(monkeypatch, gpus, trainers, expecte
             expected_devices
         )
     assert any("GPU" in message and "more than one trainer" in message for message in messages) == warns
+
+
+@pytest.mark.parametrize(
+    ("visible", "gpus", "trainers", "expected_devices", "expected_environments"),
+    [
+        ("5,2,7", 3, 2, [5, 2], ["5,2", "2,5"]),  # the user's GPUs, in the user's order, as many as trainers
+        ("GPU-1a2b,GPU-3c4d", 2, 3, ["GPU-1a2b", "GPU-3c4d"], ["GPU-1a2b,GPU-3c4d", "GPU-3c4d,GPU-1a2b"]),
+        (" 3 ", 1, 1, [3], ["3"]),
+    ],
+)
+def test_the_users_cuda_visible_devices_are_the_gpus_the_cluster_uses(
+    monkeypatch, visible, gpus, trainers, expected_devices, expected_environments
+):
+    """LocalCUDACluster(CUDA_VISIBLE_DEVICES=…) is told the user's devices, not 0, 1, …: each worker then sees
+    its own GPU of the user's first (dask-cuda rotates the list per worker)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: gpus)
+    monkeypatch.setattr(cluster_module, "cuda_cluster_type", lambda: _StandInCUDACluster)
+    with make_cluster(trainers, "cuda", threads_per_worker=1) as cluster:
+        assert cluster.devices == expected_devices
+        assert cluster.worker_visible_devices == expected_environments
+
+
+def test_an_rmm_pool_is_asked_of_dask_cuda_and_torch_allocates_from_it(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 2)
+    monkeypatch.setattr(cluster_module, "cuda_cluster_type", lambda: _StandInCUDACluster)
+    with make_cluster(2, "cuda", threads_per_worker=1, rmm_pool_size=0.8) as cluster:
+        assert cluster.rmm == {"rmm_pool_size": 0.8, "rmm_allocator_external_lib_list": ["torch"]}
+    with make_cluster(2, "cuda", threads_per_worker=1) as cluster:
+        assert cluster.rmm == {}, "without a pool size, dask-cuda's defaults and torch's own allocator"
+
+
+def test_an_rmm_pool_size_on_a_cpu_cluster_is_ignored_and_said_so(monkeypatch):
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
+    monkeypatch.setattr(cluster_module, "LocalCluster", _ThreadedCluster)
+    messages: list[str] = []
+    with make_cluster(1, "cpu", rmm_pool_size=2**30, log=messages.append) as cluster:
+        assert not any(name.startswith("rmm") for name in cluster.kwargs)
+    assert "the RMM pool size is ignored: this run's cluster has CPU workers" in messages
+
+
+def test_the_rmm_pool_size_is_parsed_for_the_local_cluster_only(tmp_path):
+    import dask
+
+    with dask.config.set({"scheduler-address": None}):
+        assert choose_cluster(rmm_pool_size="24GB") == ClusterChoice(rmm_pool_size=24_000_000_000)
+        assert choose_cluster(rmm_pool_size="16GiB").rmm_pool_size == 16 * 2**30
+        assert choose_cluster(rmm_pool_size="0.8").rmm_pool_size == 0.8
+        assert choose_cluster().rmm_pool_size is None
+        for bad, message in [("1.5", r"in \(0, 1\]"), ("lots", "give bytes"), ("0", "must be positive")]:
+            with pytest.raises(ValueError, match=message):
+                choose_cluster(rmm_pool_size=bad)
+    with pytest.raises(ValueError, match="dask cuda worker --rmm-pool-size"):
+        choose_cluster("tcp://a:1", rmm_pool_size="24GB")
+    with dask.config.set({"scheduler-address": "tcp://configured:8786"}), pytest.raises(
+        ValueError, match="DASK_SCHEDULER_ADDRESS names an existing one"
+    ):
+        choose_cluster(rmm_pool_size="24GB")
+    with pytest.raises(ValueError, match="not joint mode"):
+        choose_cluster(rmm_pool_size="24GB", distributed=False)
 
 
 def test_rejects_an_empty_cluster_and_an_unresolved_device():
@@ -148,6 +223,39 @@ def test_real_cuda_cluster_gives_each_worker_its_own_gpu():
     assert len(seen) == 1
     [(devices, count)] = seen.values()
     assert devices.split(",")[0] == "0" and count >= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_a_real_cuda_cluster_honours_cuda_visible_devices_and_gives_torch_an_rmm_pool(monkeypatch):
+    """The last GPU named by CUDA_VISIBLE_DEVICES (the only one, on a one-GPU host) hosts the worker, whose torch
+    allocates from an RMM pool."""
+    pytest.importorskip("rmm")
+    import torch
+
+    last = torch.cuda.device_count() - 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", str(last))
+    monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 1)
+    with make_cluster(1, "cuda", rmm_pool_size=2**28) as cluster, Client(cluster) as client:
+
+        def allocator() -> tuple[str, int, str, str]:
+            import os
+
+            import rmm
+            import torch
+
+            on_gpu = torch.ones(1024, device="cuda")
+            return (
+                os.environ["CUDA_VISIBLE_DEVICES"],
+                torch.cuda.device_count(),
+                type(rmm.mr.get_current_device_resource()).__name__,
+                torch.cuda.memory.get_allocator_backend() + f":{on_gpu.sum().item():.0f}",
+            )
+
+        [(devices, count, resource, backend)] = client.run(allocator).values()
+    assert devices == str(last) and count == 1
+    assert resource == "PoolMemoryResource"
+    assert backend == "pluggable:1024", "torch allocates through RMM's allocator"
 
 
 def test_the_dashboard_is_off_unless_asked_for_and_then_on_loopback(monkeypatch):

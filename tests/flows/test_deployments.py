@@ -32,6 +32,7 @@ def test_builds_a_deployment_of_the_training_flow_with_its_parameters(tmp_path, 
         "scheduler": None,
         "scheduler_file": None,
         "dashboard": False,
+        "rmm_pool_size": None,
     }
 
 

@@ -88,7 +88,7 @@ def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_
     started: list[LocalCluster] = []
     asked: list[tuple[int, str]] = []
 
-    def slow_then_threaded_cluster(n_workers, device, dashboard, log):
+    def slow_then_threaded_cluster(n_workers, device, dashboard, rmm_pool_size, log):
         asked.append((n_workers, device))
         if len(asked) == 1:
             raise TimeoutError("Nanny failed to start in 60 seconds")
@@ -106,3 +106,22 @@ def test_a_cluster_that_did_not_start_in_time_is_started_again_for_training(tmp_
     assert asked == [(3, "cpu"), (3, "cpu")]  # one worker per modality, twice
     [cluster] = started
     assert cluster.status.name == "closed"
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "cupy", "expected"),
+    [
+        ("auto", 1, True, "cuda"),
+        ("cuda", 1, True, "cuda"),
+        ("cpu", 1, True, "cpu"),  # --device cpu on a GPU host: graphs on the CPU too
+        ("cuda", 0, True, "cpu"),  # a CPU-only driver of a GPU cluster
+        ("auto", 1, False, "cpu"),  # a GPU without the gpu extra
+    ],
+)
+def test_graphs_are_built_on_the_gpu_only_where_this_process_can(monkeypatch, device, gpus, cupy, expected):
+    from hyperlearn.flows import training
+
+    monkeypatch.setattr(training, "visible_gpu_count", lambda: gpus)
+    monkeypatch.setattr(training, "cupy_installed", lambda: cupy)
+    monkeypatch.setattr(training, "run_device", lambda config: "cuda" if config.device in ("auto", "cuda") else "cpu")
+    assert training.graph_device(TrainingConfig(device=device)) == expected

@@ -10,20 +10,22 @@ from hyperlearn.rundir import RunDir
 
 @pytest.fixture
 def graph_spec(demo_document, write_spec, write, tmp_path):
-    """build(user_modality, users_csv=None, pairs_csv=None, keys=...) → (stats, run): a spec whose user
-    modality is `user_modality`, a run catalog holding `keys`, and the graphs built from them."""
+    """build(user_modality, users_csv=None, pairs_csv=None, keys=..., device="cpu") → (stats, run): a spec whose
+    user modality is `user_modality`, a run catalog holding `keys`, and the graphs built from them on `device`."""
 
-    def build(user_modality: dict, users_csv: str | None = None, pairs_csv: str | None = None, keys="abcde"):
+    def build(
+        user_modality: dict, users_csv: str | None = None, pairs_csv: str | None = None, keys="abcde", device="cpu"
+    ):
         if users_csv is not None:
             write("users.csv", users_csv)
         if pairs_csv is not None:
             write("friends.csv", pairs_csv)
         demo_document["modalities"][0] = {"name": "user", **user_modality}
         spec = load_spec(write_spec(demo_document))
-        run = RunDir(tmp_path / "run")
+        run = RunDir(tmp_path / f"run-{device}")
         EntityCatalog("user", keys).save(run.catalog)
         EntityCatalog("item", ["i1"]).save(run.catalog)
-        return build_graphs(spec, run), run
+        return build_graphs(spec, run, device=device), run
 
     return build
 
@@ -131,3 +133,29 @@ def test_features_of_one_kind_only(graph_spec, numeric, categorical):
     stats, run = graph_spec({"features": features, "graph": {"knn": {"k": 1}}}, users_csv=users)
     assert _edges(run) == {(0, 1), (2, 3)}
     assert stats["user"].isolated == 1
+
+
+def test_an_unresolved_device_is_refused(graph_spec):
+    with pytest.raises(ValueError, match="resolved"):
+        graph_spec({"graph": {"pairs": PAIRS}}, pairs_csv="a,b,w\na,b,1\n", device="auto")
+
+
+@pytest.mark.gpu
+def test_graphs_built_on_the_gpu_are_the_cpus(graph_spec):
+    pytest.importorskip("cupy")
+    rng = np.random.default_rng(8)
+    keys = [f"u{i}" for i in range(300)]
+    users = "user_id,x,kind\n" + "".join(
+        f"{key},{rng.integers(0, 4)},{'pq'[rng.integers(0, 2)]}\n" for key in keys  # integers: many ties
+    )
+    pairs = "a,b,w\n" + "".join(f"u{i},u{i + 7},{rng.random() + 0.5}\n" for i in range(0, 280, 3))
+    modality = {"features": FEATURES, "graph": {"knn": {"k": 5}, "pairs": PAIRS}}
+    built = {
+        device: graph_spec(modality, users_csv=users, pairs_csv=pairs, keys=keys, device=device)
+        for device in ("cpu", "cuda")
+    }
+    (cpu_stats, cpu_run), (gpu_stats, gpu_run) = built["cpu"], built["cuda"]
+    assert gpu_stats == cpu_stats
+    on_cpu, on_gpu = cpu_run.read_laplacian("user"), gpu_run.read_laplacian("user")
+    np.testing.assert_array_equal(on_gpu.indices, on_cpu.indices)
+    np.testing.assert_allclose(on_gpu.toarray(), on_cpu.toarray(), rtol=1e-13, atol=0)
