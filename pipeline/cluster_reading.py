@@ -11,12 +11,15 @@ same blocks in the same order, so catalog, tensors and quarantine files are byte
 
 Nothing of the run directory goes to the workers, and nothing is left on the cluster: at most `in_flight`
 pieces are submitted ahead of the one the driver is waiting for, and each result is released once taken.
+Before any of that, `sources_unseen` asks every worker whether it can read each source file and sees it with
+the driver's size: a cluster whose hosts do not share the data is then told apart before anything is read.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +32,28 @@ from hyperlearn.pipeline.validation import ROW_NUMBER, ValidatedBlock, relation_
 
 if TYPE_CHECKING:
     from distributed import Client
+
+
+def sources_unseen(client: Client, sizes: Mapping[Path, int]) -> list[str]:
+    """What keeps the workers of `client`'s cluster from reading the source files as the driver does, one line
+    per worker and file (a file it cannot read, or sees with another size than the driver's `sizes`, in bytes);
+    empty when every worker sees every file."""
+    seen = client.run(_readable_sizes, [str(path) for path in sizes])
+    problems = []
+    for worker, found in sorted(seen.items()):
+        for path, expected in sizes.items():
+            size = found[str(path)]
+            if size is None:
+                problems.append(f"worker {worker} cannot read {path}")
+            elif size != expected:
+                problems.append(f"worker {worker} sees {path} with {size} bytes, the driver with {expected}")
+    return problems
+
+
+def _readable_sizes(paths: list[str]) -> dict[str, int | None]:
+    """Run on each worker: the size of each file it can read, None for the others."""
+    return {path: os.stat(path).st_size if os.access(path, os.R_OK) and os.path.isfile(path) else None
+            for path in paths}
 
 
 def validate_on_cluster(

@@ -8,7 +8,8 @@ memory is bounded by the entities (the catalog) and the output tensors, not by t
 
 Given a Dask client, the blocks are read, parsed and validated on that cluster's workers instead, one task per
 block (`hyperlearn.pipeline.cluster_reading`); the driver codes, spills, merges and writes the same blocks in the
-same order, so the run directory is byte for byte what this process alone writes.
+same order, so the run directory is byte for byte what this process alone writes. When some worker does not see
+the source files as this process does, this process reads them itself, with a warning.
 
 The persistent catalog is only read: the extended catalog is written into the run directory, and publishing
 copies it back, so a failed run never changes the catalog that earlier versions were built with.
@@ -30,7 +31,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from hyperlearn.pipeline.catalog import EntityCatalog
-from hyperlearn.pipeline.cluster_reading import validate_on_cluster
+from hyperlearn.pipeline.cluster_reading import sources_unseen, validate_on_cluster
 from hyperlearn.pipeline.deduplication import PartitionedRows, merge_duplicates, partition_count, record_dtype
 from hyperlearn.pipeline.key_ranges import RangeSpill, range_budget
 from hyperlearn.pipeline.readers import estimated_rows, source_files
@@ -160,14 +161,21 @@ def ingest(
     """Read, validate and de-duplicate every relation of `spec`; extend the catalog with their keys; write
     quarantine files, relation tensors per split and the catalog into `run`. Memory stays near `memory_limit`
     bytes plus the catalog and the output tensors; `progress` shows a bar over the bytes read. With `client`,
-    sources are read and validated on its cluster's workers, which must see the sources' paths; the result is
-    the same."""
+    sources are read and validated on its cluster's workers, the result being the same, when every worker sees
+    every source file at its path with the same size; else (logged as a warning) in this process."""
     files = {
         (relation.name, name): source_files(source)
         for relation in spec.relations
         for name, source in relation.sources.items()
     }
     total_bytes = sum(path.stat().st_size for paths in files.values() for path in paths)
+    if client is not None:
+        unseen = sources_unseen(client, {path: path.stat().st_size for paths in files.values() for path in paths})
+        if unseen:
+            more = f" (and {len(unseen) - 1} more)" if len(unseen) > 1 else ""
+            log.warning("ingest runs in this process: the cluster's workers do not see the sources as this process "
+                        "does: %s%s", unseen[0], more)
+            client = None
     codes = {modality.name: KeyCodes() for modality in spec.modalities}
     warnings: list[str] = []
     run.path.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
+from hyperlearn.pipeline import ingest as ingest_module
+from hyperlearn.pipeline.cluster_reading import sources_unseen
 from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.readers import SourceError, file_pieces
 from hyperlearn.pipeline.spec import SourceSpec, load_spec
@@ -21,7 +23,7 @@ from tests.flows.test_external_cluster import external_cluster  # noqa: F401 - t
 
 pytestmark = pytest.mark.slow
 
-MEMORY_LIMIT = 2**25  # the smallest blocks (1 MiB): the big file is cut into three pieces
+MEMORY_LIMIT = 2**25  # the smallest blocks (1 MiB): the big file is cut into two pieces
 BAD_LINES = {  # line index in the big file → a bad line
     5: 'u1,"i2,3,7',  # a stray quote
     20_000: "u3,i4,1e39,9",  # beyond float32
@@ -44,8 +46,8 @@ def process_cluster() -> Iterator[Client]:
 
 @pytest.fixture
 def dataset(write, write_spec, tmp_path) -> Path:
-    """A rating log over a glob of three CSV files (the first about 2.5 MB, so cut into three pieces, with bad
-    lines in each piece), JSON lines taggings with a multi-valued field and a broken line, Parquet friendships."""
+    """A rating log over a glob of three CSV files (the first about 1.7 MB, so cut into two pieces, with bad
+    lines in both pieces), JSON lines taggings with a multi-valued field and a broken line, Parquet friendships."""
     rng = np.random.default_rng(3)
     lines = [
         f"u{u},i{i},{r / 2},{t}"
@@ -57,7 +59,7 @@ def dataset(write, write_spec, tmp_path) -> Path:
     header = "user_id,item_id,rating,timestamp\n"
     big = write("ratings/part-0.csv", header + "\n".join(lines) + "\n")
     source = SourceSpec(big, "csv")
-    assert len(file_pieces(source, big, ["user_id"], 2**20)) == 3
+    assert len(file_pieces(source, big, ["user_id"], 2**20)) == 2
     write("ratings/part-1.csv", header + "u1,i1,4,100\nu2,i1,x,3\n U1 ,i1,5,200\n")
     write("ratings/part-2.csv", header + "u9,i9,1,1\r\nu9,i8,2,2\r\n")
     write("taggings.jsonl", '{"user": "u1", "item": "i1", "tags": "a|b"}\n{"user": "u2"\n'
@@ -128,3 +130,32 @@ def test_a_bad_file_fails_with_the_drivers_error_and_leaves_nothing_on_the_clust
     with pytest.raises(SourceError, match=r"b\.csv: has a header row but no data rows"):
         ingest(spec, RunDir(tmp_path / "run"), tmp_path / "catalog", client=process_cluster)
     assert not process_cluster.who_has()
+
+
+def test_workers_that_do_not_see_a_source_as_the_driver_are_named(tmp_path, process_cluster):
+    present = tmp_path / "present.csv"
+    present.write_text("user\nu1\n")
+    problems = sources_unseen(process_cluster, {present: present.stat().st_size + 1, tmp_path / "absent.csv": 3})
+    workers = sorted(process_cluster.scheduler_info()["workers"])
+    assert problems == [
+        line
+        for worker in workers
+        for line in (f"worker {worker} sees {present} with 8 bytes, the driver with 9",
+                     f"worker {worker} cannot read {tmp_path / 'absent.csv'}")
+    ]
+    assert sources_unseen(process_cluster, {present: present.stat().st_size}) == []
+
+
+def test_a_cluster_whose_workers_do_not_see_the_sources_leaves_ingest_to_the_driver(
+    dataset, tmp_path, process_cluster, monkeypatch, caplog
+):
+    # The workers of a cluster on other hosts, without the data: they cannot exist on this one machine.
+    monkeypatch.setattr(ingest_module, "sources_unseen", lambda client, sizes: ["worker tcp://w1 cannot read a.csv"])
+    spec = load_spec(dataset)
+    driver = ingest(spec, RunDir(tmp_path / "driver"), tmp_path / "catalog", memory_limit=MEMORY_LIMIT)
+    with caplog.at_level("WARNING"):
+        fallback = ingest(spec, RunDir(tmp_path / "fallback"), tmp_path / "catalog", memory_limit=MEMORY_LIMIT,
+                          client=process_cluster)
+    assert fallback.to_dict() == driver.to_dict()
+    assert any("ingest runs in this process: the cluster's workers do not see the sources as this process does: "
+               "worker tcp://w1 cannot read a.csv" in message for message in caplog.messages)
