@@ -2,13 +2,17 @@
 
     python benchmarks/ingest.py [--rows 1000000 10000000 100000000] [--jsonl-rows 1000000 10000000]
                                 [--data /tmp/hyperlearn-ingest] [--memory-limit 1GiB]
-                                [--out benchmarks/results/ingest]
+                                [--scheduler tcp://127.0.0.1:8786] [--out benchmarks/results/ingest]
 
 For each size, a 2-modality rating log (100k users × 50k items, ratings 0.5…5, integer timestamps, uniform
 draws with a fixed seed) is generated once as CSV (--rows) or JSON lines (--jsonl-rows, the same rows as
 objects) under --data (never committed), then `ingest` runs on it in a
 fresh process (read, validate, quarantine, de-duplicate by latest time, catalog, tensors), which reports its
-wall time, CPU time and peak RSS (ru_maxrss). Outputs in --out: results.json (every number, machine, settings),
+wall time, CPU time and peak RSS (ru_maxrss). With --scheduler, each log is then ingested once more with its
+sources read and validated on that existing cluster's workers (`ingest(..., client=...)`, as `hyperlearn run
+--scheduler` does): the driver's numbers are the driver process's, and the workers' peak RSS (ru_maxrss over
+each worker's life: start fresh workers to read it per size) is recorded beside them; the workers import the
+pipeline before the clock starts. Outputs in --out: results.json (every number, machine, settings),
 results.md (the table) and ingest.png (rows/s and peak RSS against rows). The machine may be shared: the load
 average at the start of each run is recorded beside it.
 """
@@ -73,24 +77,41 @@ def write_log(path: Path, rows: int, seed: int = 0, format_: str = "csv") -> Non
     temporary.rename(path)
 
 
-def measure(spec: Path, memory_limit: int) -> dict:
-    """Ingest `spec` in this process; wall and CPU seconds, peak RSS and the row accounting."""
+def peak_rss_gib() -> float:
+    """This process's peak resident set (ru_maxrss), GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def measure(spec: Path, memory_limit: int, scheduler: str | None = None) -> dict:
+    """Ingest `spec` from this process (on the workers of the cluster at `scheduler` when given); wall and CPU
+    seconds, peak RSS (and the workers' when on a cluster) and the row accounting."""
+    import contextlib
+    import importlib
     import tempfile
+
+    from distributed import Client
 
     from hyperlearn.pipeline.ingest import ingest
     from hyperlearn.pipeline.spec import load_spec
     from hyperlearn.rundir import RunDir
 
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as scratch, (
+        Client(scheduler) if scheduler else contextlib.nullcontext()
+    ) as client:
+        if client is not None:
+            client.run(importlib.import_module, "hyperlearn.pipeline.cluster_reading")
         start, cpu = time.perf_counter(), time.process_time()
         run, catalog = RunDir(Path(scratch) / "run"), Path(scratch) / "catalog"
-        report = ingest(load_spec(spec), run, catalog, memory_limit=memory_limit)
+        report = ingest(load_spec(spec), run, catalog, memory_limit=memory_limit, client=client)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        workers_rss = None if client is None else sorted(client.run(peak_rss_gib).values())
     (relation,) = report.relations
     return {
+        "where": "driver" if client is None else f"cluster ({len(workers_rss)} workers)",
         "wall_s": wall,
         "cpu_s": cpu,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_gib(),
+        "workers_peak_rss_gb": workers_rss,
         "rows_read": relation.rows_read,
         "rows_accepted": relation.rows_accepted,
         "rows_quarantined": relation.rows_quarantined,
@@ -116,11 +137,13 @@ def main() -> None:
     parser.add_argument("--jsonl-rows", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--data", type=Path, default=Path("/tmp/hyperlearn-ingest"))
     parser.add_argument("--memory-limit", type=parse_size, default=parse_size("1GiB"))
+    parser.add_argument("--scheduler", help="also ingest each log on this existing Dask cluster's workers (an "
+                        "address), right after the driver-only run of the same log")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "ingest")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
     args = parser.parse_args()
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.memory_limit)))
+        print(json.dumps(measure(args.measure, args.memory_limit, args.scheduler)))
         return
     args.data.mkdir(parents=True, exist_ok=True)
     results = []
@@ -132,13 +155,15 @@ def main() -> None:
             write_log(log, rows, format_=format_)
         spec = args.data / f"spec-{rows}-{format_}.yaml"
         spec.write_text(SPEC.format(path=log.name))
-        load = os.getloadavg()[0]
-        command = [sys.executable, __file__, "--measure", str(spec), "--memory-limit", str(args.memory_limit)]
-        measured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-        result = {"format": format_, "rows": rows, "input_mb": log.stat().st_size / 1e6, "load_average": load}
-        result |= measured
-        print(json.dumps(result), flush=True)
-        results.append(result)
+        for scheduler in [None] + ([args.scheduler] if args.scheduler else []):
+            load = os.getloadavg()[0]
+            command = [sys.executable, __file__, "--measure", str(spec), "--memory-limit", str(args.memory_limit)]
+            command += ["--scheduler", scheduler] if scheduler else []
+            measured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            result = {"format": format_, "rows": rows, "input_mb": log.stat().st_size / 1e6, "load_average": load}
+            result |= measured
+            print(json.dumps(result), flush=True)
+            results.append(result)
     write_results(args.out, results, args.memory_limit)
 
 
@@ -156,23 +181,26 @@ def write_results(out: Path, results: list[dict], memory_limit: int) -> None:
         f"memory_limit = {memory_limit / 2**30:.2f} GiB, {machine['cpus']} CPUs; "
         "load = 1-minute load average at the start (the machine is shared)",
         "",
-        "| format | rows | input MB | wall s | CPU s | rows/s | peak RSS GB | quarantined | merged | entries | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| format | rows | where | input MB | wall s | driver CPU s | rows/s | driver peak RSS GB | workers' peak RSS GB "
+        "| quarantined | merged | entries | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in results:
+        workers = r.get("workers_peak_rss_gb")
         lines.append(
-            f"| {r['format']} | {r['rows']:,} | {r['input_mb']:.0f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-            f"{r['rows_per_s']:,.0f} | "
-            f"{r['peak_rss_gb']:.2f} | {r['rows_quarantined']:,} | {r['duplicates_merged']:,} | {r['entries']:,} | "
-            f"{r['load_average']:.1f} |"
+            f"| {r['format']} | {r['rows']:,} | {r.get('where', 'driver')} | {r['input_mb']:.0f} | {r['wall_s']:.1f} | "
+            f"{r['cpu_s']:.1f} | {r['rows_per_s']:,.0f} | {r['peak_rss_gb']:.2f} | "
+            f"{', '.join(f'{g:.2f}' for g in workers) if workers else '–'} | "
+            f"{r['rows_quarantined']:,} | {r['duplicates_merged']:,} | {r['entries']:,} | {r['load_average']:.1f} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
-    for format_ in dict.fromkeys(r["format"] for r in results):
-        chosen = [r for r in results if r["format"] == format_]
+    for format_, where in dict.fromkeys((r["format"], r.get("where", "driver")) for r in results):
+        chosen = [r for r in results if r["format"] == format_ and r.get("where", "driver") == where]
         rows = [r["rows"] for r in chosen]
-        speed.plot(rows, [r["rows_per_s"] for r in chosen], "o-", label=format_)
-        memory.plot(rows, [r["peak_rss_gb"] for r in chosen], "o-", label=format_)
+        label = format_ if where == "driver" else f"{format_}, {where}"
+        speed.plot(rows, [r["rows_per_s"] for r in chosen], "o-", label=label)
+        memory.plot(rows, [r["peak_rss_gb"] for r in chosen], "o-", label=f"{label} (driver)")
     speed.set(xscale="log", xlabel="rows", ylabel="rows / s (wall)", title="ingest throughput")
     speed.legend()
     memory.axhline(1.5, color="grey", linestyle="--", label="target 1.5 GB")

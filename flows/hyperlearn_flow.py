@@ -63,9 +63,16 @@ from hyperlearn.rundir import DatasetDir, RunDir
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_step(spec: DatasetSpec, run: RunDir, catalog_dir: Path) -> dict[str, Any]:
-    """Raw logs → validated, de-duplicated relation tensors and the catalog, in `run`."""
-    return ingest(spec, run, catalog_dir).to_dict()
+def ingest_step(
+    spec: DatasetSpec, run: RunDir, catalog_dir: Path, cluster: Future[TrainingCluster] | None = None
+) -> dict[str, Any]:
+    """Raw logs → validated, de-duplicated relation tensors and the catalog, in `run`; with `cluster` (an
+    existing cluster the run trains on), the sources are read and validated on its workers."""
+    client = None if cluster is None else cluster.result().client
+    if client is not None:
+        workers = len(client.scheduler_info()["workers"])
+        get_run_logger().info("ingest: reading and validating the sources on the cluster's %d worker(s)", workers)
+    return ingest(spec, run, catalog_dir, client=client).to_dict()
 
 
 @task(name="build-graphs", cache_policy=NO_CACHE)
@@ -199,7 +206,7 @@ def train_embeddings(
             prepared = None if kept is None else read_resume_record(kept)
             if prepared is None:
                 with timed("ingest"):
-                    report = ingest_step(spec, run, dataset.catalog)
+                    report = ingest_step(spec, run, dataset.catalog, cluster if choice.existing else None)
                 with timed("graphs"):
                     graphs = build_graphs_step(spec, run, graph_device(config))
                 write_resume_record(run, key(), report, graphs)

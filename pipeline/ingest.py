@@ -6,6 +6,11 @@ per modality, and the rows spilled to disk in hash partitions of their key tuple
 partition stays within `memory_limit`. Duplicates are then merged one partition at a time. What stays in
 memory is bounded by the entities (the catalog) and the output tensors, not by the rows read.
 
+Given a Dask client, the blocks are read, parsed and validated on that cluster's workers instead, one task per
+block (`hyperlearn.pipeline.cluster_reading`); the driver codes, spills, merges and writes the same blocks in the
+same order, so the run directory is byte for byte what this process alone writes. When some worker does not see
+the source files as this process does, this process reads them itself, with a warning.
+
 The persistent catalog is only read: the extended catalog is written into the run directory, and publishing
 copies it back, so a failed run never changes the catalog that earlier versions were built with.
 """
@@ -14,10 +19,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,21 +31,25 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from hyperlearn.pipeline.catalog import EntityCatalog
+from hyperlearn.pipeline.cluster_reading import sources_unseen, validate_on_cluster
 from hyperlearn.pipeline.deduplication import PartitionedRows, merge_duplicates, partition_count, record_dtype
 from hyperlearn.pipeline.key_ranges import RangeSpill, range_budget
-from hyperlearn.pipeline.readers import estimated_rows, read_batches, source_files
+from hyperlearn.pipeline.readers import estimated_rows, source_files
 from hyperlearn.pipeline.relations import key_hashes, relation_meta, split_labels
-from hyperlearn.pipeline.spec import DatasetSpec, KeyNormalisation, RelationSpec, SourceSpec
+from hyperlearn.pipeline.spec import DatasetSpec, RelationSpec
 from hyperlearn.pipeline.validation import (
     FIELD,
     REASON,
     QuarantineWriter,
+    ValidatedBlock,
     key_options,
-    relation_columns,
     uses_time,
-    validate_batch,
+    validate_source,
 )
 from hyperlearn.rundir import SPLITS, RunDir
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 DEFAULT_MEMORY_LIMIT = 1 * 2**30
 log = logging.getLogger(__name__)
@@ -116,7 +125,11 @@ class KeyCodes:
         return self._known.to_numpy(zero_copy_only=False)
 
     def codes(self, keys: pa.Array) -> np.ndarray:
-        """The code of each (non-null) key, int64, giving keys not seen before the next codes."""
+        """The code of each (non-null) key, int64, giving keys not seen before the next codes, in order of first
+        appearance. A dictionary array is coded through its dictionary (which holds each key once, in order of
+        first appearance, so the codes are the same)."""
+        if pa.types.is_dictionary(keys.type):
+            return self.codes(keys.dictionary)[keys.indices.to_numpy(zero_copy_only=False)]
         keys = keys.cast(pa.large_string())
         found = pc.index_in(keys, value_set=self._known)
         if found.null_count:
@@ -143,16 +156,26 @@ def ingest(
     catalog_dir: Path,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     progress: bool = False,
+    client: Client | None = None,
 ) -> IngestReport:
     """Read, validate and de-duplicate every relation of `spec`; extend the catalog with their keys; write
     quarantine files, relation tensors per split and the catalog into `run`. Memory stays near `memory_limit`
-    bytes plus the catalog and the output tensors; `progress` shows a bar over the bytes read."""
+    bytes plus the catalog and the output tensors; `progress` shows a bar over the bytes read. With `client`,
+    sources are read and validated on its cluster's workers, the result being the same, when every worker sees
+    every source file at its path with the same size; else (logged as a warning) in this process."""
     files = {
         (relation.name, name): source_files(source)
         for relation in spec.relations
         for name, source in relation.sources.items()
     }
     total_bytes = sum(path.stat().st_size for paths in files.values() for path in paths)
+    if client is not None:
+        unseen = sources_unseen(client, {path: path.stat().st_size for paths in files.values() for path in paths})
+        if unseen:
+            more = f" (and {len(unseen) - 1} more)" if len(unseen) > 1 else ""
+            log.warning("ingest runs in this process: the cluster's workers do not see the sources as this process "
+                        "does: %s%s", unseen[0], more)
+            client = None
     codes = {modality.name: KeyCodes() for modality in spec.modalities}
     warnings: list[str] = []
     run.path.mkdir(parents=True, exist_ok=True)
@@ -160,7 +183,7 @@ def ingest(
         total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=not progress
     ) as bar:
         read = {
-            relation.name: _read_relation(spec, relation, run, Path(scratch), codes, memory_limit, files, bar)
+            relation.name: _read_relation(spec, relation, run, Path(scratch), codes, memory_limit, files, bar, client)
             for relation in spec.relations
         }
         catalogs = {m.name: EntityCatalog.load(catalog_dir, m.name) for m in spec.modalities}
@@ -212,9 +235,11 @@ def _read_relation(
     memory_limit: int,
     files: Mapping[tuple[str, str], list[Path]],
     bar: tqdm,
+    client: Client | None,
 ) -> tuple[dict[str, _SourceRows], dict[str, Any]]:
-    """Stream every source of a relation: validate, quarantine, code and spill; return the spilled rows per
-    source and the relation's row accounting. Raise IngestError when no row was accepted."""
+    """Stream every source of a relation: validate (here, or on `client`'s workers), quarantine, code and
+    spill; return the spilled rows per source and the relation's row accounting. Raise IngestError when no row
+    was accepted."""
     options = [key_options(spec.modality(name)) for name in relation.modalities]
     quarantine = QuarantineWriter(run.relation_quarantine(relation.name))
     dtype = record_dtype(relation.order, uses_time(relation))
@@ -226,7 +251,11 @@ def _read_relation(
             estimate = estimated_rows(source, paths)
             partitions = partition_count(estimate, dtype, memory_limit)
             rows = PartitionedRows(scratch / relation.name / name, relation.order, uses_time(relation), partitions)
-            sources[name] = _read_source(relation, source, rows, options, codes, quarantine, blocksize, bar)
+            if client is None:
+                blocks = validate_source(source, relation, options, blocksize)
+            else:
+                blocks = validate_on_cluster(client, source, relation, options, blocksize)
+            sources[name] = _read_source(relation, blocks, rows, codes, quarantine, bar)
     finally:
         path = quarantine.close()
     rows_read = sum(s.read for s in sources.values())
@@ -249,35 +278,33 @@ def _read_relation(
 
 def _read_source(
     relation: RelationSpec,
-    source: SourceSpec,
+    blocks: Iterator[ValidatedBlock],
     rows: PartitionedRows,
-    options: list[KeyNormalisation],
     codes: dict[str, KeyCodes],
     quarantine: QuarantineWriter,
-    blocksize: int,
     bar: tqdm,
 ) -> _SourceRows:
-    """Stream one source: each batch validated, its rejects quarantined, its keys coded, its rows spilled;
-    one log line per file read."""
+    """Stream one source's validated blocks: rejects quarantined, keys coded, rows spilled; one log line per
+    file read."""
     read = _SourceRows(rows)
     current, file_rows, file_rejected = None, 0, 0
-    for batch in read_batches(source, relation_columns(relation), blocksize=blocksize):
-        if batch.path != current:
+    for block in blocks:
+        if block.path != current:
             _log_file(current, file_rows, file_rejected)
-            current, file_rows, file_rejected = batch.path, 0, 0
-        validated = validate_batch(batch, relation, options)
+            current, file_rows, file_rejected = block.path, 0, 0
+        validated = block.validated
         quarantine.write(validated.quarantined)
         axis_codes = []
         for modality, keys, changed in zip(relation.modalities, validated.keys, validated.changed):
             axis_codes.append(codes[modality].codes(keys))
             codes[modality].changed |= changed
         rows.append(axis_codes, validated.values, validated.times)
-        read.read += len(batch)
+        read.read += block.rows
         read.accepted += validated.accepted
         read.tuples += validated.tuples
-        file_rows += len(batch)
+        file_rows += block.rows
         file_rejected += len(validated.quarantined)
-        bar.update(batch.input_bytes)
+        bar.update(block.input_bytes)
     _log_file(current, file_rows, file_rejected)
     return read
 

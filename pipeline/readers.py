@@ -12,6 +12,11 @@ with Arrow compute kernels over whole blocks; only lines holding a quote or unde
 Python's csv module, one line at a time. JSON lines are parsed line by line with `json`. Parquet is read in
 record batches with integer keys kept as integer text. A source path may be a file, a folder (its files with
 the format's suffixes, sorted) or a glob; `source_files` lists what it names.
+
+A file is read in pieces (`file_pieces`): byte ranges of whole data lines of a text file, each one batch, or the
+whole file for Parquet and for UTF-16/32 text. `read_piece` reads one piece on its own, numbering its rows from 1,
+which is what lets the pieces be read by different processes (`hyperlearn.pipeline.cluster_reading`);
+`read_file` reads them in order and numbers rows across the file.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import functools
 import glob
 import json
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,35 +105,105 @@ def read_batches(
 ) -> Iterator[Batch]:
     """The needed columns of every file of `source`, batch by batch (about `blocksize` bytes of input each),
     in file order. Raise SourceError when a file lacks a needed column or is not in the source's format."""
-    columns = list(dict.fromkeys(columns_needed))
-    for column in columns:
-        if column in RESERVED_COLUMNS:
-            raise SourceError(f"{source.path}: column name {column!r} is reserved by the reader; rename it")
+    columns = reader_columns(source, columns_needed)
     for path in source_files(source):
         yield from read_file(source, path, columns, blocksize)
 
 
-def read_file(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
-    """The batches of one file of `source` (see read_batches)."""
+def reader_columns(source: SourceSpec, columns_needed: Sequence[str]) -> list[str]:
+    """The distinct columns to read, in order; SourceError for a name the reader reserves for its own columns."""
+    columns = list(dict.fromkeys(columns_needed))
+    for column in columns:
+        if column in RESERVED_COLUMNS:
+            raise SourceError(f"{source.path}: column name {column!r} is reserved by the reader; rename it")
+    return columns
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A part of one file of a source that is read on its own: the bytes [start, end) of whole data lines of a
+    text file (one batch), or the whole file (end None) for Parquet and for text in an encoding where b"\\n" is no
+    line break; `fields` are a delimited file's field names (from its header or the spec)."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None
+    fields: tuple[str, ...] | None = None
+
+
+def file_pieces(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> list[Piece]:
+    """The pieces of one file of `source`, in order: whole-line blocks of about `blocksize` bytes after any
+    byte order mark and header (the blocks `read_file` reads). Raise SourceError when the file lacks a needed
+    column, is not in the source's format, or has a header row but no data rows."""
     if source.format == "parquet":
-        yield from _parquet_batches(path, columns, blocksize)
-        return
-    fields = None
+        _check_columns(path, columns, _parquet_file(path).schema_arrow.names)
+        return [Piece(path)]
+    fields = source.names
     if source.format in ("csv", "tsv"):
-        fields = source.names
         if source.header:
             header = _header(path, source)
             fields = fields if fields is not None else header
         _check_columns(path, columns, fields)
-    row = 0
-    parse = functools.partial(_parse_block, source=source, columns=columns, fields=fields)
-    for rows, size in _ordered_map(parse, _utf8_blocks(path, source, blocksize)):
-        numbers = pa.array(np.arange(row + 1, row + 1 + len(rows), dtype=np.int64))
-        row += len(rows)
-        rows = rows.append_column(ROW_NUMBER, numbers)
-        yield Batch(str(path), rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD]), size)
-    if source.format in ("csv", "tsv") and source.header and row == 0:
+    fields = None if fields is None else tuple(fields)
+    if "\n".encode(source.encoding) != b"\n":
+        pieces = [Piece(path, fields=fields)]
+    else:
+        pieces = [Piece(path, start, end, fields) for start, end in _line_blocks(path, blocksize, _skips_header(source))]
+    if not pieces:
+        check_rows_read(source, path, 0)
+    return pieces
+
+
+def check_rows_read(source: SourceSpec, path: Path, rows: int) -> None:
+    """Raise SourceError when a file with a header row held `rows` == 0 data rows."""
+    if _skips_header(source) and rows == 0:
         raise SourceError(f"{path}: has a header row but no data rows")
+
+
+def read_piece(source: SourceSpec, piece: Piece, columns: list[str], blocksize: int) -> Iterator[Batch]:
+    """The batches of one piece (see file_pieces), rows numbered from 1 within the piece."""
+    if source.format == "parquet":
+        yield from _parquet_batches(piece.path, columns, blocksize)
+        return
+    text = _piece_text(source, piece)
+    if text:
+        rows, size = _parse_block(text, source=source, columns=columns, fields=piece.fields)
+        yield _numbered(piece.path, rows, size, columns)
+
+
+def read_file(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
+    """The batches of one file of `source` (see read_batches): its pieces, parsed PARSE_THREADS at a time."""
+    pieces = file_pieces(source, path, columns, blocksize)
+    if source.format == "parquet":
+        yield from read_piece(source, pieces[0], columns, blocksize)
+        return
+    row = 0
+    read = functools.partial(_piece_batches, source=source, columns=columns, blocksize=blocksize)
+    for batches in _ordered_map(read, iter(pieces)):
+        for batch in batches:
+            yield renumbered(batch, row)
+            row += len(batch)
+    check_rows_read(source, path, row)
+
+
+def _piece_batches(piece: Piece, source: SourceSpec, columns: list[str], blocksize: int) -> list[Batch]:
+    return list(read_piece(source, piece, columns, blocksize))
+
+
+def renumbered(batch: Batch, before: int) -> Batch:
+    """A batch of a piece with its row numbers moved on by the `before` rows of the file's earlier pieces."""
+    if not before:
+        return batch
+    position = batch.rows.column_names.index(ROW_NUMBER)
+    numbers = pc.add(batch.rows.column(ROW_NUMBER), pa.scalar(before, pa.int64()))
+    return Batch(batch.path, batch.rows.set_column(position, ROW_NUMBER, numbers), batch.input_bytes)
+
+
+def _numbered(path: Path, rows: pa.Table, size: int, columns: list[str]) -> Batch:
+    """Parsed rows as a Batch, numbered from 1."""
+    numbers = pa.array(np.arange(1, 1 + rows.num_rows, dtype=np.int64))
+    rows = rows.append_column(ROW_NUMBER, numbers)
+    return Batch(str(path), rows.select([*columns, ROW_NUMBER, READ_ERROR, RAW_RECORD]), size)
 
 
 def estimated_rows(source: SourceSpec, paths: Sequence[Path]) -> int:
@@ -214,10 +290,14 @@ def _check_columns(path: Path, columns: list[str], fields: Sequence[str]) -> Non
 
 def _header(path: Path, source: SourceSpec) -> tuple[str, ...]:
     """The column names in the first row of a delimited file."""
-    with open(path, "rb") as handle:
-        first = handle.readline()
     try:
-        text = first.decode(source.encoding).removeprefix(_BYTE_ORDER_MARK).rstrip("\r\n")
+        if "\n".encode(source.encoding) != b"\n":  # UTF-16/32: the line break is more than the byte b"\n"
+            with open(path, encoding=source.encoding, newline="") as wide:
+                text = wide.readline()
+        else:
+            with open(path, "rb") as handle:
+                text = handle.readline().decode(source.encoding)
+        text = text.removeprefix(_BYTE_ORDER_MARK).rstrip("\r\n")
     except UnicodeDecodeError:
         raise SourceError(f"{path}: the header row has bytes not valid in encoding {source.encoding}") from None
     header = next(csv.reader([text], delimiter=source.delimiter), None)
@@ -266,32 +346,45 @@ def _parse_block(
     return _mark_blanked(rows, lines, columns, None if source.format == "jsonl" else source.delimiter), len(block)
 
 
-def _utf8_blocks(path: Path, source: SourceSpec, blocksize: int) -> Iterator[bytes]:
-    """The data lines of a text file as UTF-8, in blocks of whole lines (about `blocksize` bytes each)."""
-    skip_header = source.header and source.format in ("csv", "tsv")
-    if "\n".encode(source.encoding) != b"\n":  # UTF-16/32: b"\n" is no line break there; read whole
-        text = Path(path).read_bytes().decode(source.encoding, errors="surrogateescape").removeprefix(_BYTE_ORDER_MARK)
-        if skip_header:
+def _skips_header(source: SourceSpec) -> bool:
+    return source.header and source.format in ("csv", "tsv")
+
+
+def _piece_text(source: SourceSpec, piece: Piece) -> bytes:
+    """A text piece's lines as UTF-8."""
+    if piece.end is None:  # UTF-16/32: b"\n" is no line break there; read whole
+        text = Path(piece.path).read_bytes().decode(source.encoding, errors="surrogateescape")
+        text = text.removeprefix(_BYTE_ORDER_MARK)
+        if _skips_header(source):
             text = text.partition("\n")[2]
-        if text:
-            yield text.encode("utf-8", errors="surrogateescape")
-        return
-    utf8 = codecs.lookup(source.encoding).name in ("utf-8", "ascii")
-    for block in _byte_blocks(path, blocksize, skip_header):
-        yield block if utf8 else _to_utf8(block, source.encoding)
+        return text.encode("utf-8", errors="surrogateescape")
+    with open(piece.path, "rb") as handle:
+        handle.seek(piece.start)
+        block = handle.read(piece.end - piece.start)
+    return block if codecs.lookup(source.encoding).name in ("utf-8", "ascii") else _to_utf8(block, source.encoding)
 
 
-def _byte_blocks(path: Path, blocksize: int, skip_header: bool) -> Iterator[bytes]:
-    """The file's bytes in blocks of whole lines (about `blocksize` each), without a byte order mark or header."""
+def _line_blocks(path: Path, blocksize: int, skip_header: bool) -> list[tuple[int, int]]:
+    """The byte ranges of a file's blocks of whole lines (each `blocksize` bytes, then to the end of the line
+    it stops in), after a byte order mark and, when `skip_header`, the first line. Found by seeking, without
+    reading the blocks."""
     with open(path, "rb") as handle:
         if handle.read(3) != _BYTE_ORDER_MARK.encode():
             handle.seek(0)
         if skip_header:
             handle.readline()
-        while block := handle.read(blocksize):
-            if not block.endswith(b"\n"):
-                block += handle.readline()
-            yield block
+        start, size = handle.tell(), os.fstat(handle.fileno()).st_size
+        blocks = []
+        while start < size:
+            end = start + blocksize
+            if end < size:
+                handle.seek(end - 1)
+                if handle.read(1) != b"\n":
+                    handle.readline()
+                end = handle.tell()
+            blocks.append((start, min(end, size)))
+            start = min(end, size)
+        return blocks
 
 
 def _to_utf8(block: bytes, encoding: str) -> bytes:
@@ -597,9 +690,8 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
 
 
 def _parquet_batches(path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
-    """A Parquet file in record batches, every column as text (integers as integer text, nulls missing)."""
+    """A Parquet file (its columns checked by file_pieces) in record batches, every column as text (integers as integer text, nulls missing)."""
     parquet = _parquet_file(path)
-    _check_columns(path, columns, parquet.schema_arrow.names)
     rows_per_batch = max(1, blocksize // 64)
     bytes_per_row = Path(path).stat().st_size / max(1, parquet.metadata.num_rows)
     row = 0

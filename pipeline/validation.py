@@ -12,6 +12,7 @@ in its file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hyperlearn.pipeline.readers import RAW_RECORD, READ_ERROR, ROW_NUMBER, SOURCE_FILE, Batch
-from hyperlearn.pipeline.spec import KeyNormalisation, ModalitySpec, RelationSpec
+from hyperlearn.pipeline.readers import RAW_RECORD, READ_ERROR, ROW_NUMBER, SOURCE_FILE, Batch, read_batches
+from hyperlearn.pipeline.spec import KeyNormalisation, ModalitySpec, RelationSpec, SourceSpec
 
 ROW_FIELD = "(row)"  # the `field` of a problem with the row as a whole, e.g. a wrong number of fields
 FIELD, REASON, RAW = "field", "reason", "raw"
@@ -205,6 +206,26 @@ class ValidatedBatch:
     @property
     def tuples(self) -> int:
         return len(self.values)
+
+
+@dataclass(frozen=True)
+class ValidatedBlock:
+    """One batch of a relation source after validation: its file, how many rows it holds, about how many bytes
+    of input they took (for progress bars), and what validation made of them."""
+
+    path: str
+    rows: int
+    input_bytes: int
+    validated: ValidatedBatch
+
+
+def validate_source(
+    source: SourceSpec, relation: RelationSpec, options: list[KeyNormalisation], blocksize: int
+) -> Iterator[ValidatedBlock]:
+    """Every batch of `source` (read by `read_batches`, about `blocksize` bytes each) validated in this
+    process, in file order."""
+    for batch in read_batches(source, relation_columns(relation), blocksize=blocksize):
+        yield ValidatedBlock(batch.path, len(batch), batch.input_bytes, validate_batch(batch, relation, options))
 
 
 def validate_batch(batch: Batch, relation: RelationSpec, options: list[KeyNormalisation]) -> ValidatedBatch:

@@ -7,7 +7,17 @@ import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hyperlearn.pipeline.readers import SourceError, batch_frame, read_batches, read_source, source_files
+from hyperlearn.pipeline.readers import (
+    SourceError,
+    batch_frame,
+    file_pieces,
+    read_batches,
+    read_file,
+    read_piece,
+    read_source,
+    renumbered,
+    source_files,
+)
 from hyperlearn.pipeline.spec import SourceSpec
 
 
@@ -227,3 +237,36 @@ def test_jsonl_rows_read_the_same_whether_arrow_or_json_parses_the_block(write):
     pd.testing.assert_frame_equal(clean[columns], spoiled[columns].iloc[:4])
     assert clean.loc[1, ["item", "rating"]].tolist() == ["-3", "1000.0"]
     assert clean.loc[3, ["item", "rating"]].tolist() == ["9007199254740993", "2.5e-07"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "format_", "encoding"),
+    [
+        ("lines.csv", "\ufeffuser,item\n" + "".join(f'u{i},"i{i}\n' if i % 9 == 0 else f"u{i},i{i}\r\n"
+                                                    for i in range(300)), "csv", "utf-8"),
+        ("lines.jsonl", "".join(f'{{"user": "u{i}", "item": {i}}}\n' if i % 13 else "{broken\n" for i in range(300)),
+         "jsonl", "utf-8"),
+        ("wide.csv", "user,item\n" + "".join(f"u{i},i{i}\n" for i in range(300)), "csv", "utf-16"),
+    ],
+)
+def test_pieces_read_on_their_own_give_the_files_batches(write, tmp_path, name, text, format_, encoding):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    source = SourceSpec(path, format_, encoding=encoding)
+    pieces = file_pieces(source, path, ["user", "item"], 256)
+    assert len(pieces) == (1 if encoding == "utf-16" else len(list(read_file(source, path, ["user", "item"], 256))))
+    before, batches = 0, []
+    for piece in pieces:
+        for batch in read_piece(source, piece, ["user", "item"], 256):
+            assert batch.rows.column("row_number")[0].as_py() == 1
+            batches.append(renumbered(batch, before))
+            before += len(batch)
+    expected = list(read_file(source, path, ["user", "item"], 256))
+    assert [b.rows for b in batches] == [b.rows for b in expected]
+    assert before == 300 and pieces[-1].end in (None, path.stat().st_size)
+
+
+def test_a_header_only_file_has_no_piece_and_says_so(write):
+    path = write("header.csv", "user,item\n")
+    with pytest.raises(SourceError, match=r"header\.csv: has a header row but no data rows"):
+        file_pieces(SourceSpec(path, "csv"), path, ["user"], 256)
