@@ -288,7 +288,7 @@ def plot(cases: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, len(cases), figsize=(6 * len(cases), 8), squeeze=False)
+    figure, axes = plt.subplots(2, len(cases), figsize=(7 * len(cases), 10), squeeze=False)
     for column, case in enumerate(cases):
         top = axes[0][column]
         runs = [("cold", case["cold"])] + list(case["warm"].items())
@@ -303,14 +303,14 @@ def plot(cases: list[dict[str, Any]], path: Path) -> None:
         labels, cosines, overlaps = [], [], []
         for kind, per in case["drift"].items():
             for modality, d in per.items():
-                labels.append(f"{modality}\n{kind.replace(', ', chr(10))}")
+                labels.append(f"{modality}: {kind}")
                 cosines.append(d["mean_cosine"])
                 overlaps.append(d["neighbour_overlap@10"])
         x = np.arange(len(labels))
         bottom.bar(x - 0.2, cosines, 0.4, label="mean cosine")
         bottom.bar(x + 0.2, overlaps, 0.4, label="neighbour overlap@10")
         bottom.axhline(0.8, color="grey", linestyle="--", label="target overlap 0.8")
-        bottom.set_xticks(x, labels)
+        bottom.set_xticks(x, labels, rotation=35, ha="right", fontsize=7)
         bottom.set(title="old modalities: version 1 → version 2", ylim=(min(0, *cosines), 1.05))
         bottom.legend(fontsize=8)
     figure.tight_layout()
