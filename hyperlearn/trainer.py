@@ -31,7 +31,7 @@ from hyperlearn.snapshots import (
     prefixed,
     under,
 )
-from hyperlearn.warm_start import AnchorTarget, anchors_for, resumable_weights, resume_encoder
+from hyperlearn.warm_start import anchors_for, resumable_weights, resume_encoder
 
 
 class ModalityTrainer:
@@ -46,7 +46,7 @@ class ModalityTrainer:
         fit_validation: bool = False,
         snapshot: Snapshot | None = None,
         encoder: dict[str, np.ndarray] | None = None,
-        anchor: AnchorTarget | None = None,
+        anchor: np.ndarray | None = None,
     ) -> None:
         """`share`: the modality's relations and graph as arrays (`RunDir.read_trainer_share`), sent by the
         driver. `fit_validation`: fit training + validation entries (a refit) instead of the training entries;

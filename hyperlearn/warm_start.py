@@ -12,9 +12,8 @@ A retraining run — more data, a new modality — should not throw away what th
   known row and bias frozen, so that they fit the old factors before the rounds move anything (only the
   relations with an entry on such a row or bias take part: the others would cost a full pass for nothing);
 - while training, every warm-started modality is pulled towards its parent's embeddings by the anchor
-  (`hyperlearn.objective.anchor_energy`, weight `warm_anchor`; `anchors_for` builds it), in proportion to the
-  data the parent already fitted (its relations' entries on each row): the old relations cannot drag the rows
-  past where the parent's early stopping left them, while the new relations move them where they need to.
+  (`hyperlearn.objective.anchor_energy`, weight `warm_anchor`; `anchors_for` builds it): rows move where the
+  new data asks them to and otherwise keep the neighbourhoods the parent published.
 
 A parent whose rank differs, whose keys disagree with the catalog, or which shares no modality with the run is
 incompatible (`IncompatibleParent`): the caller starts cold and logs the reason. Pure: the result depends only
@@ -75,15 +74,6 @@ class ParentModel:
 
 
 @dataclass(frozen=True)
-class AnchorTarget:
-    """What a warm-started modality is anchored to: its parent's embeddings and the relations (spanning it) that
-    the parent was trained on."""
-
-    rows: np.ndarray
-    relations: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class WarmStart:
     """The starting states of a warm run, the encoder weights its trainers resume (modality → weights), the
     parent's embeddings its warm-started modalities are anchored to (modality → the parent's rows), and what the
@@ -94,7 +84,7 @@ class WarmStart:
     encoders: dict[str, dict[str, np.ndarray]]
     warm_started: tuple[str, ...]
     new: tuple[str, ...]
-    anchors: dict[str, AnchorTarget]
+    anchors: dict[str, np.ndarray]
 
 
 def warm_start(
@@ -130,40 +120,35 @@ def warm_start(
         encoders={m: {k: v for k, v in w.items() if k.startswith(ENCODER_PREFIX)} for m, w in encoders.items()},
         warm_started=tuple(known),
         new=tuple(m for m in problem.modalities if m not in parent.modalities),
-        anchors={
-            m: AnchorTarget(np.asarray(parent.modalities[m].embeddings, dtype=np.float32),
-                            tuple(parent.modalities[m].biases))
-            for m in known
-        },
+        anchors={m: np.asarray(parent.modalities[m].embeddings, dtype=np.float32) for m in known},
     )
 
 
 def anchor_for(
-    relations: Sequence[Relation], modality: str, target: AnchorTarget, config: TrainingConfig,
+    relations: Sequence[Relation], modality: str, target: np.ndarray, config: TrainingConfig,
     device: torch.device | str = "cpu",
 ) -> Anchor:
-    """The anchor of `modality` towards `target.rows` (its parent's): row i weighs
-    c_i = warm_anchor · Σ_{the parent's relations ∋ θ} w · (θ's entries on row i) / (the relation's entries), the
-    weight those relations' data terms (means over entries) give the row. The data the parent already fitted thus
-    pulls no row further than warm_anchor allows (scale-free: for rare and frequent entities alike), while
-    relations new in this run are not counted and reshape the rows they need."""
-    rows = target.rows.shape[0]
+    """The anchor of `modality` towards `target` (its parent's rows): row i weighs
+    c_i = warm_anchor · Σ_{relations ∋ θ} w · (θ's entries on row i) / (the relation's entries), the weight the
+    data terms (means over entries) and the ridge give that row, so the pull is in proportion to the data pulling
+    the row away, for rare and frequent entities alike, and `warm_anchor` is scale-free."""
+    rows = target.shape[0]
     weights = torch.zeros(rows, dtype=torch.float64)
     for relation in relations:
         observed = relation.train
-        if modality not in relation.meta.modalities or relation.meta.name not in target.relations or not observed.nnz:
+        if modality not in relation.meta.modalities or observed.nnz == 0:
             continue
         coords = observed.coords[list(relation.meta.axes_of(modality))].reshape(-1).cpu()
         counts = torch.bincount(coords[coords < rows], minlength=rows).to(torch.float64)
         weights += relation.meta.weight * counts / observed.nnz
     return Anchor(
-        target=torch.as_tensor(target.rows, dtype=torch.float32, device=device),
+        target=torch.as_tensor(target, dtype=torch.float32, device=device),
         row_weights=(config.warm_anchor * weights).to(dtype=torch.float32, device=device),
     )
 
 
 def anchors_for(
-    targets: dict[str, AnchorTarget], relations: Sequence[Relation], config: TrainingConfig,
+    targets: dict[str, np.ndarray], relations: Sequence[Relation], config: TrainingConfig,
     device: torch.device | str = "cpu",
 ) -> dict[str, Anchor]:
     """`anchor_for` each modality in `targets` (`WarmStart.anchors`, or the part a trainer owns); none when

@@ -146,16 +146,16 @@ def test_a_parent_of_another_rank_or_other_ids_or_no_shared_modality_is_incompat
 
 def test_the_anchor_weighs_each_parent_row_as_its_entries_weigh_in_the_data_terms(problem, keys, started):
     target = started.anchors["user"]
-    parent_rows = len(keys["user"]) - NEW_USERS
-    assert target.rows.shape[0] == parent_rows and "tag" not in started.anchors  # tags are new
-    assert target.relations == ("rating",)  # the parent knew no taggings: they do not weigh in the anchor
-    assert {r.meta.name for r in problem.relations_of("user")} > {"rating"}
+    assert target.shape[0] == len(keys["user"]) - NEW_USERS and "tag" not in started.anchors  # tags are new
     anchor = anchor_for(problem.relations, "user", target, CONFIG.replace(warm_anchor=3.0))
-    rating = next(r for r in problem.relations if r.meta.name == "rating")
-    users = rating.train.coords[rating.meta.axes_of("user")[0]].numpy()
-    expected = rating.meta.weight * np.bincount(users[users < parent_rows], minlength=parent_rows) / rating.train.nnz
+    expected = np.zeros(target.shape[0])
+    for relation in problem.relations_of("user"):
+        coords = relation.train.coords.numpy()
+        for axis in relation.meta.axes_of("user"):
+            rows = coords[axis][coords[axis] < target.shape[0]]
+            expected += relation.meta.weight * np.bincount(rows, minlength=target.shape[0]) / relation.train.nnz
     np.testing.assert_allclose(anchor.row_weights.numpy(), 3.0 * expected, rtol=1e-6)
-    np.testing.assert_array_equal(anchor.target.numpy(), target.rows)
+    np.testing.assert_array_equal(anchor.target.numpy(), target)
     assert anchors_for(started.anchors, problem.relations, CONFIG.replace(warm_anchor=0.0)) == {}
 
 
@@ -164,7 +164,7 @@ MOVING = CONFIG.replace(learning_rate=0.05, local_steps=10, encoder="none")
 
 
 def _drift_from_parent(states: dict[str, ModalityState], start, modality: str) -> float:
-    target = start.anchors[modality].rows
+    target = start.anchors[modality]
     return float(np.linalg.norm(states[modality].factor[: target.shape[0]] - target))
 
 
