@@ -1,6 +1,7 @@
 """Adding a modality, measured: warm-started retraining against a cold one, and how far the old modalities drift.
 
     python benchmarks/add_modality.py --data-small DIR --data-100k DIR [--out DIR] [--rounds N --patience N]
+        [--variant NAME:SETTING=VALUE,...]...
 
 Two cases, each through the real pipeline (load_spec → ingest → build_graphs → train → publish, the flow's steps
 without Prefect), in joint mode on this machine's cores:
@@ -11,8 +12,10 @@ without Prefect), in joint mode on this machine's cores:
   version 1 is the ratings alone; version 2 is examples/movielens-100k-kg.yaml, which adds Freebase entities and
   relation types (KG triples, movie ↔ entity links).
 
-Version 2 is trained twice: cold (`init_from: none`, in a dataset folder of its own) and warm (from version 1,
-published in the same dataset folder, `init_from: latest`). Reported per case:
+Version 2 is trained cold (`init_from: none`, in a dataset folder of its own) and warm (from version 1, published
+in the same dataset folder, `init_from: <version 1>`) with the spec's settings; each `--variant` trains one more
+warm version 2 from the same version 1 with some settings changed (e.g. `no-anchor:warm_anchor=0`), to measure
+what each part of the warm start is worth. Reported per case:
 - the early-stopping criterion of version 2 (its first relation's validation NDCG@10, or the validation loss)
   per round against wall seconds from the start of training (for warm: from loading the parent, so the warm
   start's own fit is counted), the rounds and seconds cold needs to reach its best, and the rounds and seconds
@@ -55,6 +58,8 @@ from hyperlearn.rundir import DatasetDir
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 NEIGHBOURS = 10
+#: The test metrics shown per relation (each relation has those its kind has).
+TEST_METRICS = ("rmse", "ndcg@10", "mrr", "hits@10")
 #: The old modalities whose drift is measured, per case.
 OLD_MODALITIES = ("user", "movie")
 
@@ -71,7 +76,7 @@ def ratings_only(example: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_version(
-    document: dict[str, Any], data_root: Path, out: Path, init_from: str, caps: dict[str, int],
+    document: dict[str, Any], data_root: Path, out: Path, init_from: str, settings: dict[str, Any],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Ingest, build graphs, train (joint) and publish one version of `document` into `out`; return its folder,
@@ -79,7 +84,7 @@ def run_version(
     spec_dir = Path(tempfile.mkdtemp(prefix="add-modality-spec-"))
     spec_path = spec_dir / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
-    spec = load_spec(spec_path, data_root, overrides={"init_from": init_from, **caps})
+    spec = load_spec(spec_path, data_root, overrides={"init_from": init_from, **settings})
     config = spec.training
     dataset = DatasetDir(out / spec.name)
     version = new_version()
@@ -100,6 +105,7 @@ def run_version(
                                         parent=lineage, cold_start_reason=reason))
         published = publish(run.path, dataset.path, version, catalog_source=run.catalog)
     return {
+        "version": version,
         "path": str(published),
         "history": result.history,
         "metrics": summary["metrics"],
@@ -164,28 +170,45 @@ def _unit(matrix: np.ndarray) -> np.ndarray:
 def _neighbours(unit: np.ndarray, rows: slice) -> np.ndarray:
     similarity = unit[rows] @ unit.T
     similarity[np.arange(similarity.shape[0]), np.arange(rows.start, rows.stop)] = -np.inf  # not itself
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :NEIGHBOURS]
+    return np.argpartition(-similarity, NEIGHBOURS, axis=1)[:, :NEIGHBOURS]  # a set: their order does not count
 
 
-def run_case(name: str, example: Path, data_root: Path, work: Path, caps: dict[str, int]) -> dict[str, Any]:
-    """Version 1 (ratings), then version 2 cold and warm; the comparison and the drift."""
+def run_case(
+    name: str, example: Path, data_root: Path, work: Path, caps: dict[str, int],
+    variants: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Version 1 (ratings), then version 2 cold, warm, and warm with each of `variants`' settings (name →
+    settings); the comparison and the drift."""
     def log(line: str) -> None:
         print(f"[{name}] {line}", flush=True)
 
     document = yaml.safe_load(example.read_text())
     clock = time.perf_counter()
     first = run_version(ratings_only(document), data_root, work / "warm", "none", caps, log)
-    warm = run_version(document, data_root, work / "warm", "latest", caps, log)
     cold = run_version(document, data_root, work / "cold", "none", caps, log)
+    warm_runs = {
+        kind: run_version(document, data_root, work / "warm", first["version"], {**caps, **settings}, log)
+        for kind, settings in {"warm": {}, **{f"warm, {v}": settings for v, settings in variants.items()}}.items()
+    }
     higher = cold["criterion"] != "validation_loss"
     _, _, cold_values = curve(cold)
     best = float(np.nanmax(cold_values) if higher else np.nanmin(cold_values))
     cold_round, cold_seconds = time_to_reach(cold, best, higher)
-    warm_round, warm_seconds = time_to_reach(warm, best, higher)
     drifts = {
         kind: {m: drift(Path(first["path"]), Path(run["path"]), m) for m in OLD_MODALITIES}
-        for kind, run in (("warm", warm), ("cold", cold))
+        for kind, run in (*warm_runs.items(), ("cold", cold))
     }
+    warm = {}
+    for kind, run in warm_runs.items():
+        warm_round, warm_seconds = time_to_reach(run, best, higher)
+        warm[kind] = {
+            "settings": {"warm": {}, **{f"warm, {v}": s for v, s in variants.items()}}[kind],
+            "rounds_to_cold_best": warm_round, "seconds_to_cold_best": warm_seconds,
+            "warm_start_seconds": run["warm_start_seconds"], "parent": run["parent"],
+            "cold_start_reason": run["cold_start_reason"], "metrics": run["metrics"],
+            "curve": [list(map(float, c)) for c in curve(run)],
+            "time_ratio": None if warm_seconds is None or not cold_seconds else warm_seconds / cold_seconds,
+        }
     return {
         "case": name,
         "spec": str(example.relative_to(ROOT)),
@@ -194,43 +217,48 @@ def run_case(name: str, example: Path, data_root: Path, work: Path, caps: dict[s
         "cold_best": best,
         "cold": {"rounds_to_best": cold_round, "seconds_to_best": cold_seconds, "metrics": cold["metrics"],
                  "curve": [list(map(float, c)) for c in curve(cold)]},
-        "warm": {"rounds_to_cold_best": warm_round, "seconds_to_cold_best": warm_seconds,
-                 "warm_start_seconds": warm["warm_start_seconds"], "parent": warm["parent"],
-                 "cold_start_reason": warm["cold_start_reason"], "metrics": warm["metrics"],
-                 "curve": [list(map(float, c)) for c in curve(warm)]},
+        "warm": warm,
         "version_1_metrics": first["metrics"],
-        "time_ratio": None if warm_seconds is None or not cold_seconds else warm_seconds / cold_seconds,
         "drift": drifts,
         "wall_seconds": time.perf_counter() - clock,
     }
 
 
-def write_results(
-    cases: list[dict[str, Any]], out: Path, load: tuple[float, float, float], caps: dict[str, int]
-) -> None:
+def environment(load: tuple[float, float, float], caps: dict[str, int], threads: int) -> dict[str, Any]:
+    """Where a case ran: versions, cores, torch threads, the load average at its start and end, the caps."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "threads": threads, "load_average_at_start": load, "load_average_at_end": os.getloadavg(),
+            "mode": "joint", "caps": caps}
+
+
+def write_results(cases: list[dict[str, Any]], out: Path) -> None:
+    """results.json, results.md and add_modality.png for `cases` (each with its `environment`)."""
     out.mkdir(parents=True, exist_ok=True)
-    environment = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                   "load_average_at_start": load, "load_average_at_end": os.getloadavg(), "mode": "joint",
-                   "caps": caps}
-    (out / "results.json").write_text(json.dumps({"environment": environment, "cases": cases}, indent=2) + "\n")
-    lines = [
-        "# Adding a modality: warm vs cold (benchmarks/add_modality.py)",
+    (out / "results.json").write_text(json.dumps({"cases": cases}, indent=2) + "\n")
+    lines = ["# Adding a modality: warm vs cold (benchmarks/add_modality.py)", ""]
+    for case in cases:
+        env, caps = case["environment"], case["environment"]["caps"]
+        threads = f" ({env['threads']} torch thread(s))" if "threads" in env else ""
+        lines.append(
+            f"- {case['case']}: joint mode, {env['cpus']} cores shared with other work{threads}, load average {env['load_average_at_start'][0]:.1f} at the start and "
+            f"{env['load_average_at_end'][0]:.1f} at the end (wall times are inflated); the example spec's "
+            f"settings{' with ' + str(caps) if caps else ''}."
+        )
+    lines += [
         "",
-        f"Joint mode, {os.cpu_count()} cores, load average {load[0]:.1f} at the start and "
-        f"{environment['load_average_at_end'][0]:.1f} at the end (other work was running; wall times are inflated); "
-        f"settings of the example specs{' with ' + str(caps) if caps else ''}.",
-        "",
-        "| case | criterion | cold best | cold: rounds / s to best | warm: rounds / s to cold's best | warm / cold time |",
-        "|---|---|---|---|---|---|",
+        "| case | version 2 | criterion | cold best | cold: rounds / s to best | warm: rounds / s to cold's best "
+        "| warm / cold time |",
+        "|---|---|---|---|---|---|---|",
     ]
     for case in cases:
-        cold, warm = case["cold"], case["warm"]
-        ratio = "not reached" if case["time_ratio"] is None else f"{case['time_ratio']:.2f}"
-        lines.append(
-            f"| {case['case']} | {case['criterion']} | {case['cold_best']:.4f} | {cold['rounds_to_best']} / "
-            f"{cold['seconds_to_best']:.1f} | {warm['rounds_to_cold_best']} / "
-            f"{_seconds(warm['seconds_to_cold_best'])} (warm start {warm['warm_start_seconds']:.1f} s) | {ratio} |"
-        )
+        cold = case["cold"]
+        for kind, warm in case["warm"].items():
+            ratio = "not reached" if warm["time_ratio"] is None else f"{warm['time_ratio']:.2f}"
+            lines.append(
+                f"| {case['case']} | {kind} | {case['criterion']} | {case['cold_best']:.4f} | "
+                f"{cold['rounds_to_best']} / {cold['seconds_to_best']:.1f} | {warm['rounds_to_cold_best']} / "
+                f"{_seconds(warm['seconds_to_cold_best'])} (warm start {warm['warm_start_seconds']:.1f} s) | {ratio} |"
+            )
     lines += ["", "| case | modality | version 2 | entities | mean cosine to version 1 | neighbour overlap@10 |",
               "|---|---|---|---|---|---|"]
     for case in cases:
@@ -238,11 +266,13 @@ def write_results(
             for modality, d in per.items():
                 lines.append(f"| {case['case']} | {modality} | {kind} | {d['entities']} | {d['mean_cosine']:.3f} | "
                              f"{d['neighbour_overlap@10']:.3f} |")
-    lines += ["", "| case | version | test metrics |", "|---|---|---|"]
+    lines += ["", "| case | version | test metrics (every relation's) |", "|---|---|---|"]
     for case in cases:
-        for kind, metrics in (("1 (ratings)", case["version_1_metrics"]), ("2 cold", case["cold"]["metrics"]),
-                              ("2 warm", case["warm"]["metrics"])):
-            shown = {k: v for k, v in metrics.items() if k.startswith("test_") and v is not None}
+        versions = [("1 (ratings)", case["version_1_metrics"]), ("2 cold", case["cold"]["metrics"])]
+        versions += [(f"2 {kind}", warm["metrics"]) for kind, warm in case["warm"].items()]
+        for kind, metrics in versions:
+            shown = {k[len("test/"):]: v for k, v in metrics.items()
+                     if k.startswith("test/") and k.rsplit("/", 1)[1] in TEST_METRICS and v is not None}
             lines.append(f"| {case['case']} | {kind} | " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot(cases, out / "add_modality.png")
@@ -258,11 +288,12 @@ def plot(cases: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, len(cases), figsize=(6 * len(cases), 8), squeeze=False)
+    figure, axes = plt.subplots(2, len(cases), figsize=(7 * len(cases), 10), squeeze=False)
     for column, case in enumerate(cases):
         top = axes[0][column]
-        for kind, style in (("cold", "o-"), ("warm", "s-")):
-            _, seconds, values = case[kind]["curve"]
+        runs = [("cold", case["cold"])] + list(case["warm"].items())
+        for (kind, run), style in zip(runs, ("o-", "s-", "^-", "v-", "d-", "x-", "+-")):
+            _, seconds, values = run["curve"]
             top.plot(seconds, values, style, label=kind, markersize=3)
         top.axhline(case["cold_best"], color="grey", linestyle="--", label="cold's best")
         top.set(title=f"{case['case']}: version 2", xlabel="wall seconds (warm: from loading the parent)",
@@ -272,18 +303,33 @@ def plot(cases: list[dict[str, Any]], path: Path) -> None:
         labels, cosines, overlaps = [], [], []
         for kind, per in case["drift"].items():
             for modality, d in per.items():
-                labels.append(f"{modality}\n{kind}")
+                labels.append(f"{modality}: {kind}")
                 cosines.append(d["mean_cosine"])
                 overlaps.append(d["neighbour_overlap@10"])
         x = np.arange(len(labels))
         bottom.bar(x - 0.2, cosines, 0.4, label="mean cosine")
         bottom.bar(x + 0.2, overlaps, 0.4, label="neighbour overlap@10")
         bottom.axhline(0.8, color="grey", linestyle="--", label="target overlap 0.8")
-        bottom.set_xticks(x, labels)
+        bottom.set_xticks(x, labels, rotation=35, ha="right", fontsize=7)
         bottom.set(title="old modalities: version 1 → version 2", ylim=(min(0, *cosines), 1.05))
         bottom.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """`NAME:SETTING=VALUE,...` → (NAME, {SETTING: VALUE}), each value read as YAML (numbers, booleans)."""
+    name, _, settings = text.partition(":")
+    pairs = [item.split("=", 1) for item in settings.split(",") if item]
+    if not name or any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected NAME:SETTING=VALUE,..., got {text!r}")
+    return name, {key: yaml.safe_load(value) for key, value in pairs}
+
+
+def _saved_cases(path: Path) -> list[dict[str, Any]]:
+    """The cases of a results.json (one written before cases carried their environment has it at the top)."""
+    saved = json.loads(path.read_text())
+    return [{"environment": saved.get("environment"), **case} for case in saved["cases"]]
 
 
 def main() -> None:
@@ -294,18 +340,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="cap on rounds per run (default: the example spec's)")
     parser.add_argument("--patience", type=int, help="early-stopping patience (default: the example spec's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", action="append", default=[], type=parse_variant,
+                        help="NAME:SETTING=VALUE,...: one more warm version 2 with these training settings")
+    parser.add_argument("--cases", default="small,100k", help="which cases to run (with their data given)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
+                        help="train nothing: write --out from the cases of these results.json files (cases run apart)")
     args = parser.parse_args()
+    if args.merge:
+        write_results([case for path in args.merge for case in _saved_cases(path)], args.out)
+        print((args.out / "results.md").read_text())
+        return
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()
     caps = {name: value for name, value in (("rounds", args.rounds), ("patience", args.patience)) if value is not None}
     cases = []
     with tempfile.TemporaryDirectory(prefix="add-modality-") as work:
         planned = [("latest-small: ratings → + tags", "movielens-latest-small.yaml", args.data_small, "small"),
                    ("100K: ratings → + Freebase KG", "movielens-100k-kg.yaml", args.data_100k, "100k")]
         for name, example, data, folder in planned:
-            if data is not None:
-                cases.append(run_case(name, EXAMPLES / example, data, Path(work) / folder, caps))
-                write_results(cases, args.out, load, caps)  # each case as it finishes
+            if data is not None and folder in args.cases.split(","):
+                load = os.getloadavg()
+                case = run_case(name, EXAMPLES / example, data, Path(work) / folder, caps, dict(args.variant))
+                cases.append({**case, "environment": environment(load, caps, args.threads)})
+                write_results(cases, args.out)  # each case as it finishes
     print((args.out / "results.md").read_text())
 
 

@@ -94,6 +94,11 @@ class TrainingConfig:
         metadata={"help": "warm start: optimiser steps fitting new entities, modalities and biases against the "
                   "parent's frozen factors"},
     )
+    warm_anchor: NonNegative = field(
+        default=10.0,
+        metadata={"help": "warm start: weight of the pull ½Σ c_i‖A[i] − A_parent[i]‖² holding every warm-started "
+                  "row near its parent's, each row weighted as its entries weigh in the data terms (0: none)"},
+    )
     seed: Count = field(default=0, metadata={"help": "random seed (same seed and inputs give the same embeddings on CPU)"})
     device: Device = field(default="auto", metadata={"help": "cpu, cuda, or auto (cuda when a GPU is visible)"})
 

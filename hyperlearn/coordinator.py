@@ -146,6 +146,7 @@ class DaskTrainers:
         fitted = with_validation_in_training(problem) if fit_validation else problem
         self.initial = initial_states(fitted, config) if warm is None else warm.states
         self.encoders = {} if warm is None else warm.encoders
+        self.anchors = {} if warm is None else warm.anchors
         self.futures: dict[str, Future] = {m: self._submit(m, address, None) for m, address in self.placement.items()}
         self.actors = {modality: future.result() for modality, future in self.futures.items()}
 
@@ -159,7 +160,7 @@ class DaskTrainers:
         )
         return self.client.submit(
             ModalityTrainer, self.shares[modality], self.config, self.initial[modality], max(1, threads // sharing),
-            self.fit_validation, snapshot, self.encoders.get(modality), actor=True, workers=[address],
+            self.fit_validation, snapshot, self.encoders.get(modality), self.anchors.get(modality), actor=True, workers=[address],
             allow_other_workers=False, pure=False, resources={self.resource: 1} if self.resource else None,
         )
 

@@ -31,7 +31,7 @@ from hyperlearn.snapshots import (
     under,
 )
 from hyperlearn.trainer import model_snapshot, restore_model
-from hyperlearn.warm_start import WarmStart, resumable_weights, resume_encoder
+from hyperlearn.warm_start import WarmStart, anchors_for, resumable_weights, resume_encoder
 
 
 class JointTrainers:
@@ -39,7 +39,8 @@ class JointTrainers:
     the `TrainerSet` of joint training."""
 
     def __init__(self, problem: Problem, config: TrainingConfig, warm: WarmStart | None = None) -> None:
-        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`."""
+        """`warm`: start from a parent version (hyperlearn.warm_start) instead of `initial_states`, with its
+        warm-started modalities anchored to the parent's embeddings."""
         self.config = config
         states = initial_states(problem, config) if warm is None else warm.states
         device = resolve_device(config.device)
@@ -49,6 +50,7 @@ class JointTrainers:
             m: build_model(m, states[m], problem.laplacians[m], on_device.relations_of(m), config, device)
             for m in problem.modalities
         }
+        self.anchors = {} if warm is None else anchors_for(warm.anchors, self.relations, config, device)
         for modality, weights in (warm.encoders if warm is not None else {}).items():
             resume_encoder(self.models[modality], weights)
         groups = [group for model in self.models.values() for group in model.parameter_groups()]
@@ -66,7 +68,7 @@ class JointTrainers:
         for _ in range(self.config.local_steps):
             self.optimizer.zero_grad(set_to_none=True)
             factors = {m: model() for m, model in self.models.items()}
-            objective(self.relations, factors, biases, self.config, self.generator, own_terms).backward()
+            objective(self.relations, factors, biases, self.config, self.generator, own_terms, anchors=self.anchors).backward()
             self.optimizer.step()
         return self.start()
 

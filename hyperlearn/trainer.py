@@ -32,7 +32,7 @@ from hyperlearn.snapshots import (
     prefixed,
     under,
 )
-from hyperlearn.warm_start import resumable_weights, resume_encoder
+from hyperlearn.warm_start import anchors_for, resumable_weights, resume_encoder
 
 
 class ModalityTrainer:
@@ -47,12 +47,13 @@ class ModalityTrainer:
         fit_validation: bool = False,
         snapshot: Snapshot | None = None,
         encoder: dict[str, np.ndarray] | None = None,
+        anchor: np.ndarray | None = None,
     ) -> None:
         """`share`: the modality's relations and graph as arrays (`RunDir.read_trainer_share`), sent by the
         driver. `fit_validation`: fit training + validation entries (a refit) instead of the training entries;
         the share then holds both splits. `snapshot`: carry on from a trainer's `snapshot()` instead of from
         `initial`; `encoder`: encoder weights to resume (a warm start, hyperlearn.warm_start) instead of a fresh
-        encoder."""
+        encoder; `anchor`: the parent's embeddings of this modality, which a warm start pulls it towards."""
         if threads > 0:
             torch.set_num_threads(threads)
         self.modality = modality = share.modality
@@ -68,6 +69,7 @@ class ModalityTrainer:
         self.model = build_model(modality, initial, problem.laplacians[modality], self.relations, config, self.device)
         if encoder is not None:
             resume_encoder(self.model, encoder)
+        self.anchors = {} if anchor is None else anchors_for({modality: anchor}, self.relations, config, self.device)
         self.optimizer = adam(self.model.parameter_groups())
         self.generator = torch.Generator().manual_seed(negatives_seed(config.seed, modality))
         if snapshot is not None:
@@ -96,7 +98,8 @@ class ModalityTrainer:
                 self.config,
                 self.generator,
                 {self.modality: self.model.regulariser},
-                frozen,
+                frozen=frozen,
+                anchors=self.anchors,
             )
             loss = loss + self.config.proximal * proximal_term(
                 self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases

@@ -9,7 +9,11 @@ A retraining run — more data, a new modality — should not throw away what th
   weights are the parent's, so its round-0 embeddings are the parent's embeddings;
 - the rest — rows of new entities, whole new modalities, biases in new relations — start from the seeded
   random start and are then fitted by `warm_fit_steps` Adam steps on the training objective with every
-  known row and bias frozen, so that they fit the old factors before the rounds move anything.
+  known row and bias frozen, so that they fit the old factors before the rounds move anything (only the
+  relations with an entry on such a row or bias take part: the others would cost a full pass for nothing);
+- while training, every warm-started modality is pulled towards its parent's embeddings by the anchor
+  (`hyperlearn.objective.anchor_energy`, weight `warm_anchor`; `anchors_for` builds it): rows move where the
+  new data asks them to and otherwise keep the neighbourhoods the parent published.
 
 A parent whose rank differs, whose keys disagree with the catalog, or which shares no modality with the run is
 incompatible (`IncompatibleParent`): the caller starts cold and logs the reason. Pure: the result depends only
@@ -18,6 +22,7 @@ on the parent's arrays, the problem and the settings.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +31,9 @@ import torch
 from hyperlearn.config import TrainingConfig
 from hyperlearn.encoder import FactorEncoder
 from hyperlearn.model import ModalityModel
-from hyperlearn.objective import dirichlet_energy, objective
+from hyperlearn.objective import Anchor, dirichlet_energy, objective
 from hyperlearn.chebconv import to_torch_csr
-from hyperlearn.problem import Problem
+from hyperlearn.problem import Problem, Relation
 from hyperlearn.rundir import ModalityState
 from hyperlearn.seeds import start_seed
 from hyperlearn.snapshots import module_arrays
@@ -70,14 +75,16 @@ class ParentModel:
 
 @dataclass(frozen=True)
 class WarmStart:
-    """The starting states of a warm run, the encoder weights its trainers resume (modality → weights), and what
-    the manifest records: the parent version, the modalities started from it and those new in this run."""
+    """The starting states of a warm run, the encoder weights its trainers resume (modality → weights), the
+    parent's embeddings its warm-started modalities are anchored to (modality → the parent's rows), and what the
+    manifest records: the parent version, the modalities started from it and those new in this run."""
 
     parent: str
     states: dict[str, ModalityState]
     encoders: dict[str, dict[str, np.ndarray]]
     warm_started: tuple[str, ...]
     new: tuple[str, ...]
+    anchors: dict[str, np.ndarray]
 
 
 def warm_start(
@@ -113,7 +120,42 @@ def warm_start(
         encoders={m: {k: v for k, v in w.items() if k.startswith(ENCODER_PREFIX)} for m, w in encoders.items()},
         warm_started=tuple(known),
         new=tuple(m for m in problem.modalities if m not in parent.modalities),
+        anchors={m: np.asarray(parent.modalities[m].embeddings, dtype=np.float32) for m in known},
     )
+
+
+def anchor_for(
+    relations: Sequence[Relation], modality: str, target: np.ndarray, config: TrainingConfig,
+    device: torch.device | str = "cpu",
+) -> Anchor:
+    """The anchor of `modality` towards `target` (its parent's rows): row i weighs
+    c_i = warm_anchor · Σ_{relations ∋ θ} w · (θ's entries on row i) / (the relation's entries), the weight the
+    data terms (means over entries) and the ridge give that row, so the pull is in proportion to the data pulling
+    the row away, for rare and frequent entities alike, and `warm_anchor` is scale-free."""
+    rows = target.shape[0]
+    weights = torch.zeros(rows, dtype=torch.float64)
+    for relation in relations:
+        observed = relation.train
+        if modality not in relation.meta.modalities or observed.nnz == 0:
+            continue
+        coords = observed.coords[list(relation.meta.axes_of(modality))].reshape(-1).cpu()
+        counts = torch.bincount(coords[coords < rows], minlength=rows).to(torch.float64)
+        weights += relation.meta.weight * counts / observed.nnz
+    return Anchor(
+        target=torch.as_tensor(target, dtype=torch.float32, device=device),
+        row_weights=(config.warm_anchor * weights).to(dtype=torch.float32, device=device),
+    )
+
+
+def anchors_for(
+    targets: dict[str, np.ndarray], relations: Sequence[Relation], config: TrainingConfig,
+    device: torch.device | str = "cpu",
+) -> dict[str, Anchor]:
+    """`anchor_for` each modality in `targets` (`WarmStart.anchors`, or the part a trainer owns); none when
+    `warm_anchor` is 0."""
+    if config.warm_anchor == 0:
+        return {}
+    return {m: anchor_for(relations, m, target, config, device) for m, target in targets.items()}
 
 
 def _check_compatible(
@@ -173,14 +215,7 @@ def _fit_new_parts(
     """Adam steps on the training objective over the rows and biases that are not frozen (the first
     `frozen_rows[m]` rows of modality m, the first `frozen_biases[m][r]` biases of m in relation r), in place."""
     free_rows = {m: frozen_rows.get(m, 0) < n for m, n in problem.sizes.items()}
-    free_biases = {
-        m: {r: frozen_biases.get(m, {}).get(r, 0) < problem.sizes[m] for r in s.biases} for m, s in states.items()
-    }
-    relations = [
-        r
-        for r in problem.relations
-        if any(free_rows[m] or free_biases[m][r.meta.name] for m in r.meta.modalities) and r.train.nnz
-    ]
+    relations = [r for r in problem.relations if _touches_free_parts(r, frozen_rows, frozen_biases)]
     if not relations or config.warm_fit_steps == 0:
         return
     factors = {m: _Masked(s.factor, frozen_rows.get(m, 0)) for m, s in states.items()}
@@ -211,6 +246,19 @@ def _fit_new_parts(
         for modality, state in states.items():
             state.factor = factors[modality].value().numpy().astype(np.float32)
             state.biases = {r: p.value().numpy().astype(np.float32) for r, p in biases[modality].items()}
+
+
+def _touches_free_parts(
+    relation: Relation, frozen_rows: dict[str, int], frozen_biases: dict[str, dict[str, int]]
+) -> bool:
+    """Whether a training entry of `relation` touches a row or bias that the warm fit trains: on some axis, an
+    entity at or past the first frozen row or bias of its modality."""
+    coords = relation.train.coords
+    for axis, modality in enumerate(relation.meta.modalities):
+        first_free = min(frozen_rows.get(modality, 0), frozen_biases.get(modality, {}).get(relation.meta.name, 0))
+        if coords.shape[1] and bool((coords[axis] >= first_free).any()):
+            return True
+    return False
 
 
 class _Masked:

@@ -7,7 +7,7 @@ import torch
 
 from hyperlearn.chebconv import to_torch_csr
 from hyperlearn.graphs import normalized_laplacian
-from hyperlearn.objective import dirichlet_energy
+from hyperlearn.objective import Anchor, anchor_energy, dirichlet_energy
 
 
 def _laplacian(n, edges):
@@ -29,3 +29,12 @@ def test_no_graph_and_isolated_nodes_cost_nothing():
     factor[3] = torch.tensor([5.0, -7.0])
     assert float(dirichlet_energy(_laplacian(4, [(0, 1), (1, 2)]), factor)) == 0.0
     assert float(dirichlet_energy(None, factor)) == 0.0
+
+
+def test_anchor_energy_by_hand_leaves_rows_past_the_parents_free():
+    anchor = Anchor(target=torch.tensor([[1.0, 0.0], [0.0, 2.0]]), row_weights=torch.tensor([2.0, 0.5]))
+    factor = torch.tensor([[1.0, 1.0], [0.0, 0.0], [5.0, 5.0]], requires_grad=True)  # row 2: a new entity
+    energy = anchor_energy(anchor, factor)
+    assert energy.item() == pytest.approx(0.5 * (2.0 * 1.0 + 0.5 * 4.0))
+    energy.backward()
+    np.testing.assert_allclose(factor.grad.numpy(), [[0.0, 2.0], [0.0, -1.0], [0.0, 0.0]])

@@ -1,5 +1,6 @@
 """Warm start: known entities keep their rows and biases, unchanged modalities resume their encoders, new rows
-and modalities are fitted against the frozen old ones, and a parent that cannot seed the run is refused."""
+and modalities are fitted against the frozen old ones, the anchor holds the warm-started rows near the parent's in
+joint and distributed training, and a parent that cannot seed the run is refused."""
 
 import dataclasses
 
@@ -13,11 +14,14 @@ from hyperlearn.metrics import evaluate
 from hyperlearn.problem import Problem, Relation, load_problem
 from hyperlearn.rundir import ModalityState
 from hyperlearn.start import initial_states, random_states
+from hyperlearn.trainer import ModalityTrainer
 from hyperlearn.warm_start import (
     BASE_ROWS,
     IncompatibleParent,
     ParentModality,
     ParentModel,
+    anchor_for,
+    anchors_for,
     encoder_for,
     warm_start,
 )
@@ -138,3 +142,52 @@ def test_a_parent_of_another_rank_or_other_ids_or_no_shared_modality_is_incompat
         warm_start(_parent(fitted, keys), problem, shuffled, CONFIG)
     with pytest.raises(IncompatibleParent, match="shares no modality"):
         warm_start(_parent(fitted, keys, modalities=()), problem, keys, CONFIG)
+
+
+def test_the_anchor_weighs_each_parent_row_as_its_entries_weigh_in_the_data_terms(problem, keys, started):
+    target = started.anchors["user"]
+    assert target.shape[0] == len(keys["user"]) - NEW_USERS and "tag" not in started.anchors  # tags are new
+    anchor = anchor_for(problem.relations, "user", target, CONFIG.replace(warm_anchor=3.0))
+    expected = np.zeros(target.shape[0])
+    for relation in problem.relations_of("user"):
+        coords = relation.train.coords.numpy()
+        for axis in relation.meta.axes_of("user"):
+            rows = coords[axis][coords[axis] < target.shape[0]]
+            expected += relation.meta.weight * np.bincount(rows, minlength=target.shape[0]) / relation.train.nnz
+    np.testing.assert_allclose(anchor.row_weights.numpy(), 3.0 * expected, rtol=1e-6)
+    np.testing.assert_array_equal(anchor.target.numpy(), target)
+    assert anchors_for(started.anchors, problem.relations, CONFIG.replace(warm_anchor=0.0)) == {}
+
+
+#: Fast training, so that two rounds move the rows far enough to tell an anchored run from a free one.
+MOVING = CONFIG.replace(learning_rate=0.05, local_steps=10, encoder="none")
+
+
+def _drift_from_parent(states: dict[str, ModalityState], start, modality: str) -> float:
+    target = start.anchors[modality]
+    return float(np.linalg.norm(states[modality].factor[: target.shape[0]] - target))
+
+
+def test_joint_training_keeps_anchored_rows_nearer_the_parent(problem, keys, fitted):
+    start = warm_start(_parent(fitted, keys), problem, keys, MOVING.replace(warm_fit_steps=0))
+    drifts = {}
+    for weight in (0.0, 10.0):
+        trainers = JointTrainers(problem, MOVING.replace(warm_anchor=weight), start)
+        states = trainers.round(trainers.round(trainers.start()))
+        drifts[weight] = {m: _drift_from_parent(states, start, m) for m in ("user", "item")}
+    for modality in ("user", "item"):
+        assert drifts[10.0][modality] < 0.5 * drifts[0.0][modality]
+
+
+def test_a_distributed_trainer_is_anchored_to_its_modalitys_parent_rows(planted_run, problem, keys, fitted):
+    start = warm_start(_parent(fitted, keys), problem, keys, MOVING.replace(warm_fit_steps=0))
+    share = planted_run.read_trainer_share("user", ("train",))
+    drifts = {}
+    for weight in (0.0, 10.0):
+        trainer = ModalityTrainer(share, MOVING.replace(warm_anchor=weight), start.states["user"],
+                                  anchor=start.anchors["user"])
+        states = dict(start.states)
+        for _ in range(2):
+            states["user"] = trainer.update(states)
+        drifts[weight] = _drift_from_parent(states, start, "user")
+    assert drifts[10.0] < 0.5 * drifts[0.0]
