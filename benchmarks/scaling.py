@@ -54,7 +54,7 @@ from hyperlearn.flows.cluster import make_cluster
 from hyperlearn.graphs import knn_graph, normalized_laplacian
 from hyperlearn.joint import JointTrainers
 from hyperlearn.problem import Problem, load_problem
-from hyperlearn.rounds import States, validation_metrics
+from hyperlearn.rounds import States, TrainerSet, validation_metrics
 from hyperlearn.rundir import Entries, ModalityState, RelationMeta, RunDir
 from hyperlearn.start import initial_states
 from hyperlearn.trainer import ModalityTrainer
@@ -145,6 +145,15 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - clock
 
 
+def timed_rounds(trainers: TrainerSet, states: States, rounds: int) -> tuple[States, list[float]]:
+    """`rounds` rounds of `trainers` from `states`: the last states and each round's seconds."""
+    seconds = []
+    for _ in range(rounds):
+        states, elapsed = timed(lambda: trainers.round(states))
+        seconds.append(elapsed)
+    return states, seconds
+
+
 def validation_rmse(problem: Problem, states: States, config: TrainingConfig) -> float:
     metrics = validation_metrics(problem, states, config)
     return float(np.mean([value for key, value in metrics.items() if key.endswith("/rmse")]))
@@ -200,23 +209,16 @@ def measure(layout: str, k: int, rounds: int, repeats: int, scratch: Path, log: 
         try:
             current = trainers.start()
             record["bytes_per_round"] = bytes_per_round(problem, current)
-            seconds = []
-            for _ in range(rounds):
-                current, elapsed = timed(lambda: trainers.round(current))
-                seconds.append(elapsed)
+            current, seconds = timed_rounds(trainers, current, rounds)
             record["distributed_rounds"] = seconds
             record["wall_per_round"] = statistics.median(seconds)
             record["distributed_validation_rmse"] = validation_rmse(problem, current, config)
         finally:
             trainers.close()
         record["critical_path"] = critical_path(client, run, problem, config, states, placement, repeats)
-    same_start = WarmStart("", states, {}, (), tuple(problem.modalities))  # the ALS start, not computed again
+    same_start = WarmStart("", states, {}, (), tuple(problem.modalities), anchors={})  # the ALS start, not again
     joint = JointTrainers(problem, config, same_start)
-    current = joint.start()
-    seconds = []
-    for _ in range(rounds):
-        current, elapsed = timed(lambda: joint.round(current))
-        seconds.append(elapsed)
+    current, seconds = timed_rounds(joint, joint.start(), rounds)
     record["joint_rounds"] = seconds
     record["joint_round"] = statistics.median(seconds)
     record["joint_validation_rmse"] = validation_rmse(problem, current, config)
