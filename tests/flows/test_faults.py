@@ -33,7 +33,7 @@ from hyperlearn.rundir import DatasetDir, RunDir
 
 HYPERLEARN = str(Path(sys.executable).parent / "hyperlearn")
 TRAINING = [
-    "--rank", "4", "--rounds", "8", "--patience", "8", "--local-steps", "2", "--diffusion-steps", "2",
+    "--rank", "4", "--rounds", "8", "--patience", "8", "--local-steps", "6", "--diffusion-steps", "2",
     "--conv-width", "8", "--lstm-width", "8", "--init-iterations", "2", "--checkpoint-every", "1", "--init-from", "none",
 ]
 
