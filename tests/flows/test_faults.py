@@ -220,7 +220,9 @@ def test_command_faults_in_sequence(demo, tmp_path):
     assert renamed > previous
 
     # Ctrl-C mid-training: exits non-zero within 10 s, its staging gone; the cut publish was finished first.
-    interrupted = Command(spec, out, tmp_path / "interrupted.log", "--mode", "joint", "--fresh")
+    # Many more rounds than the others, so that the run is still training when the signal lands.
+    interrupted = Command(spec, out, tmp_path / "interrupted.log", "--mode", "joint", "--fresh",
+                          "--rounds", "200", "--patience", "200")
     interrupted.wait_for(has_checkpoint_after_round(dataset, 1))
     os.killpg(interrupted.process.pid, signal.SIGINT)
     started = time.monotonic()
