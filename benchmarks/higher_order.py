@@ -305,7 +305,7 @@ def popularity_rows(task: RankingTask, log: Log) -> list[dict[str, Any]]:
     log(f"[popularity] user/item mix weight {weight} chosen on validation")
     scorers = {
         "popularity (global)": global_popularity_scorer(task.train, task.target, task.sizes[task.target]),
-        "popularity (per item)": axis_popularity_scorer(task.train, task.target, task.sizes, [item]),
+        "popularity (per item)": per_item,
         "popularity (per user + item, mixed)": mixed_scorer(per_user, per_item, weight),
         "popularity (hyperlearn.ranking per context)": context_popularity_scorer(task.train, task.target, task.sizes),
     }

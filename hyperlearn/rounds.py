@@ -182,6 +182,7 @@ def run_rounds(
             checkpoints.save_checkpoint(best_states, best_round)
     check_not_collapsed(best_states, search.first_states, when=f"after training (round {best_round})")
     train_seconds = time.perf_counter() - start
+    refit_seconds = train_seconds - search_seconds
     history = search.history
     test = {key: value for key, value in history[best_round].items() if key.startswith("validation/")}
     for relation in fitted.relations:
@@ -194,8 +195,8 @@ def run_rounds(
             "rounds_run": float(rounds_run),
             "refit_rounds": float(best_round if config.refit else 0),
             "train_seconds": train_seconds,
-            "refit_seconds": train_seconds - search_seconds,
-            "fit_seconds": sum(row.get("round_seconds", 0.0) for row in history) + train_seconds - search_seconds,
+            "refit_seconds": refit_seconds,
+            "fit_seconds": sum(row.get("round_seconds", 0.0) for row in history) + refit_seconds,
             "seconds_per_round": search_seconds / max(rounds_run, 1),
         }
     )
