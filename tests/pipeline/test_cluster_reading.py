@@ -22,7 +22,7 @@ from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.readers import SourceError, file_pieces
 from hyperlearn.pipeline.spec import SourceSpec, load_spec
 from hyperlearn.rundir import RunDir
-from tests.flows.test_external_cluster import external_cluster  # noqa: F401 - the fixture, reused
+from tests.flows.test_external_cluster import external_cluster, external_scheduler_file  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +117,7 @@ def _same_as_the_driver(spec_path: Path, tmp_path: Path, client: Client) -> None
     on_cluster = ingest(spec, RunDir(tmp_path / "cluster"), tmp_path / "catalog", memory_limit=MEMORY_LIMIT,
                         client=client)
     assert on_cluster.to_dict() == driver.to_dict()
+    assert (driver.read_on, on_cluster.read_on) == (None, client.scheduler.address)
     driver_files, cluster_files = _files(tmp_path / "driver"), _files(tmp_path / "cluster")
     assert sorted(cluster_files) == sorted(driver_files)
     assert {name for name in driver_files if name.startswith("quarantine/")} == {
@@ -183,6 +184,6 @@ def test_a_cluster_whose_workers_do_not_see_the_sources_leaves_ingest_to_the_dri
     with caplog.at_level("WARNING"):
         fallback = ingest(spec, RunDir(tmp_path / "fallback"), tmp_path / "catalog", memory_limit=MEMORY_LIMIT,
                           client=process_cluster)
-    assert fallback.to_dict() == driver.to_dict()
+    assert fallback.to_dict() == driver.to_dict() and fallback.read_on is None
     assert any("ingest runs in this process: the cluster's workers do not see the sources as this process does: "
                "worker tcp://w1 cannot read a.csv" in message for message in caplog.messages)
