@@ -20,6 +20,7 @@ from hyperlearn.flows.cli import build_parser, main, training_overrides
 from hyperlearn.config import TrainingConfig
 from hyperlearn.pipeline import ingest as ingest_module
 from tests.flows.test_external_cluster import N_WORKERS, external_cluster, external_scheduler_file  # noqa: F401
+from tests.pipeline.test_cluster_reading import assert_same_files
 
 ON_THIS_PROCESS = ("sources read and validated in this process (no --scheduler, --scheduler-file or "
                    "DASK_SCHEDULER_ADDRESS)")
@@ -347,10 +348,6 @@ def _ingest_output(spec: Path, out: Path, capsys, *options: str) -> list[str]:
     return capsys.readouterr().out.replace(str(out), "OUT").splitlines()
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("naming", ["--scheduler", "--scheduler-file", "DASK_SCHEDULER_ADDRESS"])
 def test_ingest_on_an_existing_cluster_writes_what_the_driver_writes_and_leaves_the_cluster_up(
@@ -370,10 +367,7 @@ def test_ingest_on_an_existing_cluster_writes_what_the_driver_writes_and_leaves_
     assert driver[-2] == ON_THIS_PROCESS
     assert on_cluster[-2] == (f"sources read and validated on the workers of the Dask cluster at {external_cluster} "
                               f"({naming}); it is left running")
-    driver_files, cluster_files = _files(tmp_path / "driver"), _files(tmp_path / "cluster")
-    assert sorted(cluster_files) == sorted(driver_files) and "quarantine/click.parquet" in driver_files
-    for name, content in driver_files.items():
-        assert cluster_files[name] == content, name
+    assert "quarantine/click.parquet" in assert_same_files(tmp_path / "driver", tmp_path / "cluster")
     with Client(external_cluster) as client:
         assert len(client.scheduler_info()["workers"]) == N_WORKERS, "the cluster is still up, every worker with it"
         assert not client.who_has(), "ingest released everything it put on the cluster"

@@ -107,8 +107,14 @@ def dataset(write, write_spec, tmp_path) -> Path:
     })
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+def assert_same_files(expected: Path, found: Path) -> list[str]:
+    """Assert that the files under `found` are those under `expected`, byte for byte; their relative paths."""
+    files = {root: {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*"))
+                    if path.is_file()} for root in (expected, found)}
+    assert sorted(files[found]) == sorted(files[expected])
+    for name, content in files[expected].items():
+        assert files[found][name] == content, name
+    return sorted(files[expected])
 
 
 def _same_as_the_driver(spec_path: Path, tmp_path: Path, client: Client) -> None:
@@ -118,13 +124,10 @@ def _same_as_the_driver(spec_path: Path, tmp_path: Path, client: Client) -> None
                         client=client)
     assert on_cluster.to_dict() == driver.to_dict()
     assert (driver.read_on, on_cluster.read_on) == (None, client.scheduler.address)
-    driver_files, cluster_files = _files(tmp_path / "driver"), _files(tmp_path / "cluster")
-    assert sorted(cluster_files) == sorted(driver_files)
-    assert {name for name in driver_files if name.startswith("quarantine/")} == {
+    files = assert_same_files(tmp_path / "driver", tmp_path / "cluster")
+    assert {name for name in files if name.startswith("quarantine/")} == {
         f"quarantine/{name}.parquet" for name in ("rating", "rating_mean", "tagging", "friendship", "click")
     }
-    for name, content in driver_files.items():
-        assert cluster_files[name] == content, name
     quarantined = pd.read_parquet(tmp_path / "cluster" / "quarantine" / "rating.parquet")
     big = quarantined[quarantined["source_file"].str.endswith("part-0.csv")]
     assert big["row_number"].tolist() == [index + 1 for index in BAD_LINES], "true row numbers across pieces"
