@@ -1,12 +1,13 @@
 """Ingest throughput and peak memory on a synthetic rating log (issue: ingest at scale).
 
     python benchmarks/ingest.py [--rows 1000000 10000000 100000000] [--jsonl-rows 1000000 10000000]
-                                [--data /tmp/hyperlearn-ingest] [--memory-limit 1GiB]
+                                [--parquet-rows 1000000 10000000] [--data /tmp/hyperlearn-ingest] [--memory-limit 1GiB]
                                 [--scheduler tcp://127.0.0.1:8786] [--out benchmarks/results/ingest]
 
 For each size, a 2-modality rating log (100k users × 50k items, ratings 0.5…5, integer timestamps, uniform
-draws with a fixed seed) is generated once as CSV (--rows) or JSON lines (--jsonl-rows, the same rows as
-objects) under --data (never committed), then `ingest` runs on it in a
+draws with a fixed seed) is generated once as CSV (--rows), JSON lines (--jsonl-rows, the same rows as
+objects) or Parquet (--parquet-rows, the same rows, one row group per million) under --data (never committed),
+then `ingest` runs on it in a
 fresh process (read, validate, quarantine, de-duplicate by latest time, catalog, tensors), which reports its
 wall time, CPU time and peak RSS (ru_maxrss). With --scheduler, each log is then ingested once more with its
 sources read and validated on that existing cluster's workers (`ingest(..., client=...)`, as `hyperlearn run
@@ -27,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: the repository root is not on sys.path, benchmarks/ is
@@ -58,23 +60,41 @@ LINES = {
 
 
 def write_log(path: Path, rows: int, seed: int = 0, format_: str = "csv") -> None:
-    """A rating log of `rows` rows (user_id, item_id, rating, timestamp) as CSV or JSON lines, written chunk
-    by chunk."""
-    rng = np.random.default_rng(seed)
+    """A rating log of `rows` rows (user_id, item_id, rating, timestamp) as CSV, JSON lines or Parquet (one
+    row group per chunk of CHUNK rows), written chunk by chunk."""
     temporary = path.with_suffix(".partial")
+    if format_ == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("rating", pa.float64()),
+                            ("timestamp", pa.int64())])
+        with pq.ParquetWriter(temporary, schema) as writer:
+            for users, items, ratings, stamps in _log_chunks(rows, seed):
+                keys = {"user_id": np.char.add("u", users.astype(str)), "item_id": np.char.add("i", items.astype(str))}
+                writer.write_table(pa.table({**keys, "rating": ratings, "timestamp": stamps}, schema))
+        temporary.rename(path)
+        return
     line = LINES[format_]
     with open(temporary, "w") as handle:
         if format_ == "csv":
             handle.write("user_id,item_id,rating,timestamp\n")
-        for start in range(0, rows, CHUNK):
-            size = min(CHUNK, rows - start)
-            users = rng.integers(0, USERS, size)
-            items = rng.integers(0, ITEMS, size)
-            ratings = rng.integers(1, 11, size) / 2
-            stamps = 1_500_000_000 + rng.integers(0, 10**8, size)
+        for users, items, ratings, stamps in _log_chunks(rows, seed):
             columns = zip(users.tolist(), items.tolist(), ratings.tolist(), stamps.tolist())
             handle.write("".join(line.format(u, i, r, t) for u, i, r, t in columns))
     temporary.rename(path)
+
+
+def _log_chunks(rows: int, seed: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """The log's columns (users, items, ratings, timestamps as NumPy arrays), CHUNK rows at a time."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, rows, CHUNK):
+        size = min(CHUNK, rows - start)
+        users = rng.integers(0, USERS, size)
+        items = rng.integers(0, ITEMS, size)
+        ratings = rng.integers(1, 11, size) / 2
+        stamps = 1_500_000_000 + rng.integers(0, 10**8, size)
+        yield users, items, ratings, stamps
 
 
 def peak_rss_gib() -> float:
@@ -135,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000, 100_000_000])
     parser.add_argument("--jsonl-rows", type=int, nargs="*", default=[1_000_000, 10_000_000])
+    parser.add_argument("--parquet-rows", type=int, nargs="*", default=[])
     parser.add_argument("--data", type=Path, default=Path("/tmp/hyperlearn-ingest"))
     parser.add_argument("--memory-limit", type=parse_size, default=parse_size("1GiB"))
     parser.add_argument("--scheduler", help="also ingest each log on this existing Dask cluster's workers (an "
@@ -148,6 +169,7 @@ def main() -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     results = []
     runs = [("csv", rows) for rows in args.rows] + [("jsonl", rows) for rows in args.jsonl_rows]
+    runs += [("parquet", rows) for rows in args.parquet_rows]
     for format_, rows in runs:
         log = args.data / f"ratings-{rows}.{format_}"
         if not log.exists():

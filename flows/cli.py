@@ -4,6 +4,7 @@
                     [--scheduler tcp://HOST:8786 | --scheduler-file F] [--dashboard] [--rmm-pool-size 0.8]
                     [--rank 16 --rounds 30 ...]
     hyperlearn ingest SPEC [--data-root DIR] [--out DIR] [--memory-limit-mb 1024]
+                       [--scheduler tcp://HOST:8786 | --scheduler-file F]
     hyperlearn demo [--out DIR] [--data DIR]
     hyperlearn schedule SPEC [--cron "0 3 * * *" --timezone Europe/Paris] [--on-change [--poll 10]] [--out DIR] ...
     hyperlearn datasets get movielens-100k [--dest DIR]
@@ -33,6 +34,8 @@ from typing import Any
 from hyperlearn.config import TrainingConfig
 
 if typing.TYPE_CHECKING:
+    from hyperlearn.flows.cluster import ClusterChoice
+    from hyperlearn.pipeline.ingest import IngestReport
     from hyperlearn.pipeline.lineage import RunOutcome
 
 #: Environment defaults, used only where the user has not set them: a first Prefect run on a fresh machine
@@ -84,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check new logs: ingest alone (no training) and print the row accounting",
         description="Read, validate, quarantine and de-duplicate every relation of SPEC, build the catalog, the "
         "relation tensors and the graphs into a scratch run directory (fresh entity ids; nothing is published), "
-        "and print how many rows were read, accepted, quarantined and merged, with the quarantine files.",
+        "and print how many rows were read, accepted, quarantined and merged, with the quarantine files and where "
+        "the sources were read: on an existing Dask cluster's workers when one is named, else in this process.",
     )
     ingest.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec (YAML)")
     ingest.add_argument("--data-root", type=Path, metavar="DIR", help="resolve the spec's data paths against DIR")
@@ -93,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--memory-limit-mb", type=int, default=1024, metavar="N",
                         help="memory ingest plans for, beside the catalog and the tensors (default: %(default)s)")
+    _add_scheduler_options(
+        ingest.add_argument_group("Dask cluster (default: DASK_SCHEDULER_ADDRESS if set, else this process reads "
+                                  "the sources; no cluster is started)"),
+        "read and validate the sources on the workers of the existing Dask cluster whose scheduler is at ADDRESS "
+        "(e.g. tcp://HOST:8786), each worker seeing the source files at the paths this process sees; the cluster "
+        "is left running",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -245,12 +256,9 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """Which Dask cluster distributed training uses (hyperlearn.flows.cluster.choose_cluster)."""
     group = parser.add_argument_group("Dask cluster (distributed mode; default: DASK_SCHEDULER_ADDRESS if set, "
                                       "else a local cluster started and stopped by the run)")
-    existing = group.add_mutually_exclusive_group()
-    existing.add_argument("--scheduler", metavar="ADDRESS",
-                          help="train on the existing Dask cluster whose scheduler is at ADDRESS (e.g. "
-                          "tcp://HOST:8786), one trainer per modality on its workers; the cluster is left running")
-    existing.add_argument("--scheduler-file", type=Path, metavar="FILE",
-                          help="as --scheduler, with the address read from FILE (`dask scheduler --scheduler-file`)")
+    _add_scheduler_options(group, "train on the existing Dask cluster whose scheduler is at ADDRESS (e.g. "
+                           "tcp://HOST:8786), one trainer per modality on its workers, which also read and "
+                           "validate the sources; the cluster is left running")
     group.add_argument("--dashboard", action="store_true",
                        help="serve the local cluster's Dask dashboard on loopback (its address is logged)")
     group.add_argument("--rmm-pool-size", metavar="SIZE",
@@ -258,17 +266,44 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                        "or a fraction of the GPU's memory, e.g. 0.8) that torch allocates from")
 
 
-def _checked_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """The cluster options as flow parameters, checked (`choose_cluster`) before the flow starts, so a mistake
-    fails in one line. It imports Dask and torch, so `run` checks them once its temporary server is launching."""
+def _add_scheduler_options(group: argparse._ArgumentGroup, scheduler_help: str) -> None:
+    """--scheduler ADDRESS (with `scheduler_help`) or --scheduler-file FILE: an existing Dask cluster to use."""
+    existing = group.add_mutually_exclusive_group()
+    existing.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    existing.add_argument("--scheduler-file", type=Path, metavar="FILE",
+                          help="as --scheduler, with the address read from FILE (`dask scheduler --scheduler-file`)")
+
+
+def _cluster_choice(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    *,
+    dashboard: bool = False,
+    distributed: bool = True,
+    rmm_pool_size: str | None = None,
+) -> ClusterChoice:
+    """The command's Dask cluster from its --scheduler / --scheduler-file and the other cluster options
+    (`choose_cluster`, which also honours DASK_SCHEDULER_ADDRESS); a mistake exits in one line. It imports Dask
+    and torch."""
     from hyperlearn.flows.cluster import choose_cluster
 
-    scheduler_file = None if args.scheduler_file is None else str(args.scheduler_file.resolve())
     try:
-        choose_cluster(args.scheduler, scheduler_file, args.dashboard, args.mode == "distributed", args.rmm_pool_size)
+        return choose_cluster(args.scheduler, _scheduler_file(args), dashboard, distributed, rmm_pool_size)
     except ValueError as error:
         parser.exit(2, f"hyperlearn {args.command}: error: {error}\n")
-    return {"scheduler": args.scheduler, "scheduler_file": scheduler_file, "dashboard": args.dashboard,
+
+
+def _scheduler_file(args: argparse.Namespace) -> str | None:
+    """--scheduler-file as an absolute path, or None."""
+    return None if args.scheduler_file is None else str(args.scheduler_file.resolve())
+
+
+def _checked_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The cluster options as flow parameters, checked (`_cluster_choice`) before the flow starts, so a mistake
+    fails in one line. It imports Dask and torch, so `run` checks them once its temporary server is launching."""
+    _cluster_choice(parser, args, dashboard=args.dashboard, distributed=args.mode == "distributed",
+                    rmm_pool_size=args.rmm_pool_size)
+    return {"scheduler": args.scheduler, "scheduler_file": _scheduler_file(args), "dashboard": args.dashboard,
             "rmm_pool_size": args.rmm_pool_size}
 
 
@@ -358,23 +393,32 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _ingest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Ingest and build graphs into a scratch run directory; print the accounting, warnings and files."""
+    """Ingest and build graphs into a scratch run directory, the sources read on the workers of an existing
+    cluster when one is named (which is left running), else in this process; print the accounting, warnings,
+    files and where the sources were read."""
+    import contextlib
     import logging
     import tempfile
 
+    from hyperlearn.flows.cluster import describe_existing
     from hyperlearn.pipeline.graph_build import build_graphs
     from hyperlearn.pipeline.ingest import ingest
     from hyperlearn.pipeline.spec import load_spec
     from hyperlearn.rundir import RunDir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    choice = _cluster_choice(parser, args)
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="hyperlearn-ingest-"))
     run = RunDir(out)
     try:
         spec = load_spec(args.spec, args.data_root)
-        report = ingest(spec, run, out / "no-catalog", memory_limit=args.memory_limit_mb * 2**20, progress=True)
+        with choice.connect() if choice.existing else contextlib.nullcontext() as client:
+            if client is not None:
+                logging.info(describe_existing(client, choice))
+            report = ingest(spec, run, out / "no-catalog", memory_limit=args.memory_limit_mb * 2**20, progress=True,
+                            client=client)
         graphs = build_graphs(spec, run)
-    except ValueError as error:  # SpecError, SourceError, IngestError
+    except (ValueError, ConnectionError) as error:  # SpecError, SourceError, IngestError; a scheduler not reached
         parser.exit(1, f"hyperlearn ingest: error: {error}\n")
     header = ("relation", "rows read", "accepted", "quarantined", "tuples", "merged", "entries", "train/valid/test",
               "quarantine")
@@ -398,8 +442,20 @@ def _ingest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"{relation.name} ({source}): {len(files)} file(s): {', '.join(files)}")
     for warning in report.warnings:
         print(f"warning: {warning}")
+    print(_where_read(report, choice))
     print(f"run directory: {out}")
     return 0
+
+
+def _where_read(report: IngestReport, choice: ClusterChoice) -> str:
+    """One line saying where ingest read and validated the sources."""
+    if report.read_on is not None:
+        return (f"sources read and validated on the workers of the Dask cluster at {report.read_on} "
+                f"({choice.source}); it is left running")
+    if choice.existing:
+        return (f"sources read and validated in this process: the workers of the Dask cluster named by "
+                f"{choice.source} do not see them as this process does (see the warning above)")
+    return "sources read and validated in this process (no --scheduler, --scheduler-file or DASK_SCHEDULER_ADDRESS)"
 
 
 def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

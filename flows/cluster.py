@@ -11,6 +11,9 @@ On an existing cluster "auto" is resolved by the workers that will host trainers
 
 Worker processes inherit this process's environment, so a `PREFECT_API_URL` set here reaches them; they never
 import Prefect themselves (only `hyperlearn` code runs on them), so none of them starts a Prefect server.
+
+torch and the trainer code are imported by the functions that need them, not with this module: choosing and
+connecting to a cluster (`hyperlearn ingest --scheduler`) does not pay their 1.5 s of imports.
 """
 
 from __future__ import annotations
@@ -22,14 +25,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import dask
-import torch
 from dask.system import CPU_COUNT
 from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 from distributed.deploy import Cluster
-
-from hyperlearn.coordinator import trainer_resource
-from hyperlearn.model import resolve_device
 
 _logger = logging.getLogger(__name__)
 
@@ -67,6 +66,8 @@ def cuda_cluster_type() -> type[Cluster]:
 
 def visible_gpu_count() -> int:
     """Number of CUDA devices this process can see (0 on a CPU-only machine or a CPU build of torch)."""
+    import torch
+
     return torch.cuda.device_count()
 
 
@@ -258,6 +259,9 @@ def trim_threshold_warning(client: Client) -> str | None:
 def workers_device(client: Client, device: str) -> Literal["cpu", "cuda"]:
     """The device trainers on this existing cluster use: `device` when concrete; for "auto", "cuda" when every
     worker that may host a trainer (those declaring the trainer resource, if any do) sees a GPU, else "cpu"."""
+    from hyperlearn.coordinator import trainer_resource
+    from hyperlearn.model import resolve_device
+
     if device != "auto":
         return resolve_device(device).type  # type: ignore[return-value]
     workers = client.scheduler_info()["workers"]

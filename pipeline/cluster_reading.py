@@ -1,13 +1,14 @@
 """Reading and validating a relation source on a Dask cluster's workers, one task per piece of a file.
 
 The driver lists the source's files and cuts each into pieces (`readers.file_pieces`: line-aligned byte ranges
-of about the ingest block size, the same blocks the driver itself would read; a Parquet file or a UTF-16/32
-text file is one piece). Each piece is one task: the worker reads it from where the source lies (a path every
-worker sees), parses and validates it, and returns its validated rows with their keys dictionary-encoded (each
-distinct key once, and an int32 index per tuple), its quarantine rows numbered within the piece, and its
-counts. The driver takes the results in file order, moves the quarantine rows' numbers on by the rows of the
-file's earlier pieces, and carries on as for blocks it validated itself (`validation.validate_source`): the
-same blocks in the same order, so catalog, tensors and quarantine files are byte for byte the same.
+of about the ingest block size, or runs of whole Parquet row groups of about that size, the same pieces the
+driver itself would read; a UTF-16/32 text file is one piece). Each piece is one task: the worker reads it from
+where the source lies (a path every worker sees), parses and validates it, and returns its validated batches
+with their keys dictionary-encoded (each distinct key once, and an int32 index per tuple), their quarantine rows
+numbered within the piece, and their counts. The driver takes the results in file order, moves the quarantine
+rows' numbers on by the rows of the file's earlier pieces, and carries on as for blocks it validated itself
+(`validation.validate_source`): the same blocks in the same order, so catalog, tensors and quarantine files are
+byte for byte the same.
 
 Nothing of the run directory goes to the workers, and nothing is left on the cluster: at most `in_flight`
 pieces are submitted ahead of the one the driver is waiting for, and each result is released once taken.
@@ -90,11 +91,12 @@ def validate_on_cluster(
 
 
 def _taken(path: Path, future, rows_of: dict[Path, int]) -> Iterator[ValidatedBlock]:
-    """A piece's validated blocks with their quarantine rows numbered within the file, the future released."""
+    """A piece's validated blocks with their quarantine rows numbered within the file (moved on by the rows of
+    the file's earlier pieces), the future released."""
     blocks = future.result()
     future.release()
+    before = rows_of[path]
     for block in blocks:
-        before = rows_of[path]
         rows_of[path] += block.rows
         if before and len(block.validated.quarantined):
             quarantined = block.validated.quarantined.assign(

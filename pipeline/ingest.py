@@ -94,11 +94,16 @@ class ModalityReport:
 
 @dataclass(frozen=True)
 class IngestReport:
+    """What ingest did. `read_on` is the scheduler address of the cluster whose workers read and validated the
+    sources, None when this process did; it is no part of `to_dict` (the manifest's view), since where the
+    sources were read changes nothing in the run."""
+
     dataset: str
     spec_hash: str
     relations: tuple[RelationReport, ...]
     modalities: tuple[ModalityReport, ...]
     warnings: tuple[str, ...] = ()
+    read_on: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view, with entries_total spelled out per relation."""
@@ -162,7 +167,8 @@ def ingest(
     quarantine files, relation tensors per split and the catalog into `run`. Memory stays near `memory_limit`
     bytes plus the catalog and the output tensors; `progress` shows a bar over the bytes read. With `client`,
     sources are read and validated on its cluster's workers, the result being the same, when every worker sees
-    every source file at its path with the same size; else (logged as a warning) in this process."""
+    every source file at its path with the same size; else (logged as a warning) in this process. The report's
+    `read_on` says which."""
     files = {
         (relation.name, name): source_files(source)
         for relation in spec.relations
@@ -223,6 +229,7 @@ def ingest(
             for name, c in catalogs.items()
         ),
         warnings=tuple(warnings),
+        read_on=None if client is None else client.scheduler.address,
     )
 
 

@@ -13,10 +13,11 @@ Python's csv module, one line at a time. JSON lines are parsed line by line with
 record batches with integer keys kept as integer text. A source path may be a file, a folder (its files with
 the format's suffixes, sorted) or a glob; `source_files` lists what it names.
 
-A file is read in pieces (`file_pieces`): byte ranges of whole data lines of a text file, each one batch, or the
-whole file for Parquet and for UTF-16/32 text. `read_piece` reads one piece on its own, numbering its rows from 1,
-which is what lets the pieces be read by different processes (`hyperlearn.pipeline.cluster_reading`);
-`read_file` reads them in order and numbers rows across the file.
+A file is read in pieces (`file_pieces`): byte ranges of whole data lines of a text file, each one batch; runs
+of whole row groups of a Parquet file, each about as big as a text piece; or the whole file for UTF-16/32 text.
+`read_piece` reads one piece on its own, numbering its rows from 1, which is what lets the pieces be read by
+different processes (`hyperlearn.pipeline.cluster_reading`); `read_file` reads them in order and numbers rows
+across the file, so both give the same batches.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,9 @@ def reader_columns(source: SourceSpec, columns_needed: Sequence[str]) -> list[st
 @dataclass(frozen=True)
 class Piece:
     """A part of one file of a source that is read on its own: the bytes [start, end) of whole data lines of a
-    text file (one batch), or the whole file (end None) for Parquet and for text in an encoding where b"\\n" is no
-    line break; `fields` are a delimited file's field names (from its header or the spec)."""
+    text file (one batch), the row groups [start, end) of a Parquet file, or the whole text file (end None) in an
+    encoding where b"\\n" is no line break; `fields` are a delimited file's field names (from its header or the
+    spec)."""
 
     path: Path
     start: int = 0
@@ -132,12 +134,14 @@ class Piece:
 
 
 def file_pieces(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> list[Piece]:
-    """The pieces of one file of `source`, in order: whole-line blocks of about `blocksize` bytes after any
-    byte order mark and header (the blocks `read_file` reads). Raise SourceError when the file lacks a needed
-    column, is not in the source's format, or has a header row but no data rows."""
+    """The pieces of one file of `source`, in order (the pieces `read_file` reads): whole-line blocks of about
+    `blocksize` bytes after any byte order mark and header, or runs of whole Parquet row groups
+    (`_row_group_runs`). Raise SourceError when the file lacks a needed column, is not in the source's format,
+    or has a header row but no data rows."""
     if source.format == "parquet":
-        _check_columns(path, columns, _parquet_file(path).schema_arrow.names)
-        return [Piece(path)]
+        parquet = _parquet_file(path)
+        _check_columns(path, columns, parquet.schema_arrow.names)
+        return [Piece(path, start, end) for start, end in _row_group_runs(parquet.metadata, columns, blocksize)]
     fields = source.names
     if source.format in ("csv", "tsv"):
         if source.header:
@@ -163,7 +167,7 @@ def check_rows_read(source: SourceSpec, path: Path, rows: int) -> None:
 def read_piece(source: SourceSpec, piece: Piece, columns: list[str], blocksize: int) -> Iterator[Batch]:
     """The batches of one piece (see file_pieces), rows numbered from 1 within the piece."""
     if source.format == "parquet":
-        yield from _parquet_batches(piece.path, columns, blocksize)
+        yield from _parquet_batches(piece.path, columns, blocksize, range(piece.start, piece.end))
         return
     text = _piece_text(source, piece)
     if text:
@@ -172,16 +176,20 @@ def read_piece(source: SourceSpec, piece: Piece, columns: list[str], blocksize: 
 
 
 def read_file(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
-    """The batches of one file of `source` (see read_batches): its pieces, parsed PARSE_THREADS at a time."""
+    """The batches of one file of `source` (see read_batches): its pieces in order, text pieces parsed
+    PARSE_THREADS at a time, Parquet pieces streamed batch by batch (a row group may be large, and the Parquet
+    reader decodes on threads of its own)."""
     pieces = file_pieces(source, path, columns, blocksize)
     if source.format == "parquet":
-        yield from read_piece(source, pieces[0], columns, blocksize)
-        return
+        piece_batches: Iterator[Iterable[Batch]] = (read_piece(source, piece, columns, blocksize) for piece in pieces)
+    else:
+        read = functools.partial(_piece_batches, source=source, columns=columns, blocksize=blocksize)
+        piece_batches = _ordered_map(read, iter(pieces))
     row = 0
-    read = functools.partial(_piece_batches, source=source, columns=columns, blocksize=blocksize)
-    for batches in _ordered_map(read, iter(pieces)):
+    for batches in piece_batches:
+        before = row
         for batch in batches:
-            yield renumbered(batch, row)
+            yield renumbered(batch, before)
             row += len(batch)
     check_rows_read(source, path, row)
 
@@ -689,13 +697,42 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise SourceError(f"{path}: not a Parquet file ({error})") from None
 
 
-def _parquet_batches(path: Path, columns: list[str], blocksize: int) -> Iterator[Batch]:
-    """A Parquet file (its columns checked by file_pieces) in record batches, every column as text (integers as integer text, nulls missing)."""
+def _parquet_rows_per_batch(blocksize: int) -> int:
+    """The rows of a Parquet read batch: about `blocksize` bytes of rows, taking a row as 64 bytes once read."""
+    return max(1, blocksize // 64)
+
+
+def _row_group_runs(metadata: pq.FileMetaData, columns: list[str], blocksize: int) -> list[tuple[int, int]]:
+    """A Parquet file's row groups cut into runs [start, end) of whole groups, in order: a run ends at the first
+    group that brings it to `blocksize` bytes of the needed columns (uncompressed, as the metadata counts them)
+    or to a read batch's rows, whichever comes first, so a run is about as big as a text piece. Both limits
+    count: dictionary-encoded columns are far smaller in the file than once read as text, wide rows far bigger
+    than 64 bytes."""
+    wanted = set(columns)
+    rows_limit = _parquet_rows_per_batch(blocksize)
+    runs, start, size, rows = [], 0, 0, 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        chunks = (group.column(i) for i in range(group.num_columns))
+        size += sum(chunk.total_uncompressed_size for chunk in chunks if chunk.path_in_schema in wanted)
+        rows += group.num_rows
+        if size >= blocksize or rows >= rows_limit:
+            runs.append((start, index + 1))
+            start, size, rows = index + 1, 0, 0
+    if start < metadata.num_row_groups:
+        runs.append((start, metadata.num_row_groups))
+    return runs
+
+
+def _parquet_batches(path: Path, columns: list[str], blocksize: int, row_groups: range) -> Iterator[Batch]:
+    """Row groups of a Parquet file (its columns checked by file_pieces) in record batches, numbered from 1, every
+    column as text (integers as integer text, nulls missing)."""
     parquet = _parquet_file(path)
-    rows_per_batch = max(1, blocksize // 64)
     bytes_per_row = Path(path).stat().st_size / max(1, parquet.metadata.num_rows)
     row = 0
-    for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns):
+    batches = parquet.iter_batches(batch_size=_parquet_rows_per_batch(blocksize), row_groups=row_groups,
+                                   columns=columns)
+    for batch in batches:
         values = {column: _as_text(batch.column(column), path, column) for column in columns}
         rows = _rows_table(values, {}, {}, batch.num_rows)
         rows = rows.append_column(ROW_NUMBER, pa.array(np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)))

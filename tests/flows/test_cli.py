@@ -1,4 +1,5 @@
-"""The `hyperlearn` command: its grammar, its help, and a real run through it."""
+"""The `hyperlearn` command: its grammar, its help, a real run through it, and `hyperlearn ingest` on the driver
+and on a `dask scheduler` / `dask worker` cluster (the one tests/flows/test_external_cluster.py starts)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import json
 import re
 from pathlib import Path
 
+import dask
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from distributed import Client
 
 from hyperlearn.flows.cli import build_parser, main, training_overrides
 from hyperlearn.config import TrainingConfig
+from hyperlearn.pipeline import ingest as ingest_module
+from tests.flows.test_external_cluster import N_WORKERS, external_cluster, external_scheduler_file  # noqa: F401
+from tests.pipeline.test_cluster_reading import assert_same_files
+
+ON_THIS_PROCESS = ("sources read and validated in this process (no --scheduler, --scheduler-file or "
+                   "DASK_SCHEDULER_ADDRESS)")
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
@@ -274,12 +286,14 @@ def test_ingest_prints_the_accounting_into_a_scratch_run(tmp_path, capsys):
     }
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))  # JSON is YAML
 
-    assert main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")]) == 0
+    with dask.config.set({"scheduler-address": None}):
+        assert main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     # read, accepted, quarantined, tuples, merged, entries
     assert lines[1].split()[:7] == ["rating", "4", "3", "1", "3", "1", "2"]
     assert any(line.startswith("rating (all): 1 file(s):") and line.endswith("a.csv") for line in lines)
+    assert lines[-2:] == [ON_THIS_PROCESS, f"run directory: {tmp_path / 'scratch'}"]
     assert (tmp_path / "scratch" / "quarantine" / "rating.parquet").exists()
 
 
@@ -295,6 +309,95 @@ def test_ingest_names_a_broken_source(tmp_path, capsys):
         main(["ingest", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "scratch")])
     assert stop.value.code == 1
     assert "ratings.parquet: not a Parquet file" in capsys.readouterr().err
+
+
+BAD_RATING_LINES = {7: "u1,i2", 50_000: ",i3,4", 99_999: "u2,i3,x"}  # a field short, no user, no number
+MISSING_CLICK_USERS = (0, 4_999, 16_384, 30_001)  # row groups 0, 0, 3 (piece 0's second batch), 6 (piece 1)
+
+
+@pytest.fixture
+def logs_in_pieces(tmp_path) -> Path:
+    """A spec over a 1.3 MB rating CSV with bad lines (two pieces at --memory-limit-mb 32, whose blocks are 1 MiB)
+    and a Parquet click log of 8 row groups with null users (two pieces of 4 groups, two batches each)."""
+    rng = np.random.default_rng(5)
+    lines = [f"u{u},i{i},{r}" for u, i, r in zip(rng.integers(0, 2000, 100_000), rng.integers(0, 500, 100_000),
+                                                 rng.integers(1, 6, 100_000))]
+    for index, line in BAD_RATING_LINES.items():
+        lines[index] = line
+    (tmp_path / "ratings.csv").write_text("user,item,rating\n" + "\n".join(lines) + "\n")
+    users = [None if row in MISSING_CLICK_USERS else f"u{u}" for row, u in enumerate(rng.integers(0, 2000, 40_000))]
+    clicks = pa.table({"user": pa.array(users, pa.string()), "item": rng.integers(0, 500, 40_000)})
+    pq.write_table(clicks, tmp_path / "clicks.parquet", row_group_size=5_000)
+    spec = {
+        "name": "pieces",
+        "modalities": [{"name": "user"}, {"name": "item"}],
+        "relations": [
+            {"name": "rating", "modalities": {"user": "user", "item": "item"}, "value": "rating",
+             "source": {"path": "ratings.csv"}},
+            {"name": "click", "modalities": {"user": "user", "item": "item"}, "loss": "bpr",
+             "source": {"path": "clicks.parquet"}},
+        ],
+    }
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    return tmp_path / "spec.yaml"
+
+
+def _ingest_output(spec: Path, out: Path, capsys, *options: str) -> list[str]:
+    """`hyperlearn ingest SPEC --out OUT` with 1 MiB blocks; its printed lines, OUT written as "OUT"."""
+    assert main(["ingest", str(spec), "--out", str(out), "--memory-limit-mb", "32", *options]) == 0
+    return capsys.readouterr().out.replace(str(out), "OUT").splitlines()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("naming", ["--scheduler", "--scheduler-file", "DASK_SCHEDULER_ADDRESS"])
+def test_ingest_on_an_existing_cluster_writes_what_the_driver_writes_and_leaves_the_cluster_up(
+    naming, logs_in_pieces, tmp_path, external_cluster, external_scheduler_file, capsys  # noqa: F811 - fixtures
+):
+    with dask.config.set({"scheduler-address": None}):
+        driver = _ingest_output(logs_in_pieces, tmp_path / "driver", capsys)
+    options = {"--scheduler": ["--scheduler", external_cluster],
+               "--scheduler-file": ["--scheduler-file", str(external_scheduler_file)],
+               "DASK_SCHEDULER_ADDRESS": []}[naming]  # Dask's scheduler-address setting, which that variable sets
+    with dask.config.set({"scheduler-address": external_cluster if naming == "DASK_SCHEDULER_ADDRESS" else None}):
+        on_cluster = _ingest_output(logs_in_pieces, tmp_path / "cluster", capsys, *options)
+
+    assert on_cluster[:-2] == driver[:-2], "the same accounting table and files"
+    assert [line.split()[:4] for line in driver[1:3]] == [["rating", "100,000", "99,997", "3"],
+                                                         ["click", "40,000", "39,996", "4"]]
+    assert driver[-2] == ON_THIS_PROCESS
+    assert on_cluster[-2] == (f"sources read and validated on the workers of the Dask cluster at {external_cluster} "
+                              f"({naming}); it is left running")
+    assert "quarantine/click.parquet" in assert_same_files(tmp_path / "driver", tmp_path / "cluster")
+    with Client(external_cluster) as client:
+        assert len(client.scheduler_info()["workers"]) == N_WORKERS, "the cluster is still up, every worker with it"
+        assert not client.who_has(), "ingest released everything it put on the cluster"
+
+
+@pytest.mark.slow
+def test_ingest_says_when_the_clusters_workers_do_not_see_the_sources(
+    logs_in_pieces, tmp_path, external_cluster, capsys, monkeypatch, caplog  # noqa: F811 - the imported fixture
+):
+    # The workers of a cluster on other hosts, without the data: they cannot exist on this one machine.
+    monkeypatch.setattr(ingest_module, "sources_unseen", lambda client, sizes: ["worker tcp://w1 cannot read a.csv"])
+    with caplog.at_level("WARNING"):
+        lines = _ingest_output(logs_in_pieces, tmp_path / "fallback", capsys, "--scheduler", external_cluster)
+    assert lines[-2] == ("sources read and validated in this process: the workers of the Dask cluster named by "
+                         "--scheduler do not see them as this process does (see the warning above)")
+    assert any("worker tcp://w1 cannot read a.csv" in message for message in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--scheduler-file", "/nonexistent/scheduler.json"], "/nonexistent/scheduler.json does not exist"),
+        (["--scheduler", "tcp://a:1", "--scheduler-file", "f.json"], "not allowed with argument"),
+    ],
+)
+def test_ingest_cluster_option_mistakes_fail_in_one_line(tmp_path, arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", str(tmp_path / "spec.yaml"), *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

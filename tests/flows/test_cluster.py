@@ -303,6 +303,14 @@ def test_contradictory_or_missing_cluster_options_are_refused(options, message):
         choose_cluster(**options)
 
 
+def test_choosing_a_cluster_imports_no_torch():
+    """`hyperlearn ingest` chooses (and connects to) a cluster through this module; torch is for the trainers."""
+    import subprocess
+
+    probe = "import sys, hyperlearn.flows.cluster; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 @pytest.mark.slow
 def test_dask_scheduler_address_in_the_environment_is_honoured(tmp_path):
     import os

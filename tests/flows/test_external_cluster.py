@@ -25,8 +25,9 @@ N_WORKERS = 3  # one per modality of the demo spec
 
 
 @pytest.fixture(scope="module")
-def external_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A loopback scheduler and N_WORKERS single-threaded workers (`dask scheduler`, `dask worker`); its address."""
+def external_scheduler_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A loopback scheduler and N_WORKERS single-threaded workers (`dask scheduler`, `dask worker`), all up; the
+    scheduler file the scheduler wrote."""
     home = tmp_path_factory.mktemp("cluster")
     scheduler_file = home / "scheduler.json"
     processes = [
@@ -53,7 +54,7 @@ def external_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
         with Client(scheduler_file=str(scheduler_file)) as client:
             client.wait_for_workers(N_WORKERS, timeout=120)
-            yield client.scheduler.address
+            yield scheduler_file
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -63,6 +64,12 @@ def external_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def external_cluster(external_scheduler_file: Path) -> str:
+    """The address of the scheduler of the `external_scheduler_file` cluster."""
+    return json.loads(external_scheduler_file.read_text())["address"]
 
 
 def _run(spec: Path, out: Path, *options: str) -> dict:

@@ -1,7 +1,8 @@
 """Ingest on a cluster's workers writes the run directory byte for byte as the driver alone does: same catalog,
-tensors, quarantine files and accounting, on bad rows, multi-file globs, files cut into several pieces, JSON
-lines and Parquet; on a `LocalCluster` of processes and on the `dask scheduler` / `dask worker` cluster that
-tests/flows/test_external_cluster.py starts (its workers cannot read a run directory)."""
+tensors, quarantine files and accounting, on bad rows, multi-file globs, text files cut into several pieces, JSON
+lines, and Parquet cut into runs of row groups; on a `LocalCluster` of processes and on the `dask scheduler` /
+`dask worker` cluster that tests/flows/test_external_cluster.py starts (its workers cannot read a run
+directory)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
@@ -19,7 +22,7 @@ from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.readers import SourceError, file_pieces
 from hyperlearn.pipeline.spec import SourceSpec, load_spec
 from hyperlearn.rundir import RunDir
-from tests.flows.test_external_cluster import external_cluster  # noqa: F401 - the fixture, reused
+from tests.flows.test_external_cluster import external_cluster, external_scheduler_file  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +33,16 @@ BAD_LINES = {  # line index in the big file → a bad line
     41_000: "",  # an empty line
     60_001: ",i9,2,4",  # a missing key
     88_888: "u5,i5,2",  # a field short
+}
+CLICK_ROW_GROUP = 5_000  # 60,000 clicks in 12 row groups: pieces of 4 groups (16,384 rows make a read batch)
+MISSING_CLICK_KEYS = {  # row index in the clicks → the key column left null there
+    3: "user",  # row group 0
+    7_000: "user",  # row group 1
+    16_384: "item",  # the first row of piece 0's second batch
+    19_999: "user",  # the last row of piece 0
+    20_000: "user",  # the first row of piece 1
+    45_123: "item",  # piece 2
+    59_999: "user",  # the last row
 }
 
 
@@ -47,7 +60,8 @@ def process_cluster() -> Iterator[Client]:
 @pytest.fixture
 def dataset(write, write_spec, tmp_path) -> Path:
     """A rating log over a glob of three CSV files (the first about 1.7 MB, so cut into two pieces, with bad
-    lines in both pieces), JSON lines taggings with a multi-valued field and a broken line, Parquet friendships."""
+    lines in both pieces), JSON lines taggings with a multi-valued field and a broken line, Parquet friendships,
+    and Parquet clicks in 12 row groups, so three pieces of two batches each, with null keys in several groups."""
     rng = np.random.default_rng(3)
     lines = [
         f"u{u},i{i},{r / 2},{t}"
@@ -65,6 +79,14 @@ def dataset(write, write_spec, tmp_path) -> Path:
     write("taggings.jsonl", '{"user": "u1", "item": "i1", "tags": "a|b"}\n{"user": "u2"\n'
           '{"user": "u2", "item": "i3", "tags": "b||c"}\n{"user": "u2", "item": "i3", "tags": "|"}\n')
     pd.DataFrame({"a": ["u1", "u2", None, "u3"], "b": [2, 3, 4, None]}).to_parquet(tmp_path / "friends.parquet")
+    clicks = {"user": [f"u{u}" for u in rng.integers(0, 3000, 60_000)], "item": rng.integers(0, 800, 60_000).tolist()}
+    for index, column in MISSING_CLICK_KEYS.items():
+        clicks[column][index] = None
+    clicks_path = tmp_path / "clicks.parquet"
+    pq.write_table(pa.table(clicks, pa.schema([("user", pa.string()), ("item", pa.int64())])), clicks_path,
+                   row_group_size=CLICK_ROW_GROUP)
+    pieces = file_pieces(SourceSpec(clicks_path, "parquet"), clicks_path, ["user", "item"], 2**20)
+    assert [(piece.start, piece.end) for piece in pieces] == [(0, 4), (4, 8), (8, 12)]
     return write_spec({
         "name": "cluster",
         "modalities": [{"name": "user"}, {"name": "item"}, {"name": "tag"}],
@@ -77,14 +99,22 @@ def dataset(write, write_spec, tmp_path) -> Path:
              "separator": "|"}}, "loss": "bpr", "source": {"path": "taggings.jsonl"}},
             {"name": "friendship", "axes": [{"modality": "user", "column": "a"}, {"modality": "item", "column": "b"}],
              "loss": "bpr", "source": {"path": "friends.parquet"}},
+            {"name": "click", "modalities": {"user": "user", "item": "item"}, "loss": "bpr",
+             "source": {"path": "clicks.parquet"}},
         ],
         "split": {"test": 0.2, "validation": 0.1, "seed": 1},
         "training": {"rank": 4},
     })
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+def assert_same_files(expected: Path, found: Path) -> list[str]:
+    """Assert that the files under `found` are those under `expected`, byte for byte; their relative paths."""
+    files = {root: {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*"))
+                    if path.is_file()} for root in (expected, found)}
+    assert sorted(files[found]) == sorted(files[expected])
+    for name, content in files[expected].items():
+        assert files[found][name] == content, name
+    return sorted(files[expected])
 
 
 def _same_as_the_driver(spec_path: Path, tmp_path: Path, client: Client) -> None:
@@ -93,16 +123,17 @@ def _same_as_the_driver(spec_path: Path, tmp_path: Path, client: Client) -> None
     on_cluster = ingest(spec, RunDir(tmp_path / "cluster"), tmp_path / "catalog", memory_limit=MEMORY_LIMIT,
                         client=client)
     assert on_cluster.to_dict() == driver.to_dict()
-    driver_files, cluster_files = _files(tmp_path / "driver"), _files(tmp_path / "cluster")
-    assert sorted(cluster_files) == sorted(driver_files)
-    assert {name for name in driver_files if name.startswith("quarantine/")} == {
-        f"quarantine/{name}.parquet" for name in ("rating", "rating_mean", "tagging", "friendship")
+    assert (driver.read_on, on_cluster.read_on) == (None, client.scheduler.address)
+    files = assert_same_files(tmp_path / "driver", tmp_path / "cluster")
+    assert {name for name in files if name.startswith("quarantine/")} == {
+        f"quarantine/{name}.parquet" for name in ("rating", "rating_mean", "tagging", "friendship", "click")
     }
-    for name, content in driver_files.items():
-        assert cluster_files[name] == content, name
     quarantined = pd.read_parquet(tmp_path / "cluster" / "quarantine" / "rating.parquet")
     big = quarantined[quarantined["source_file"].str.endswith("part-0.csv")]
     assert big["row_number"].tolist() == [index + 1 for index in BAD_LINES], "true row numbers across pieces"
+    clicks = pd.read_parquet(tmp_path / "cluster" / "quarantine" / "click.parquet")
+    assert clicks["row_number"].tolist() == [index + 1 for index in MISSING_CLICK_KEYS]
+    assert clicks["field"].tolist() == list(MISSING_CLICK_KEYS.values())
     assert not client.who_has(), "nothing left on the cluster"
 
 
@@ -156,6 +187,6 @@ def test_a_cluster_whose_workers_do_not_see_the_sources_leaves_ingest_to_the_dri
     with caplog.at_level("WARNING"):
         fallback = ingest(spec, RunDir(tmp_path / "fallback"), tmp_path / "catalog", memory_limit=MEMORY_LIMIT,
                           client=process_cluster)
-    assert fallback.to_dict() == driver.to_dict()
+    assert fallback.to_dict() == driver.to_dict() and fallback.read_on is None
     assert any("ingest runs in this process: the cluster's workers do not see the sources as this process does: "
                "worker tcp://w1 cannot read a.csv" in message for message in caplog.messages)

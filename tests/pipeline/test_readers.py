@@ -266,6 +266,41 @@ def test_pieces_read_on_their_own_give_the_files_batches(write, tmp_path, name, 
     assert before == 300 and pieces[-1].end in (None, path.stat().st_size)
 
 
+def test_parquet_pieces_are_runs_of_whole_row_groups_up_to_a_batchs_rows(tmp_path):
+    path = tmp_path / "ratings.parquet"
+    users = pa.array([None if i % 37 == 0 else i for i in range(300)], pa.int64())
+    pq.write_table(pa.table({"user": users, "item": [f"i{i % 11}" for i in range(300)]}), path, row_group_size=30)
+    source = SourceSpec(path, "parquet")
+    blocksize = 64 * 70  # a read batch: 70 rows, so a run closes at its third group of 30
+
+    pieces = file_pieces(source, path, ["user", "item"], blocksize)
+
+    assert [(piece.start, piece.end) for piece in pieces] == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    before, batches = 0, []
+    for piece in pieces:
+        own = list(read_piece(source, piece, ["user", "item"], blocksize))
+        assert own[0].rows.column("row_number")[0].as_py() == 1, "numbered within the piece"
+        batches += [renumbered(batch, before) for batch in own]
+        before += sum(map(len, own))
+    expected = list(read_file(source, path, ["user", "item"], blocksize))
+    assert [len(b) for b in expected] == [70, 20] * 3 + [30], "no batch spans two pieces"
+    assert [b.rows for b in batches] == [b.rows for b in expected]
+    rows = pd.concat([batch_frame(b) for b in expected], ignore_index=True)
+    assert rows["row_number"].tolist() == list(range(1, 301))
+    assert rows["user"].isna().tolist() == [i % 37 == 0 for i in range(300)]
+
+
+def test_a_parquet_row_group_bigger_than_a_block_is_a_piece_of_its_own(tmp_path):
+    path = tmp_path / "wide.parquet"
+    rng = np.random.default_rng(0)
+    keys = ["".join(rng.choice(list("abcdefgh"), 500)) for _ in range(40)]  # 10 rows of 5 kB per group
+    pq.write_table(pa.table({"user": keys, "unread": keys}), path, row_group_size=10)
+
+    pieces = file_pieces(SourceSpec(path, "parquet"), path, ["user"], 64 * 70)
+
+    assert [(piece.start, piece.end) for piece in pieces] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
 def test_a_header_only_file_has_no_piece_and_says_so(write):
     path = write("header.csv", "user,item\n")
     with pytest.raises(SourceError, match=r"header\.csv: has a header row but no data rows"):
