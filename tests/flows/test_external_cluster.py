@@ -56,14 +56,20 @@ def external_scheduler_file(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             client.wait_for_workers(N_WORKERS, timeout=120)
             yield scheduler_file
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(processes[1:])  # the workers first, while the scheduler still answers their goodbye
+        _stop(processes[:1])
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM, then SIGKILL what has not exited 10 s later."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="module")
