@@ -17,7 +17,9 @@ copies it back, so a failed run never changes the catalog that earlier versions 
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -192,6 +194,7 @@ def ingest(
             relation.name: _read_relation(spec, relation, run, Path(scratch), codes, memory_limit, files, bar, client)
             for relation in spec.relations
         }
+        release_unused_memory()
         catalogs = {m.name: EntityCatalog.load(catalog_dir, m.name) for m in spec.modalities}
         ids = {name: catalogs[name].assign(codes[name].keys) for name in catalogs}
         hashes = {name: key_hashes(catalog.keys) for name, catalog in catalogs.items()}
@@ -231,6 +234,16 @@ def ingest(
         warnings=tuple(warnings),
         read_on=None if client is None else client.scheduler.address,
     )
+
+
+def release_unused_memory() -> None:
+    """Give back to the OS the memory Arrow's pool and malloc keep from the phase just finished (read blocks,
+    merged partitions), so that the next phase's peak is its own working set rather than that on top of the
+    last phase's leftovers: at 100M rows the sorting of key ranges otherwise peaks ~0.5 GiB above its need."""
+    pa.default_memory_pool().release_unused()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform.startswith("linux") else None
+    if trim is not None:  # glibc's; other C libraries have none
+        trim(0)
 
 
 def _read_relation(
@@ -359,6 +372,7 @@ def _write_relation(
                 entries += len(values)
             merged += read.tuples - entries
         budget = range_budget(relation.order, memory_limit)
+        release_unused_memory()
         for split, spill in spills.items():
             with run.split_writer(relation.name, split, shape) as writer:
                 for coords, values in spill.sorted_chunks(budget):
