@@ -69,10 +69,11 @@ def ingest_step(
     """Raw logs → validated, de-duplicated relation tensors and the catalog, in `run`; with `cluster` (an
     existing cluster the run trains on), the sources are read and validated on its workers."""
     client = None if cluster is None else cluster.result().client
-    if client is not None:
+    report = ingest(spec, run, catalog_dir, client=client)
+    if report.read_on is not None:
         workers = len(client.scheduler_info()["workers"])
-        get_run_logger().info("ingest: reading and validating the sources on the cluster's %d worker(s)", workers)
-    return ingest(spec, run, catalog_dir, client=client).to_dict()
+        get_run_logger().info("ingest: the sources were read and validated on the cluster's %d worker(s)", workers)
+    return report.to_dict()
 
 
 @task(name="build-graphs", cache_policy=NO_CACHE)

@@ -95,7 +95,7 @@ def test_a_run_on_an_existing_cluster_trains_there_publishes_and_leaves_the_clus
     assert any(f"using the existing Dask cluster at {external_cluster} (--scheduler): 3 worker(s)" in line
                for line in lines)
     assert not any("started a cpu cluster" in line for line in lines)
-    assert any("ingest: reading and validating the sources on the cluster's 3 worker(s)" in line for line in lines)
+    assert any("ingest: the sources were read and validated on the cluster's 3 worker(s)" in line for line in lines)
     hosts = [line.split(" on ")[-1] for line in lines if "[distributed] trainer for" in line]
     with Client(external_cluster) as client:
         workers = client.scheduler_info()["workers"]
