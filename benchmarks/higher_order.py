@@ -113,9 +113,9 @@ def grid(rates: Sequence[float], l2s: Sequence[float], dims: Sequence[int]) -> t
     return tuple((rate, l2, dim) for rate in rates for l2 in l2s for dim in dims)
 
 
-FULL = Plan(split_seeds=(0, 1, 2), tag_rounds=40, kg_rounds=15, learning_rates=(0.01,), kg_learning_rates=(0.01,),
+FULL = Plan(split_seeds=(0, 1, 2), tag_rounds=40, kg_rounds=30, learning_rates=(0.01,), kg_learning_rates=(0.01,),
             peer_grid=grid((0.01, 0.003), (1e-4,), (32, 64)), peer_epochs=200,
-            pykeen=PykeenSettings(max_epochs=24, check_every=4, patience=2), pykeen_models=("DistMult", "ComplEx", "CP"))
+            pykeen=PykeenSettings(max_epochs=100, check_every=4, patience=3), pykeen_models=("DistMult", "ComplEx", "CP"))
 QUICK = Plan(split_seeds=(0,), tag_rounds=6, kg_rounds=3, learning_rates=(0.01,), kg_learning_rates=(0.01,),
              peer_grid=grid((0.01,), (1e-4,), (32, 64)), peer_epochs=8,
              pykeen=PykeenSettings(max_epochs=2, check_every=1, patience=1), pykeen_models=("DistMult",))
