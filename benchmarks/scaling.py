@@ -59,6 +59,7 @@ from hyperlearn.rundir import Entries, ModalityState, RelationMeta, RunDir
 from hyperlearn.start import initial_states
 from hyperlearn.trainer import ModalityTrainer
 from hyperlearn.warm_start import WarmStart
+from hyperlearn.workers import cluster_workers
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENTITIES = 2_000
@@ -202,7 +203,7 @@ def measure(layout: str, k: int, rounds: int, repeats: int, scratch: Path, log: 
     states, als_seconds = timed(lambda: initial_states(problem, config))
     record: dict[str, Any] = {"layout": layout, "k": k, "als_start": als_seconds}
     with make_cluster(k, "cpu", threads_per_worker=1, log=log) as cluster, Client(cluster) as client:
-        placement, resource = place_modalities(problem.sizes, client.scheduler_info()["workers"], log)
+        placement, resource = place_modalities(problem.sizes, cluster_workers(client), log)
         trainers, record["trainer_start"] = timed(
             lambda: DaskTrainers(client, run, problem, config, placement, False, resource=resource, log=log)
         )

@@ -30,6 +30,8 @@ from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 from distributed.deploy import Cluster
 
+from hyperlearn.workers import cluster_workers
+
 _logger = logging.getLogger(__name__)
 
 #: What the workers run: imported by each worker as it starts.
@@ -235,7 +237,7 @@ def choose_cluster(
 
 def describe_existing(client: Client, choice: ClusterChoice) -> str:
     """One log line naming the existing cluster a run uses: address, where the choice came from, its workers."""
-    workers = client.scheduler_info()["workers"]
+    workers = cluster_workers(client)
     threads = sum(info["nthreads"] for info in workers.values())
     return (
         f"using the existing Dask cluster at {client.scheduler.address} ({choice.source}): {len(workers)} worker(s), "
@@ -264,7 +266,7 @@ def workers_device(client: Client, device: str) -> Literal["cpu", "cuda"]:
 
     if device != "auto":
         return resolve_device(device).type  # type: ignore[return-value]
-    workers = client.scheduler_info()["workers"]
+    workers = cluster_workers(client)
     resource = trainer_resource(workers)
     candidates = [a for a, info in workers.items() if resource is None or info.get("resources", {}).get(resource)]
     types = {found.type for found in client.run(resolve_device, "auto", workers=candidates).values()}

@@ -60,6 +60,7 @@ from hyperlearn.pipeline.resumable import (
 )
 from hyperlearn.pipeline.spec import DatasetSpec, load_spec
 from hyperlearn.rundir import DatasetDir, RunDir
+from hyperlearn.workers import cluster_workers
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -71,7 +72,7 @@ def ingest_step(
     client = None if cluster is None else cluster.result().client
     report = ingest(spec, run, catalog_dir, client=client)
     if report.read_on is not None:
-        workers = len(client.scheduler_info()["workers"])
+        workers = len(cluster_workers(client))
         get_run_logger().info("ingest: the sources were read and validated on the cluster's %d worker(s)", workers)
     return report.to_dict()
 

@@ -28,6 +28,7 @@ from hyperlearn.rundir import RunDir
 from hyperlearn.snapshots import Snapshot, prefixed, under
 from hyperlearn.trainer import ModalityTrainer
 from hyperlearn.warm_start import WarmStart
+from hyperlearn.workers import cluster_workers
 
 
 #: How long to wait on a trainer before asking the scheduler whether its worker is still there.
@@ -139,7 +140,7 @@ class DaskTrainers:
         self.rounds_done = 0
         self.snapshots: dict[str, Snapshot] = {}  # each trainer's latest snapshot: what a rebuilt one starts from
         self.snapshot_round = 0
-        self.workers = len(client.scheduler_info()["workers"])
+        self.workers = len(cluster_workers(client))
         self.resource = resource
         self.needed = states_needed(problem)
         self.shares: dict[str, Future] = {}  # each trainer's scattered share of the run
@@ -152,7 +153,7 @@ class DaskTrainers:
 
     def _submit(self, modality: str, address: str, snapshot: Snapshot | None) -> Future:
         """Start the trainer of `modality` as an actor on `address`, sharing its threads with the others there."""
-        threads = self.client.scheduler_info()["workers"][address]["nthreads"]
+        threads = cluster_workers(self.client)[address]["nthreads"]
         sharing = list(self.placement.values()).count(address)
         splits = ("train", "validation") if self.fit_validation else ("train",)
         self.shares[modality] = self.client.scatter(
@@ -202,7 +203,7 @@ class DaskTrainers:
                 try:
                     answers[modality] = pending[modality].result(timeout=LIVENESS_CHECK_SECONDS)
                 except TimeoutError:
-                    if self.placement[modality] in self.client.scheduler_info()["workers"]:
+                    if self.placement[modality] in cluster_workers(self.client):
                         continue
                     self._recover(modality, None)
                     pending[modality] = call(modality, self.actors[modality])
@@ -237,7 +238,7 @@ class DaskTrainers:
         restarted the lost one), or after `RECOVERY_WAIT_SECONDS`, the one holding the fewest trainers."""
         deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
         while True:
-            live = sorted(set(self.client.scheduler_info()["workers"]) - {lost})
+            live = sorted(set(cluster_workers(self.client)) - {lost})
             if live and (len(live) >= self.workers or time.monotonic() > deadline):
                 return min(live, key=lambda address: list(self.placement.values()).count(address))
             if time.monotonic() > deadline:
@@ -270,14 +271,14 @@ def train_distributed(
     clock = time.perf_counter()
     problem = load_problem(run)
     timings = {"start_seconds": time.perf_counter() - clock}
-    placement, resource = place_modalities(problem.sizes, client.scheduler_info()["workers"], log)
+    placement, resource = place_modalities(problem.sizes, cluster_workers(client), log)
     for modality, address in placement.items():
         log(f"[distributed] trainer for {modality!r} ({problem.sizes[modality]} entities) on {address}")
 
     recovered: list[dict[str, Any]] = []
 
     def make_trainers(fit_validation: bool) -> DaskTrainers:
-        live = client.scheduler_info()["workers"]
+        live = cluster_workers(client)
         here = placement if set(placement.values()) <= set(live) else place_modalities(problem.sizes, live, log)[0]
         return DaskTrainers(client, run, problem, config, here, fit_validation, recovered, log, warm, resource)
 
