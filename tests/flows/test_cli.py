@@ -19,6 +19,7 @@ from distributed import Client
 from hyperlearn.flows.cli import build_parser, main, training_overrides
 from hyperlearn.config import TrainingConfig
 from hyperlearn.pipeline import ingest as ingest_module
+from hyperlearn.workers import cluster_workers
 from tests.flows.test_external_cluster import N_WORKERS, external_cluster, external_scheduler_file  # noqa: F401
 from tests.pipeline.test_cluster_reading import assert_same_files
 
@@ -369,7 +370,7 @@ def test_ingest_on_an_existing_cluster_writes_what_the_driver_writes_and_leaves_
                               f"({naming}); it is left running")
     assert "quarantine/click.parquet" in assert_same_files(tmp_path / "driver", tmp_path / "cluster")
     with Client(external_cluster) as client:
-        assert len(client.scheduler_info()["workers"]) == N_WORKERS, "the cluster is still up, every worker with it"
+        assert len(cluster_workers(client)) == N_WORKERS, "the cluster is still up, every worker with it"
         assert not client.who_has(), "ingest released everything it put on the cluster"
 
 

@@ -9,6 +9,7 @@ from distributed import Client, LocalCluster
 
 from hyperlearn.flows import cluster as cluster_module
 from hyperlearn.flows.cluster import ClusterChoice, choose_cluster, make_cluster
+from hyperlearn.workers import cluster_workers
 
 
 def _worker_state() -> dict:
@@ -31,7 +32,7 @@ def test_cpu_cluster_has_one_process_worker_per_trainer_with_matching_threads(mo
     monkeypatch.setattr(cluster_module, "visible_gpu_count", lambda: 0)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with make_cluster(2, "cpu", threads_per_worker=2) as cluster, Client(cluster) as client:
-        workers = client.scheduler_info()["workers"]
+        workers = cluster_workers(client)
         assert len(workers) == 2
         assert all(info["nthreads"] == 2 for info in workers.values())
         assert cluster.scheduler.http_server.port != 8787
@@ -118,9 +119,7 @@ def test_gpu_cluster_has_one_worker_per_gpu(monkeypatch, gpus, trainers, expecte
     with make_cluster(trainers, "cuda", threads_per_worker=1, log=messages.append) as cluster, Client(cluster) as client:
         assert cluster.devices == expected_devices
         assert cluster.env["OMP_NUM_THREADS"] == "1"
-        assert sorted(client.scheduler_info()["workers"][w]["name"] for w in client.scheduler_info()["workers"]) == (
-            expected_devices
-        )
+        assert sorted(info["name"] for info in cluster_workers(client).values()) == expected_devices
     assert any("GPU" in message and "more than one trainer" in message for message in messages) == warns
 
 

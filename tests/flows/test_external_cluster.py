@@ -15,6 +15,7 @@ import pytest
 from distributed import Client
 
 from hyperlearn.flows.cli import main
+from hyperlearn.workers import cluster_workers
 from tests.flows.test_hyperlearn_flow import SMALL_TRAINING
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -98,7 +99,7 @@ def test_a_run_on_an_existing_cluster_trains_there_publishes_and_leaves_the_clus
     assert any("ingest: the sources were read and validated on the cluster's 3 worker(s)" in line for line in lines)
     hosts = [line.split(" on ")[-1] for line in lines if "[distributed] trainer for" in line]
     with Client(external_cluster) as client:
-        workers = client.scheduler_info()["workers"]
+        workers = cluster_workers(client)
         assert len(workers) == N_WORKERS, "the cluster is still up, every worker with it"
         assert sorted(hosts) == sorted(workers), "one trainer on each worker"
         assert not client.who_has(), "the run released everything it put on the cluster"

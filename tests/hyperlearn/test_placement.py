@@ -9,6 +9,7 @@ from distributed import Client, Scheduler, SpecCluster, Worker
 from hyperlearn.config import TrainingConfig
 from hyperlearn.coordinator import DaskTrainers, place_modalities
 from hyperlearn.problem import load_problem
+from hyperlearn.workers import cluster_workers
 
 SIZES = {"item": 160, "tag": 20, "user": 240}
 SMALL = TrainingConfig(rank=4, conv_width=8, lstm_width=8, init="random", local_steps=1, device="cpu")
@@ -76,8 +77,8 @@ def test_trainers_live_on_the_workers_declaring_gpus_and_train_on_the_data_sent_
     client = stand_in_cluster
     problem = load_problem(planted_run)
     logged = []
-    placement, resource = place_modalities(problem.sizes, client.scheduler_info()["workers"], logged.append)
-    names = {address: info["name"] for address, info in client.scheduler_info()["workers"].items()}
+    placement, resource = place_modalities(problem.sizes, cluster_workers(client), logged.append)
+    names = {address: info["name"] for address, info in cluster_workers(client).items()}
     assert resource == "GPU"
     assert {names[address] for address in placement.values()} == {"gpu-0", "gpu-1"}
     assert len(logged) == 2 and "'tag' share" in logged[1], "the smallest modality is the one co-located"

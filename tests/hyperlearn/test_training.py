@@ -16,6 +16,7 @@ from hyperlearn.metrics import evaluate
 from hyperlearn.problem import load_problem, with_validation_in_training
 from hyperlearn.rounds import TIMING_KEYS
 from hyperlearn.rundir import Entries
+from hyperlearn.workers import cluster_workers
 from tests.hyperlearn.planted import NOISE, write_planted_run
 
 # From a random start, so the test measures what training learns, not what ALS already found.
@@ -134,7 +135,7 @@ def test_a_killed_trainer_worker_is_rebuilt_from_its_snapshot_and_the_round_comp
         Client(cluster) as client,
     ):
         problem = load_problem(planted_run)
-        placement, _ = place_modalities(problem.sizes, client.scheduler_info()["workers"])
+        placement, _ = place_modalities(problem.sizes, cluster_workers(client))
         recovered, logged = [], []
         trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, False, recovered, logged.append)
         states = trainers.round(trainers.start())
@@ -145,7 +146,7 @@ def test_a_killed_trainer_worker_is_rebuilt_from_its_snapshot_and_the_round_comp
         assert [(e["modality"], e["round"], e["from_round"], e["lost_worker"]) for e in recovered] == [
             ("tag", 3, 1, victim)
         ]
-        assert trainers.placement["tag"] != victim and trainers.placement["tag"] in client.scheduler_info()["workers"]
+        assert trainers.placement["tag"] != victim and trainers.placement["tag"] in cluster_workers(client)
         assert any("rebuilt on" in line for line in logged)
         rebuilt = trainers.snapshot()
         assert rebuilt["tag/optimizer/0/step"] == snapshot["tag/optimizer/0/step"] + FROM_SCRATCH.local_steps
@@ -163,7 +164,7 @@ def test_a_killed_trainer_worker_fails_the_round_at_once_naming_worker_and_modal
         Client(cluster) as client,
     ):
         problem = load_problem(planted_run)
-        placement, _ = place_modalities(problem.sizes, client.scheduler_info()["workers"])
+        placement, _ = place_modalities(problem.sizes, cluster_workers(client))
         trainers = DaskTrainers(client, planted_run, problem, FROM_SCRATCH, placement, fit_validation=False)
         states = trainers.round(trainers.start())
         victim = kill_worker_of(client, trainers, "tag")

@@ -22,6 +22,7 @@ from hyperlearn.pipeline.ingest import ingest
 from hyperlearn.pipeline.readers import SourceError, file_pieces
 from hyperlearn.pipeline.spec import SourceSpec, load_spec
 from hyperlearn.rundir import RunDir
+from hyperlearn.workers import cluster_workers
 from tests.flows.test_external_cluster import external_cluster, external_scheduler_file  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
@@ -167,7 +168,7 @@ def test_workers_that_do_not_see_a_source_as_the_driver_are_named(tmp_path, proc
     present = tmp_path / "present.csv"
     present.write_text("user\nu1\n")
     problems = sources_unseen(process_cluster, {present: present.stat().st_size + 1, tmp_path / "absent.csv": 3})
-    workers = sorted(process_cluster.scheduler_info()["workers"])
+    workers = sorted(cluster_workers(process_cluster))
     assert problems == [
         line
         for worker in workers
