@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hyperlearn.chebconv import symmetric_sparse_product
 from hyperlearn.config import TrainingConfig
 from hyperlearn.frozen import FrozenRelation
 from hyperlearn.losses import cross_modal_loss
@@ -31,7 +30,24 @@ def dirichlet_energy(laplacian: torch.Tensor | None, factor: torch.Tensor) -> to
     (0 without a graph)."""
     if laplacian is None:
         return factor.new_zeros(())
-    return 0.5 * (factor * symmetric_sparse_product(laplacian, factor)).sum() / factor.shape[0]
+    return _DirichletEnergy.apply(laplacian, factor)
+
+
+class _DirichletEnergy(torch.autograd.Function):
+    """½ tr(AᵀLA) / n with its gradient LA / n (L symmetric) from the forward's one sparse product, where autograd
+    through the product would form a second."""
+
+    @staticmethod
+    def forward(ctx, laplacian: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        smoothed = laplacian @ factor
+        ctx.save_for_backward(smoothed)
+        ctx.rows = factor.shape[0]
+        return 0.5 * (factor * smoothed).sum() / ctx.rows
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        (smoothed,) = ctx.saved_tensors
+        return None, smoothed * (grad / ctx.rows)
 
 
 @dataclass(frozen=True)

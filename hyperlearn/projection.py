@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hyperlearn.problem import Relation
+from hyperlearn.tensor_ops import MatrixCells, cells_product
 
 INITIAL_SCALE = 0.01  # small, so that every entity starts near σ(0) = ½ whatever its number of entries
 
@@ -61,6 +62,10 @@ class UnfoldingProjection(nn.Module):
         self.dropout = dropout
         self.generator = torch.Generator().manual_seed(seed)
         self.marginals = {r.meta.name: mode_marginals(r, modality, device) for r in relations}
+        self.cells = {
+            relation: {name: MatrixCells.of_csr(marginal) for name, marginal in per_mode.items()}
+            for relation, per_mode in self.marginals.items()
+        }
         self.weights = nn.ParameterDict()
         for relation in relations:
             for name, marginal in self.marginals[relation.meta.name].items():
@@ -74,18 +79,18 @@ class UnfoldingProjection(nn.Module):
         total = self.offset
         for relation, per_mode in self.marginals.items():
             for name, marginal in per_mode.items():
-                total = total + self._dropped(marginal) @ self.weights[_key(relation, name)]
+                cells, shape = self.cells[relation][name], tuple(marginal.shape)
+                weight = self.weights[_key(relation, name)]
+                total = total + cells_product(cells, shape, self._dropped(marginal.values()), weight)
         return torch.sigmoid(total)
 
-    def _dropped(self, marginal: torch.Tensor) -> torch.Tensor:
-        """The marginal with entries dropped at rate `dropout` in training mode (a CPU draw, so runs repeat)."""
+    def _dropped(self, values: torch.Tensor) -> torch.Tensor:
+        """A marginal's values with entries dropped at rate `dropout` in training mode (a CPU draw, so runs
+        repeat)."""
         if not self.training or self.dropout == 0.0:
-            return marginal
-        keep = torch.rand(marginal.values().shape, generator=self.generator) >= self.dropout
-        values = marginal.values() * keep.to(marginal.device) / (1.0 - self.dropout)
-        return torch.sparse_csr_tensor(
-            marginal.crow_indices(), marginal.col_indices(), values, marginal.shape, check_invariants=False
-        )
+            return values
+        keep = torch.rand(values.shape, generator=self.generator) >= self.dropout
+        return values * keep.to(values.device) / (1.0 - self.dropout)
 
     def weight_penalty(self) -> torch.Tensor:
         """½ Σ w ‖P_k‖² / nnz over its relations: weight decay on the per-entry scale of the data term, so

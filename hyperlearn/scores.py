@@ -25,6 +25,14 @@ def block_columns(factor: torch.Tensor, block: Block) -> torch.Tensor:
     return factor[:, block.start : block.stop]
 
 
+def block_coords(coords: torch.Tensor, block: Block) -> torch.Tensor:
+    """The coordinate rows of `block`'s axes; `coords` itself when the block spans every axis in order, so that
+    a relation's entries stay one tensor from step to step (`cp_predict` remembers a matrix's cells per tensor)."""
+    if block.axes == tuple(range(coords.shape[0])):
+        return coords
+    return coords[list(block.axes)]
+
+
 def tuple_scores(
     blocks: Sequence[Block],
     factors: Sequence[torch.Tensor],
@@ -35,7 +43,7 @@ def tuple_scores(
     """Score of each coordinate column (K, n) → (n,): the blocks' CP terms + offset + biases (summed in that
     order, which for one "cp" block is the order the rating results were measured with)."""
     total = sum(
-        cp_predict([block_columns(factors[axis], block) for axis in block.axes], coords[list(block.axes)])
+        cp_predict([block_columns(factors[axis], block) for axis in block.axes], block_coords(coords, block))
         for block in blocks
     )
     total = total + offset
@@ -98,7 +106,7 @@ def replaced_axis_scores(
     negative = shared[None, :] + biases[axis].index_select(0, flat).view(replacements.shape)
     for block in blocks:
         if axis not in block.axes:
-            term = cp_predict([block_columns(factors[k], block) for k in block.axes], coords[list(block.axes)])
+            term = cp_predict([block_columns(factors[k], block) for k in block.axes], block_coords(coords, block))
             positive, negative = positive + term, negative + term[None, :]
             continue
         query = None

@@ -7,7 +7,9 @@ The functions are plain torch, so the same code runs on CPU and GPU and autograd
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -39,6 +41,64 @@ def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor, chunk: int
     return _CPPredict.apply(coords, chunk, *factors)
 
 
+@dataclass(frozen=True)
+class MatrixCells:
+    """The distinct cells of a matrix's coordinate columns, in CSR (row-major) order: their rows and columns,
+    the cell of each entry (`inverse`), their CSR row pointer, and the permutation to column-major order with
+    its row pointer (the transposed pattern the columns' gradient is a product with)."""
+
+    rows: torch.Tensor
+    columns: torch.Tensor
+    inverse: torch.Tensor
+    crow: torch.Tensor
+    by_column: torch.Tensor
+    transposed_crow: torch.Tensor
+
+    @classmethod
+    def of(cls, coords: torch.Tensor, shape: tuple[int, int]) -> "MatrixCells":
+        cells, inverse = torch.unique(coords[0] * shape[1] + coords[1], sorted=True, return_inverse=True)
+        rows, columns = cells // shape[1], cells % shape[1]
+        by_column = torch.argsort(columns * shape[0] + rows)
+        return cls(rows, columns, inverse, _row_pointer(rows, shape[0]), by_column, _row_pointer(columns, shape[1]))
+
+    @classmethod
+    def of_csr(cls, matrix: torch.Tensor) -> "MatrixCells":
+        """The cells of a CSR matrix's stored entries (already distinct and in CSR order)."""
+        crow, columns = matrix.crow_indices(), matrix.col_indices()
+        rows = torch.repeat_interleave(torch.arange(matrix.shape[0], device=crow.device), crow.diff())
+        by_column = torch.argsort(columns * matrix.shape[0] + rows)
+        inverse = torch.arange(columns.shape[0], device=crow.device)
+        return cls(rows, columns, inverse, crow, by_column, _row_pointer(columns, matrix.shape[1]))
+
+    def pattern(self, shape: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
+        """The cells as a CSR tensor holding `values` (one per cell, in CSR order)."""
+        return torch.sparse_csr_tensor(self.crow, self.columns, values, shape, check_invariants=False)
+
+    def transposed(self, shape: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
+        """The transposed pattern (shape[::-1]) holding `values` (one per cell, in CSR order of the matrix)."""
+        return torch.sparse_csr_tensor(
+            self.transposed_crow, self.rows[self.by_column], values[self.by_column], shape[::-1], check_invariants=False
+        )
+
+
+#: The cells of each coordinate tensor a matrix was predicted at, by the tensor's id, with a weak reference
+#: that drops the entry when the tensor is freed: a regression's training entries are the same tensor at every
+#: local step, so their sort is paid once per trainer (on MovieLens-100K's movie trainer it was three sorts of
+#: 76k entries per step). Keyed by id because tensors compare elementwise, which weak-keyed dicts cannot use.
+_CELLS: dict[int, tuple[weakref.ref, dict[tuple[int, int], MatrixCells]]] = {}
+
+
+def matrix_cells(coords: torch.Tensor, shape: tuple[int, int]) -> MatrixCells:
+    """`MatrixCells.of(coords, shape)`, remembered for as long as `coords` lives."""
+    key = id(coords)
+    if key not in _CELLS or _CELLS[key][0]() is not coords:
+        _CELLS[key] = (weakref.ref(coords, lambda _, key=key: _CELLS.pop(key, None)), {})
+    per_shape = _CELLS[key][1]
+    if shape not in per_shape:
+        per_shape[shape] = MatrixCells.of(coords, shape)
+    return per_shape[shape]
+
+
 class _MatrixPredict(torch.autograd.Function):
     """The matrix path computes each distinct cell once: the sampled product on the distinct cells in CSR
     order, gathered back to the entries (sampled negatives repeat cells, and a pattern with more entries than
@@ -49,32 +109,49 @@ class _MatrixPredict(torch.autograd.Function):
         ctx, coords: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
     ) -> torch.Tensor:
         shape = (rows.shape[0], columns.shape[0])
-        cells, inverse = torch.unique(coords[0] * shape[1] + coords[1], sorted=True, return_inverse=True)
-        cell_rows, cell_columns = cells // shape[1], cells % shape[1]
-        ctx.save_for_backward(cell_rows, cell_columns, inverse, rows, columns)
-        pattern = _csr(cell_rows, cell_columns, shape, rows.new_ones(cells.shape[0]))
-        return torch.sparse.sampled_addmm(pattern, rows, columns.t(), beta=0.0).values()[inverse]
+        cells = matrix_cells(coords, shape)
+        ctx.cells = cells
+        ctx.save_for_backward(rows, columns)
+        pattern = cells.pattern(shape, rows.new_ones(cells.rows.shape[0]))
+        return torch.sparse.sampled_addmm(pattern, rows, columns.t(), beta=0.0).values()[cells.inverse]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        cell_rows, cell_columns, inverse, rows, columns = ctx.saved_tensors
+        rows, columns = ctx.saved_tensors
+        cells: MatrixCells = ctx.cells
         shape = (rows.shape[0], columns.shape[0])
-        per_cell = grad.new_zeros(cell_rows.shape[0]).index_add_(0, inverse, grad)
-        grad_rows = _csr(cell_rows, cell_columns, shape, per_cell) @ columns if ctx.needs_input_grad[1] else None
-        if ctx.needs_input_grad[2]:
-            by_column = torch.argsort(cell_columns * shape[0] + cell_rows)
-            transposed = _csr(cell_columns[by_column], cell_rows[by_column], shape[::-1], per_cell[by_column])
-            grad_columns = transposed @ rows
-        else:
-            grad_columns = None
+        per_cell = grad.new_zeros(cells.rows.shape[0]).index_add_(0, cells.inverse, grad)
+        grad_rows = cells.pattern(shape, per_cell) @ columns if ctx.needs_input_grad[1] else None
+        grad_columns = cells.transposed(shape, per_cell) @ rows if ctx.needs_input_grad[2] else None
         return None, grad_rows, grad_columns
 
 
-def _csr(row: torch.Tensor, column: torch.Tensor, shape: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
-    """Distinct cells already in row-major order as a CSR tensor."""
-    counts = torch.bincount(row, minlength=shape[0])
-    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return torch.sparse_csr_tensor(crow, column, values, shape, check_invariants=False)
+def cells_product(cells: MatrixCells, shape: tuple[int, int], values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """S·X for the sparse S holding `values` (constants: no gradient) on `cells`; the gradient of X is Sᵀ·grad
+    through the cells' stored transposed pattern, where autograd through a CSR product would sort the entries
+    into a transposed pattern at every backward."""
+    return _CellsProduct.apply(cells, shape, values, dense)
+
+
+class _CellsProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, cells: MatrixCells, shape: tuple[int, int], values: torch.Tensor, dense: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.cells, ctx.shape = cells, shape
+        ctx.save_for_backward(values)
+        return cells.pattern(shape, values) @ dense
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, None, torch.Tensor]:  # type: ignore[override]
+        (values,) = ctx.saved_tensors
+        return None, None, None, ctx.cells.transposed(ctx.shape, values) @ grad
+
+
+def _row_pointer(row: torch.Tensor, rows: int) -> torch.Tensor:
+    """The CSR row pointer of entries sorted by `row`."""
+    counts = torch.bincount(row, minlength=rows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
 class _CPPredict(torch.autograd.Function):

@@ -24,6 +24,13 @@ def test_dirichlet_energy_by_hand():
     assert energy([[1.0, 0.0], [3.0, 1.0]]) == pytest.approx(0.5 * (4 + 1) / 2)
 
 
+def test_dirichlet_energy_gradient_is_the_laplacian_product_over_n():
+    laplacian = _laplacian(5, [(0, 1), (1, 2), (2, 3), (0, 4)])
+    factor = torch.randn(5, 3, dtype=torch.float32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    (2.5 * dirichlet_energy(laplacian, factor)).backward()
+    torch.testing.assert_close(factor.grad, 2.5 * (laplacian.to_dense() @ factor.detach()) / 5)
+
+
 def test_no_graph_and_isolated_nodes_cost_nothing():
     factor = torch.zeros(4, 2)
     factor[3] = torch.tensor([5.0, -7.0])

@@ -1,10 +1,13 @@
 """Sparse CP prediction, MTTKRP and row Gram matrices against dense float64 references."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
 
-from hyperlearn.tensor_ops import cp_predict, mttkrp, row_gram
+from hyperlearn import tensor_ops
+from hyperlearn.tensor_ops import MatrixCells, cells_product, cp_predict, matrix_cells, mttkrp, row_gram
 
 
 def random_problem(shape, rank, nnz, seed=0):
@@ -133,3 +136,38 @@ def test_a_logistic_relation_over_a_small_modality_trains(tmp_path):
     result = train_joint(run, config, log=lambda line: None)
     assert np.isfinite(result.history[-1]["train_loss"])
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_a_matrix_s_cells_are_computed_once_per_coordinate_tensor_and_dropped_with_it(monkeypatch):
+    """A regression's entries are one tensor at every local step: their sort is paid once, and the remembered
+    cells go with the tensor (another tensor with the same entries gets its own)."""
+    factors, coords, _ = random_problem((6, 5), rank=2, nnz=14, seed=5)
+    computed = []
+    original = MatrixCells.of.__func__
+    monkeypatch.setattr(MatrixCells, "of", classmethod(lambda cls, c, shape: computed.append(shape) or original(cls, c, shape)))
+    first = cp_predict(factors, coords)
+    torch.testing.assert_close(cp_predict(factors, coords), first)
+    assert computed == [(6, 5)]
+    copy = coords.clone()
+    torch.testing.assert_close(cp_predict(factors, copy), first)
+    assert len(computed) == 2
+    remembered = len(tensor_ops._CELLS)
+    del copy
+    gc.collect()
+    assert len(tensor_ops._CELLS) == remembered - 1
+    assert matrix_cells(coords, (6, 5)) is matrix_cells(coords, (6, 5))
+
+
+def test_cells_product_and_its_gradient_against_the_dense_matrix():
+    """S·X over a CSR matrix's cells (the projection's path), its gradient Sᵀ·grad through the stored transpose."""
+    generator = torch.Generator().manual_seed(2)
+    dense = torch.rand(7, 5, generator=generator, dtype=torch.float64) * (torch.rand(7, 5, generator=generator) < 0.4)
+    matrix = dense.to_sparse_csr()
+    cells = MatrixCells.of_csr(matrix)
+    values = matrix.values() * 0.5  # as dropout rescales a marginal's values
+    x = torch.randn(5, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    weights = torch.randn(7, 3, dtype=torch.float64, generator=generator)
+    product = cells_product(cells, (7, 5), values, x)
+    (product * weights).sum().backward()
+    torch.testing.assert_close(product, (0.5 * dense) @ x.detach())
+    torch.testing.assert_close(x.grad, (0.5 * dense).T @ weights)
