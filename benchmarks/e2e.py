@@ -125,7 +125,7 @@ def existing_cluster(workers: int) -> Iterator[str]:
             folder.mkdir()
             processes.append(subprocess.Popen(
                 [*DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", str(threads), "--no-nanny",
-                 "--no-dashboard", "--preload", "hyperlearn.trainer", "--preload", "torch._dynamo",
+                 "--no-dashboard", "--preload", "hyperlearn.trainer",
                  "--local-directory", str(folder)],
                 cwd=folder, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
             ))

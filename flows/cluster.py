@@ -37,10 +37,10 @@ _logger = logging.getLogger(__name__)
 #: What the workers run: imported by each worker as it starts.
 TRAINER_MODULE = "hyperlearn.trainer"
 
-#: What each worker imports as it starts: the trainer, and torch._dynamo, which torch.optim's optimisers import
-#: when the first one is built (about 800 modules, 1.8 s of CPU on this machine's cores, measured in the movie
-#: trainer's start on MovieLens): paid while the run ingests instead of when the trainers start.
-WORKER_PRELOAD = (TRAINER_MODULE, "torch._dynamo")
+#: What each worker imports as it starts: the trainer (torch and all), paid while the run ingests instead of when
+#: the trainers start. The trainers' optimiser (hyperlearn.adam) does not import torch._dynamo, which
+#: torch.optim's optimisers do when they first step: about 800 modules and 4 s of CPU on these 2-core machines.
+WORKER_PRELOAD = (TRAINER_MODULE,)
 
 #: Thread-count variables a numerical library reads once, at import: set before the worker process starts.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -25,8 +25,6 @@ from hyperlearn.snapshots import (
     Snapshot,
     generator_array,
     load_generator_array,
-    load_optimizer_arrays,
-    optimizer_arrays,
     prefixed,
     under,
 )
@@ -66,7 +64,7 @@ class JointTrainers:
         own_terms = {m: model.regulariser for m, model in self.models.items()}
         biases = {m: model.biases for m, model in self.models.items()}
         for _ in range(self.config.local_steps):
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             factors = {m: model() for m, model in self.models.items()}
             objective(self.relations, factors, biases, self.config, self.generator, own_terms, anchors=self.anchors).backward()
             self.optimizer.step()
@@ -79,7 +77,7 @@ class JointTrainers:
             models.update(prefixed(modality, model_snapshot(model)))
         return {
             **prefixed("models", models),
-            **prefixed("optimizer", optimizer_arrays(self.optimizer)),
+            **prefixed("optimizer", self.optimizer.state_arrays()),
             "generator": generator_array(self.generator),
         }
 
@@ -87,7 +85,7 @@ class JointTrainers:
         models = under("models", snapshot)
         for modality, model in self.models.items():
             restore_model(model, under(modality, models))
-        load_optimizer_arrays(self.optimizer, under("optimizer", snapshot))
+        self.optimizer.load_state_arrays(under("optimizer", snapshot))
         load_generator_array(self.generator, snapshot["generator"])
 
     def weights(self) -> dict[str, dict[str, np.ndarray]]:

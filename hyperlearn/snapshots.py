@@ -2,8 +2,9 @@
 whose worker died, carries on exactly where it was.
 
 A snapshot is `dict[str, np.ndarray]`: module parameters and buffers (`state_dict`), an optimiser's per-parameter
-state (its hyperparameters come from the config, so they are rebuilt, not stored), and random generators'
-states. Plain arrays, so checkpoints are `.npz` files read without pickle or `torch.load`.
+state (`hyperlearn.adam.Adam.state_arrays`; its hyperparameters come from the config, so they are rebuilt, not
+stored), and random generators' states. Plain arrays, so checkpoints are `.npz` files read without pickle or
+`torch.load`.
 """
 
 from __future__ import annotations
@@ -25,24 +26,6 @@ def module_arrays(module: nn.Module) -> Snapshot:
 def load_module_arrays(module: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     """Put `module_arrays` output back into `module` (every name must match)."""
     module.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in arrays.items()}, strict=True)
-
-
-def optimizer_arrays(optimizer: torch.optim.Optimizer) -> Snapshot:
-    """The optimiser's per-parameter state (Adam: step, first and second moments) as `<index>/<name>`."""
-    return {
-        f"{index}/{name}": np.array(value.detach().cpu().numpy() if torch.is_tensor(value) else value)
-        for index, state in optimizer.state_dict()["state"].items()
-        for name, value in state.items()
-    }
-
-
-def load_optimizer_arrays(optimizer: torch.optim.Optimizer, arrays: Mapping[str, np.ndarray]) -> None:
-    """Put `optimizer_arrays` output back into an optimiser built over the same parameters in the same order."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in arrays.items():
-        index, _, name = key.partition("/")
-        state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
 def generator_array(generator: torch.Generator) -> np.ndarray:

@@ -26,9 +26,7 @@ from hyperlearn.snapshots import (
     generator_array,
     load_generator_array,
     load_module_arrays,
-    load_optimizer_arrays,
     module_arrays,
-    optimizer_arrays,
     prefixed,
     under,
 )
@@ -77,19 +75,20 @@ class ModalityTrainer:
 
     def update(self, states: dict[str, ModalityState]) -> ModalityState:
         """`local_steps` optimiser steps against the others' states from the last round; returns the new
-        state of this modality."""
+        state of this modality. Its own last state is read (and must be in `states`) only for a proximal term."""
         factors = {m: torch.as_tensor(s.factor, device=self.device) for m, s in states.items() if m != self.modality}
         biases = {
             m: {r: torch.as_tensor(b, device=self.device) for r, b in s.biases.items()}
             for m, s in states.items()
             if m != self.modality
         }
-        previous = states[self.modality]
-        previous_factor = torch.as_tensor(previous.factor, device=self.device)
-        previous_biases = {r: torch.as_tensor(b, device=self.device) for r, b in previous.biases.items()}
+        if self.config.proximal > 0:
+            previous = states[self.modality]
+            previous_factor = torch.as_tensor(previous.factor, device=self.device)
+            previous_biases = {r: torch.as_tensor(b, device=self.device) for r, b in previous.biases.items()}
         frozen = self._frozen(factors, biases)
         for _ in range(self.config.local_steps):
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             own = self.model()
             loss = objective(
                 self.relations,
@@ -101,9 +100,10 @@ class ModalityTrainer:
                 frozen=frozen,
                 anchors=self.anchors,
             )
-            loss = loss + self.config.proximal * proximal_term(
-                self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases
-            )
+            if self.config.proximal > 0:
+                loss = loss + self.config.proximal * proximal_term(
+                    self.relations, self.modality, own, previous_factor, self.model.biases, previous_biases
+                )
             loss.backward()
             self.optimizer.step()
         return self.model.state()
@@ -139,14 +139,14 @@ class ModalityTrainer:
         """The model's parameters, the optimiser's state and the negatives' generator, as arrays."""
         return {
             **prefixed("model", model_snapshot(self.model)),
-            **prefixed("optimizer", optimizer_arrays(self.optimizer)),
+            **prefixed("optimizer", self.optimizer.state_arrays()),
             "generator": generator_array(self.generator),
         }
 
     def restore(self, snapshot: Snapshot) -> None:
         """Carry on from `snapshot` (this trainer's own, or that of one it replaces)."""
         restore_model(self.model, under("model", snapshot))
-        load_optimizer_arrays(self.optimizer, under("optimizer", snapshot))
+        self.optimizer.load_state_arrays(under("optimizer", snapshot))
         load_generator_array(self.generator, snapshot["generator"])
 
 

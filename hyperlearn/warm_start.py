@@ -30,7 +30,7 @@ import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.encoder import FactorEncoder
-from hyperlearn.model import ModalityModel
+from hyperlearn.model import ModalityModel, adam
 from hyperlearn.objective import Anchor, dirichlet_energy, objective
 from hyperlearn.chebconv import to_torch_csr
 from hyperlearn.problem import Problem, Relation
@@ -228,10 +228,10 @@ def _fit_new_parts(
     laplacians = {m: to_torch_csr(problem.laplacians[m]) for m in problem.modalities
                   if free_rows[m] and problem.laplacians[m] is not None}
     smoothness = {m: (lambda A, L=L: config.graph_weight * dirichlet_energy(L, A)) for m, L in laplacians.items()}
-    optimizer = torch.optim.Adam(parameters, lr=FIT_LEARNING_RATE)
+    optimizer = adam([{"params": parameters, "lr": FIT_LEARNING_RATE}])
     generator = torch.Generator().manual_seed(start_seed(config.seed))
     for _ in range(config.warm_fit_steps):
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss = objective(
             relations,
             {m: p.value() for m, p in factors.items()},

@@ -23,7 +23,7 @@ def _worker_state() -> dict:
         "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "torch_threads": torch.get_num_threads(),
         "prefect_imported": "prefect" in sys.modules,
-        "trainer_imported": "hyperlearn.trainer" in sys.modules and "torch._dynamo" in sys.modules,
+        "trainer_imported": "hyperlearn.trainer" in sys.modules,
     }
 
 
@@ -94,7 +94,7 @@ class _StandInCUDACluster(LocalCluster):
         self.threads_per_worker = threads_per_worker
         self.env = env
         self.rmm = rmm
-        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer", "torch._dynamo"]
+        assert n_workers == len(self.devices) and preload == ["hyperlearn.trainer"]
         super().__init__(
             n_workers=0,
             threads_per_worker=threads_per_worker,
