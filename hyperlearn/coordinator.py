@@ -94,14 +94,16 @@ def place_modalities(
     return {m: where[m] for m in sizes}, resource
 
 
-def states_needed(problem: Problem) -> dict[str, tuple[str, ...]]:
-    """For each modality, the modalities whose states its trainer reads in a round: its own (the proximal term's
-    anchor) and those sharing a relation with it. Sending only these keeps a round's bytes proportional to the
-    relations' sizes, not to the number of modalities squared."""
+def states_needed(problem: Problem, own: bool = True) -> dict[str, tuple[str, ...]]:
+    """For each modality, the modalities whose states its trainer reads in a round: those sharing a relation with
+    it, and with `own` its own (the proximal term's anchor: not needed when the proximal weight is 0). Sending only
+    these keeps a round's bytes proportional to the relations' sizes, not to the number of modalities squared."""
     spanned = {
-        modality: {modality, *(m for r in problem.relations_of(modality) for m in r.meta.modalities)}
+        modality: {m for r in problem.relations_of(modality) for m in r.meta.modalities} - {modality}
         for modality in problem.modalities
     }
+    if own:
+        spanned = {modality: others | {modality} for modality, others in spanned.items()}
     return {modality: tuple(m for m in problem.modalities if m in spanned[modality]) for modality in spanned}
 
 
@@ -142,7 +144,7 @@ class DaskTrainers:
         self.snapshot_round = 0
         self.workers = len(cluster_workers(client))
         self.resource = resource
-        self.needed = states_needed(problem)
+        self.needed = states_needed(problem, own=config.proximal > 0)
         self.shares: dict[str, Future] = {}  # each trainer's scattered share of the run
         fitted = with_validation_in_training(problem) if fit_validation else problem
         self.initial = initial_states(fitted, config) if warm is None else warm.states

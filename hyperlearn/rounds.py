@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hyperlearn.chebconv import to_torch_csr
+from hyperlearn.checkpointing import CheckpointWriter
 from hyperlearn.config import TrainingConfig
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.collapse import check_not_collapsed
@@ -161,25 +162,25 @@ def run_rounds(
         checkpoints.resume_checkpoint.unlink(missing_ok=True)  # another run's, or one not to resume
     start = time.perf_counter() - (saved.progress["seconds"] if saved else 0.0)
     trainer_start_seconds = 0.0
-    if saved is not None and saved.phase == "refit":
-        search = _saved_search(saved)
-    else:
-        clock = time.perf_counter()
-        trainers = make_trainers(False)
-        trainer_start_seconds = time.perf_counter() - clock
-        try:
-            search = _search(problem, trainers, config, mode, log, checkpoints, start, saved)
-        finally:
-            trainers.close()
-    search_seconds = time.perf_counter() - start
-    best_round, best_states, best_weights = search.best_round, search.best_states, search.best_weights
-    fitted = problem
-    if config.refit and best_round > 0:
-        fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
-        refit_from = saved if saved is not None and saved.phase == "refit" else None
-        best_states, best_weights = _refit(make_trainers(True), search, config, mode, log, checkpoints, refit_from)
-        if checkpoints is not None:
-            checkpoints.save_checkpoint(best_states, best_round)
+    with CheckpointWriter(checkpoints) as writer:
+        if saved is not None and saved.phase == "refit":
+            search = _saved_search(saved)
+        else:
+            clock = time.perf_counter()
+            trainers = make_trainers(False)
+            trainer_start_seconds = time.perf_counter() - clock
+            try:
+                search = _search(problem, trainers, config, mode, log, writer, start, saved)
+            finally:
+                trainers.close()
+        search_seconds = time.perf_counter() - start
+        best_round, best_states, best_weights = search.best_round, search.best_states, search.best_weights
+        fitted = problem
+        if config.refit and best_round > 0:
+            fitted = with_validation_in_training(problem)  # what the refit models fit: their offsets come from it
+            refit_from = saved if saved is not None and saved.phase == "refit" else None
+            best_states, best_weights = _refit(make_trainers(True), search, config, mode, log, writer, refit_from)
+            writer.best(best_states, best_round)
     check_not_collapsed(best_states, search.first_states, when=f"after training (round {best_round})")
     train_seconds = time.perf_counter() - start
     refit_seconds = train_seconds - search_seconds
@@ -223,7 +224,7 @@ def _resumable(checkpoints: RunDir | None, config: TrainingConfig, mode: str) ->
 
 
 def _save(
-    checkpoints: RunDir | None,
+    writer: CheckpointWriter,
     phase: Phase,
     round_number: int,
     states: States,
@@ -233,13 +234,13 @@ def _save(
     mode: str,
     seconds: float,
 ) -> None:
-    if checkpoints is None:
+    if writer.run is None:
         return
     progress = {
-        "history": search.history, "best_score": search.best_score, "best_round": search.best_round,
+        "history": list(search.history), "best_score": search.best_score, "best_round": search.best_round,
         "config_hash": config.config_hash(), "mode": mode, "seconds": seconds,
     }
-    checkpoints.save_resume_checkpoint(
+    writer.resume(
         Checkpoint(
             phase=phase, round=round_number, states=states, trainers=trainers.snapshot(),
             best_states=search.best_states, first_states=search.first_states, best_weights=search.best_weights,
@@ -254,7 +255,7 @@ def _search(
     config: TrainingConfig,
     mode: str,
     log: Log,
-    checkpoints: RunDir | None,
+    writer: CheckpointWriter,
     start: float,
     saved: Checkpoint | None,
 ) -> Search:
@@ -291,10 +292,9 @@ def _search(
         if improved:
             search.best_score, search.best_round, search.best_states = criterion.value, round_number, states
             search.best_weights = trainers.weights()
-            if checkpoints is not None:
-                checkpoints.save_checkpoint(states, round_number)
+            writer.best(states, round_number)
         if improved or round_number % config.checkpoint_every == 0:
-            _save(checkpoints, "search", round_number, states, trainers, search, config, mode, seconds)
+            _save(writer, "search", round_number, states, trainers, search, config, mode, seconds)
         log(
             f"[{mode}] round {round_number}/{config.rounds}: loss {train_loss:.4f} {_describe(metrics)}"
             f" ({seconds:.1f}s){' *' if improved else ''}"
@@ -316,7 +316,7 @@ def _refit(
     config: TrainingConfig,
     mode: str,
     log: Log,
-    checkpoints: RunDir | None,
+    writer: CheckpointWriter,
     saved: Checkpoint | None,
 ) -> tuple[States, Weights]:
     """`search.best_round` rounds of the refit trainers, from their start or from where `saved` left them; the
@@ -334,7 +334,7 @@ def _refit(
             states = trainers.round(states)
             if round_number % config.checkpoint_every == 0 or round_number == rounds:
                 seconds = search.history[-1]["seconds"] + time.perf_counter() - clock
-                _save(checkpoints, "refit", round_number, states, trainers, search, config, mode, seconds)
+                _save(writer, "refit", round_number, states, trainers, search, config, mode, seconds)
             log(f"[{mode}] refit on training + validation entries, round {round_number}/{rounds} "
                 f"({time.perf_counter() - clock:.1f}s)")
         weights = trainers.weights()

@@ -123,3 +123,5 @@ def test_each_trainer_is_sent_only_the_states_of_the_modalities_it_shares_a_rela
         laplacians={},
     )
     assert states_needed(chain) == {"a": ("a", "b"), "b": ("a", "b", "c"), "c": ("b", "c"), "lonely": ("lonely",)}
+    # without a proximal term a trainer never reads its own last state, so it is not sent back to it
+    assert states_needed(chain, own=False) == {"a": ("b",), "b": ("a", "c"), "c": ("b",), "lonely": ()}
