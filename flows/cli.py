@@ -22,6 +22,7 @@ needs them: `--help` stays fast, and Dask worker processes (which re-import this
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import os
@@ -342,6 +343,21 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in vars(args).items() if name in names}
 
 
+def run_command() -> typing.NoReturn:
+    """The `hyperlearn` command: `main`, then the exit handlers and a flush of the output, then exit without the
+    interpreter's teardown.
+
+    Once a command has finished, tearing down the modules it imported (torch, Prefect, Dask, pandas) only frees
+    memory the process is about to return anyway, and it took 2.3 s at every exit on the 2-core development
+    machines: a sixth of a MovieLens-100K run's time outside its training rounds. The exit handlers (Prefect's log
+    and event delivery, logging's flush) still run. A command that raises exits the usual way."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hyperlearn` command."""
     parser = build_parser()
@@ -636,4 +652,4 @@ def _format_metric(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command()

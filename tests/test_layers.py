@@ -83,4 +83,4 @@ def test_the_wheel_installs_one_top_level_import_package(tmp_path):
                    "hyperlearn/flows/cli.py"):
         assert module in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
-    assert "hyperlearn = hyperlearn.flows.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hyperlearn = hyperlearn.flows.cli:run_command" in zipfile.ZipFile(wheel).read(entry_points).decode()
