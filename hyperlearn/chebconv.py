@@ -15,15 +15,17 @@ import scipy.sparse
 import torch
 from torch import nn
 
+from hyperlearn.tensor_ops import sparse_product
+
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 def to_torch_csr(matrix: scipy.sparse.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A scipy sparse matrix as a float32 torch CSR tensor."""
+    """A scipy sparse matrix as a float32 torch CSR tensor, with the int32 indices the sparse kernels take."""
     csr = scipy.sparse.csr_matrix(matrix, dtype=np.float32)
     return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.indptr.astype(np.int32)),
+        torch.from_numpy(csr.indices.astype(np.int32)),
         torch.from_numpy(csr.data),
         size=csr.shape,
         device=device,
@@ -37,11 +39,11 @@ class _SymmetricSparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.matrix = matrix
-        return matrix @ dense
+        return sparse_product(matrix, dense)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
-        return None, ctx.matrix @ grad
+        return None, sparse_product(ctx.matrix, grad)
 
 
 def symmetric_sparse_product(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.frozen import FrozenRelation
 from hyperlearn.losses import cross_modal_loss
 from hyperlearn.problem import Relation
+from hyperlearn.tensor_ops import sparse_product
 
 #: A modality's own terms of the objective, as a function of its embeddings.
 OwnTerms = Callable[[torch.Tensor], torch.Tensor]
@@ -39,7 +40,7 @@ class _DirichletEnergy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, laplacian: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        smoothed = laplacian @ factor
+        smoothed = sparse_product(laplacian, factor)
         ctx.save_for_backward(smoothed)
         ctx.rows = factor.shape[0]
         return 0.5 * (factor * smoothed).sum() / ctx.rows

@@ -43,32 +43,46 @@ def cp_predict(factors: Sequence[torch.Tensor], coords: torch.Tensor, chunk: int
 
 @dataclass(frozen=True)
 class MatrixCells:
-    """The distinct cells of a matrix's coordinate columns, in CSR (row-major) order: their rows and columns,
-    the cell of each entry (`inverse`), their CSR row pointer, and the permutation to column-major order with
-    its row pointer (the transposed pattern the columns' gradient is a product with)."""
+    """The distinct cells of a matrix's coordinate columns, as the index arrays of two CSR patterns built once:
+    the matrix's (cells in row-major order; `inverse` gives each entry's cell) and its transpose's (`by_column`
+    orders the cells column-major), which the columns' gradient is a product with. Indices are int32, as the
+    sparse kernels take them: int64 ones are converted at every product."""
 
-    rows: torch.Tensor
-    columns: torch.Tensor
+    count: int
     inverse: torch.Tensor
     crow: torch.Tensor
+    columns: torch.Tensor
     by_column: torch.Tensor
     transposed_crow: torch.Tensor
+    transposed_columns: torch.Tensor
 
     @classmethod
     def of(cls, coords: torch.Tensor, shape: tuple[int, int]) -> "MatrixCells":
         cells, inverse = torch.unique(coords[0] * shape[1] + coords[1], sorted=True, return_inverse=True)
-        rows, columns = cells // shape[1], cells % shape[1]
-        by_column = torch.argsort(columns * shape[0] + rows)
-        return cls(rows, columns, inverse, _row_pointer(rows, shape[0]), by_column, _row_pointer(columns, shape[1]))
+        return cls._of_cells(cells // shape[1], cells % shape[1], inverse, shape)
 
     @classmethod
     def of_csr(cls, matrix: torch.Tensor) -> "MatrixCells":
         """The cells of a CSR matrix's stored entries (already distinct and in CSR order)."""
         crow, columns = matrix.crow_indices(), matrix.col_indices()
         rows = torch.repeat_interleave(torch.arange(matrix.shape[0], device=crow.device), crow.diff())
-        by_column = torch.argsort(columns * matrix.shape[0] + rows)
         inverse = torch.arange(columns.shape[0], device=crow.device)
-        return cls(rows, columns, inverse, crow, by_column, _row_pointer(columns, matrix.shape[1]))
+        return cls._of_cells(rows, columns, inverse, tuple(matrix.shape))
+
+    @classmethod
+    def _of_cells(
+        cls, rows: torch.Tensor, columns: torch.Tensor, inverse: torch.Tensor, shape: tuple[int, int]
+    ) -> "MatrixCells":
+        by_column = torch.argsort(columns * shape[0] + rows)
+        return cls(
+            count=int(rows.shape[0]),
+            inverse=inverse,
+            crow=_row_pointer(rows, shape[0]).int(),
+            columns=columns.int(),
+            by_column=by_column,
+            transposed_crow=_row_pointer(columns, shape[1]).int(),
+            transposed_columns=rows[by_column].int(),
+        )
 
     def pattern(self, shape: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
         """The cells as a CSR tensor holding `values` (one per cell, in CSR order)."""
@@ -77,8 +91,17 @@ class MatrixCells:
     def transposed(self, shape: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
         """The transposed pattern (shape[::-1]) holding `values` (one per cell, in CSR order of the matrix)."""
         return torch.sparse_csr_tensor(
-            self.transposed_crow, self.rows[self.by_column], values[self.by_column], shape[::-1], check_invariants=False
+            self.transposed_crow, self.transposed_columns, values[self.by_column], shape[::-1], check_invariants=False
         )
+
+
+def sparse_product(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """`matrix @ dense` for a CSR matrix, written straight into its result: with β = 0 addmm ignores its input
+    (torch documents that NaN there does not propagate), where the `@` operator zero-fills a result and copies
+    the product into it, two extra passes over an n × R array. Not differentiable itself (`out=`): for the
+    backward passes and forward functions of this package's autograd Functions."""
+    result = dense.new_empty(matrix.shape[0], dense.shape[1])
+    return torch.addmm(result, matrix, dense, beta=0.0, out=result)
 
 
 #: The cells of each coordinate tensor a matrix was predicted at, by the tensor's id, with a weak reference
@@ -112,7 +135,7 @@ class _MatrixPredict(torch.autograd.Function):
         cells = matrix_cells(coords, shape)
         ctx.cells = cells
         ctx.save_for_backward(rows, columns)
-        pattern = cells.pattern(shape, rows.new_ones(cells.rows.shape[0]))
+        pattern = cells.pattern(shape, rows.new_ones(cells.count))
         return torch.sparse.sampled_addmm(pattern, rows, columns.t(), beta=0.0).values()[cells.inverse]
 
     @staticmethod
@@ -120,9 +143,9 @@ class _MatrixPredict(torch.autograd.Function):
         rows, columns = ctx.saved_tensors
         cells: MatrixCells = ctx.cells
         shape = (rows.shape[0], columns.shape[0])
-        per_cell = grad.new_zeros(cells.rows.shape[0]).index_add_(0, cells.inverse, grad)
-        grad_rows = cells.pattern(shape, per_cell) @ columns if ctx.needs_input_grad[1] else None
-        grad_columns = cells.transposed(shape, per_cell) @ rows if ctx.needs_input_grad[2] else None
+        per_cell = grad.new_zeros(cells.count).index_add_(0, cells.inverse, grad)
+        grad_rows = sparse_product(cells.pattern(shape, per_cell), columns) if ctx.needs_input_grad[1] else None
+        grad_columns = sparse_product(cells.transposed(shape, per_cell), rows) if ctx.needs_input_grad[2] else None
         return None, grad_rows, grad_columns
 
 
@@ -140,12 +163,12 @@ class _CellsProduct(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.cells, ctx.shape = cells, shape
         ctx.save_for_backward(values)
-        return cells.pattern(shape, values) @ dense
+        return sparse_product(cells.pattern(shape, values), dense)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, None, None, torch.Tensor]:  # type: ignore[override]
         (values,) = ctx.saved_tensors
-        return None, None, None, ctx.cells.transposed(ctx.shape, values) @ grad
+        return None, None, None, sparse_product(ctx.cells.transposed(ctx.shape, values), grad)
 
 
 def _row_pointer(row: torch.Tensor, rows: int) -> torch.Tensor:
