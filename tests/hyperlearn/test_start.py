@@ -161,3 +161,28 @@ def test_graph_coupled_solve_is_the_minimiser_and_fills_rows_without_data():
     assert residual.abs().max() < 1e-5
     others = [i for i in range(size) if i != 3]
     np.testing.assert_allclose(solution[3].numpy(), solution[others].mean(0).numpy(), atol=1e-5)
+
+
+def test_als_sweeps_run_numpys_blas_on_one_thread_and_restore_it(planted_run, monkeypatch):
+    """NumPy's BLAS threads spin after each call on the cores torch's threads want next; the sweeps, which
+    alternate between the two (SciPy's CG in the graph-coupled solve), hold it to one thread."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import hyperlearn.start as start
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen = []
+    solve = start._solve_graph_coupled
+
+    def watched(*args, **kwargs):
+        seen.append(blas_threads())
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(start, "_solve_graph_coupled", watched)
+    with threadpool_limits(limits=2, user_api="blas"):  # the tests' environment asks for one thread already
+        config = TrainingConfig(rank=4, init="als", init_iterations=2, graph_weight=0.1)
+        initial_states(load_problem(planted_run), config)
+        assert blas_threads() == {2}
+    assert seen and all(threads == {1} for threads in seen)
