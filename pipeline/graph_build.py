@@ -12,11 +12,11 @@ CuPy, hyperlearn.arrays), which gives the same graphs; reading, validation and t
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 import scipy.sparse
@@ -55,17 +55,17 @@ def build_graphs(spec: DatasetSpec, run: RunDir, device: str = "cpu") -> dict[st
     return their stats by modality name."""
     modalities = [m for m in spec.modalities if m.graph is not None]
     catalogs = {modality.name: _catalog(run, modality.name) for modality in modalities}
-    lazy = {}
+    reads = {}
     for modality in modalities:
         if modality.graph.knn is not None:
             features = modality.features
-            lazy[modality.name, "features"] = read_source(
-                features.source, [features.key, *features.numeric, *features.categorical]
-            )
+            columns = [features.key, *features.numeric, *features.categorical]
+            reads[modality.name, "features"] = (features.source, columns)
         if modality.graph.pairs is not None:
             pairs = modality.graph.pairs
-            lazy[modality.name, "pairs"] = read_source(pairs.source, _pair_columns(pairs))
-    computed = dict(zip(lazy, dask.compute(*lazy.values())))
+            reads[modality.name, "pairs"] = (pairs.source, _pair_columns(pairs))
+    with ThreadPoolExecutor(max_workers=max(1, len(reads)), thread_name_prefix="graph-source") as pool:
+        computed = dict(zip(reads, pool.map(lambda read: read_source(*read), reads.values())))
     stats = {}
     with array_module(device) as xp:
         for modality in modalities:

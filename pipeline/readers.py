@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -230,17 +228,17 @@ def estimated_rows(source: SourceSpec, paths: Sequence[Path]) -> int:
 
 def read_source(
     source: SourceSpec, columns_needed: Sequence[str], blocksize: int = DEFAULT_BLOCKSIZE
-) -> dd.DataFrame:
-    """The needed columns of `source` as a Dask DataFrame of strings (missing: NaN), one partition per file,
-    plus source_file, row_number, read_error and raw_record. Raise SourceError when a needed column is missing."""
+) -> pd.DataFrame:
+    """The needed columns of `source` as one pandas frame of strings (missing: NaN), its files' rows in order,
+    plus source_file, row_number, read_error and raw_record. Raise SourceError when a needed column is missing.
+    For side data (features, pairs), read whole; relations go through ingest's out-of-core path instead."""
     columns = list(dict.fromkeys(columns_needed))
     files = source_files(source)
     if source.format == "parquet":
         for path in files:
             _check_columns(path, columns, _parquet_file(path).schema_arrow.names)
-    meta = batch_frame(Batch("", _empty_rows(columns)))
-    parts = [dask.delayed(_file_frame)(source, path, columns, blocksize) for path in files]
-    return dd.from_delayed(parts, meta=meta, verify_meta=False)
+    frames = [_file_frame(source, path, columns, blocksize) for path in files]
+    return pd.concat(frames, ignore_index=True) if frames else batch_frame(Batch("", _empty_rows(columns)))
 
 
 def _file_frame(source: SourceSpec, path: Path, columns: list[str], blocksize: int) -> pd.DataFrame:

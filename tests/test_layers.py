@@ -66,6 +66,14 @@ def test_the_command_line_entry_loads_nothing_heavy():
     assert _forbidden(loaded, ("torch", "prefect", "dask", "distributed")) == []
 
 
+def test_the_training_flow_loads_no_dask_dataframe_or_numba():
+    """Side data is read with pandas: Dask's DataFrame would bring dask.array, pydata sparse and numba into every
+    run's start (0.4 s of imports)."""
+    loaded = _loaded_after_importing(["hyperlearn.flows.hyperlearn_flow"])
+    assert "prefect" in loaded and "distributed" in loaded
+    assert _forbidden(loaded, ("numba", "sparse")) == []
+
+
 @pytest.mark.slow
 def test_the_wheel_installs_one_top_level_import_package(tmp_path):
     """Built from a copy of the sources, so the build leaves nothing behind in the checkout."""

@@ -212,12 +212,14 @@ def test_folders_and_globs_read_their_files_in_order(write, tmp_path):
         assert rows["source_file"].str.endswith(("a.csv", "a.csv", "b.csv")).all()
 
 
-def test_read_source_is_a_dask_frame_with_one_partition_per_file(write, tmp_path):
+def test_read_source_reads_every_file_of_a_folder_in_order_numbering_rows_per_file(write, tmp_path):
     write("logs/a.csv", "user\nu1\nu2\n")
     write("logs/b.csv", "user\nu3\n")
     frame = read_source(SourceSpec(tmp_path / "logs", "csv"), ["user"])
-    assert frame.npartitions == 2
-    assert frame.compute()["user"].tolist() == ["u1", "u2", "u3"]
+    assert frame["user"].tolist() == ["u1", "u2", "u3"]
+    assert frame["row_number"].tolist() == [1, 2, 1]
+    assert frame["source_file"].str.endswith(("a.csv", "a.csv", "b.csv")).all()
+    assert frame.index.tolist() == [0, 1, 2]
 
 
 def test_jsonl_rows_read_the_same_whether_arrow_or_json_parses_the_block(write):
