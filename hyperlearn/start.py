@@ -18,6 +18,7 @@ breaks that symmetry, which is what the observed-tuple losses need from a start.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,31 +55,35 @@ START_SCORE_SCALE = 0.1
 
 
 def random_states(problem: Problem, config: TrainingConfig) -> dict[str, ModalityState]:
-    """Seeded Gaussian factors and zero biases: 0.1/√R per entry, except for a modality in a CP block of order
-    K ≥ 3 that ALS will not solve, which `random_scale` scales so that the block starts with scores of standard
-    deviation 0.1. At 0.1/√R an order-K block's scores are near (0.1/√R)^K·√R (1e-5 for a KG triple at R = 64):
-    next to the zero saddle of a K-way product, where the gradient of every factor vanishes with the others and
-    the model learns only its biases (KG validation MRR 0.043 at learning rate 0.05, below tail popularity; 0.128
-    from 0.2 per entry at the same rate).
+    """Seeded Gaussian factors and zero biases, each modality at the entry scale `random_scale` gives it: from
+    the blocks of the regressions ALS fits it to when ALS solves it, else from every block holding one of its
+    axes. So 0.1/√R per entry where those blocks are matrices, and scores of standard deviation 0.1 for a block
+    of order K ≥ 3. At 0.1/√R an order-K block's scores are near (0.1/√R)^K·√R (1e-5 for a KG triple at
+    R = 64): next to the zero saddle of a K-way product, where the gradient of every factor vanishes with the
+    others and the model learns only its biases (KG validation MRR 0.043 at learning rate 0.05, below tail
+    popularity; 0.128 from 0.2 per entry at the same rate), and where ALS's ridge outweighs the Khatri–Rao rows,
+    so its first sweep shrinks every factor to 0 (a planted order-3 regression at rank 16: largest entries 1e-87,
+    1e-176, 1e-267 after the three modes' updates, then exactly 0).
     A matrix block escapes a small start (its gradient is linear in the other factor), so order 2 keeps it."""
     generator = torch.Generator().manual_seed(start_seed(config.seed))
-    solved = set(_terms_per_modality(problem, config)) if config.init == "als" else set()
+    solved = _terms_per_modality(problem, config) if config.init == "als" else {}
     states = {}
     for name, size in problem.sizes.items():
-        factor = torch.randn(size, config.rank, generator=generator)
-        factor = factor * ((0.1 / math.sqrt(config.rank)) if name in solved else random_scale(problem, name, config.rank))
+        fitted_to = {term.name for term in solved.get(name, ())}
+        relations = [r for r in problem.relations_of(name) if not fitted_to or r.meta.name in fitted_to]
+        factor = torch.randn(size, config.rank, generator=generator) * random_scale(relations, name, config.rank)
         biases = {r.meta.name: torch.zeros(size).numpy() for r in problem.relations_of(name)}
         states[name] = ModalityState(factor=factor.numpy(), biases=biases)
     return states
 
 
-def random_scale(problem: Problem, modality: str, rank: int) -> float:
+def random_scale(relations: Sequence[Relation], modality: str, rank: int) -> float:
     """The entry scale σ that gives a block of order K ≥ 3 and width w scores of standard deviation
-    START_SCORE_SCALE (√w·σ^K), for the highest-order block holding one of `modality`'s axes; 0.1/√R when
-    every such block is a matrix."""
+    START_SCORE_SCALE (√w·σ^K), for the highest-order block of `relations` holding one of `modality`'s axes;
+    0.1/√R when every such block is a matrix."""
     blocks = [
         block
-        for relation in problem.relations_of(modality)
+        for relation in relations
         for block in relation_blocks(relation.meta, rank)
         if set(block.axes) & set(relation.meta.axes_of(modality))
     ]

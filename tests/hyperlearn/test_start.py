@@ -141,6 +141,24 @@ def test_als_recovers_pure_biases_of_an_order_three_tensor(tmp_path):
     np.testing.assert_allclose(fitted - fitted.mean(), offsets[0] - offsets[0].mean(), atol=0.05)
 
 
+def test_als_fits_an_order_three_cp_regression_instead_of_collapsing_to_zero(tmp_path):
+    """y = μ + Σ_r a_ir b_jr c_kr + noise on a sparse sample: started at 0.1/√R per entry, ALS's first sweep
+    shrank every factor to 0 (the zero saddle of a 3-way product); the start scaled to the block's order fits."""
+    rng = np.random.default_rng(0)
+    shape, rank, tuples = (60, 50, 40), 3, 6000
+    planted = [rng.normal(scale=rank ** (-1 / 6), size=(n, rank)) for n in shape]
+    coords = np.stack(np.unravel_index(rng.choice(np.prod(shape), size=tuples, replace=False), shape))
+    term = np.prod([f[c] for f, c in zip(planted, coords)], axis=0).sum(1)
+    values = 3.0 + term + rng.normal(scale=0.1, size=coords.shape[1])
+    meta = RelationMeta("r", ("a", "b", "c"), shape, "squared")
+    run = RunDir(tmp_path)
+    run.write_relation(meta, {split: Entries(coords, values, shape) for split in ("train", "validation", "test")})
+    problem = load_problem(run)
+    states = initial_states(problem, TrainingConfig(rank=2 * rank, init="als", init_iterations=20))
+    check_not_collapsed(states, when="after the ALS start")
+    assert evaluate(problem.relations[0], states, "train")["train/r/rmse"] < 0.25 * float(np.std(term))
+
+
 def test_graph_coupled_solve_is_the_minimiser_and_fills_rows_without_data():
     """CG solution of G_i a_i + c(LA)_i = b_i: the gradient of the quadratic vanishes, and a row with no data
     takes the (degree-normalised) mean of its neighbours."""
