@@ -6,7 +6,8 @@ Before anything is staged the run picks its parent version (`training.init_from`
 inputs are unchanged since it; training warm-starts from the parent; the quality gate decides whether `latest`
 moves (hyperlearn.pipeline.lineage, .fingerprint, .gate; hyperlearn.warm_start).
 
-A run that fails anywhere removes its staging folder and changes nothing published. A run killed outright (kill -9,
+A run that fails anywhere removes its staging folder and changes nothing published; so does a run sent SIGINT or
+SIGTERM, even where Python dropped the exception the signal raised (hyperlearn.flows.stop_signals). A run killed outright (kill -9,
 power loss) leaves its staging folder; the next run of the same spec, settings and data resumes it from its
 last checkpoint (`hyperlearn.pipeline.resumable`), unless it is asked to start `fresh`.
 """
@@ -28,6 +29,7 @@ from hyperlearn.config import TrainingConfig
 from hyperlearn.flows.artifacts import create_version_artifacts
 from hyperlearn.flows.cluster import choose_cluster
 from hyperlearn.flows.events import emit_embeddings_published
+from hyperlearn.flows.stop_signals import watching_stop_signals
 from hyperlearn.flows.training import (
     Mode,
     TrainingCluster,
@@ -184,7 +186,7 @@ def train_embeddings(
         logger.info("%s: %.1f s", stage, seconds[stage])
 
     resumable = (lambda staging: False) if fresh else (lambda staging: is_resumable(staging, key()))
-    with dataset_lock(dataset, wait, log=logger.info, keep=resumable) as kept:
+    with watching_stop_signals() as stop_signals, dataset_lock(dataset, wait, log=logger.info, keep=resumable) as kept:
         parent = parent_version(dataset, config.init_from)
         inputs = input_fingerprint(spec, mode)
         same = None if force or kept is not None else unchanged_since(dataset, parent, inputs)
@@ -224,6 +226,7 @@ def train_embeddings(
             )
             if gate is not None:
                 logger.info("quality gate: %s", gate.reason)
+            stop_signals.raise_if_received("publishing")
             with timed("publish"):
                 record = VersionRecord(
                     spec, version, config, summary, report, graphs, seconds, inputs=inputs.to_dict(), parent=lineage,
