@@ -76,9 +76,28 @@ def test_cp_predict_gradcheck(chunk):
     assert torch.autograd.gradcheck(lambda *fs: cp_predict(fs, coords, chunk), leaves)
 
 
-def test_matrix_prediction_and_its_gradient_with_repeated_and_unsorted_entries():
-    """The K = 2 path (sampled product, CSR backward) on coordinates in no order and with repeats, as sampled
-    negatives can be: each repeat is predicted and differentiated on its own."""
+@pytest.fixture(params=["sampled", "full"])
+def matrix_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each K = 2 test on both ways of predicting a matrix: the sampled product on the entries' cells, and the
+    full product read at the entries (tensor_ops.DENSE_CELLS_PER_ENTRY decides between them)."""
+    monkeypatch.setattr(tensor_ops, "DENSE_CELLS_PER_ENTRY", 0 if request.param == "sampled" else float("inf"))
+    return request.param
+
+
+def test_a_matrix_is_predicted_in_full_only_when_it_has_few_cells_per_entry(monkeypatch):
+    computed = []
+    original = MatrixCells.of.__func__
+    monkeypatch.setattr(MatrixCells, "of", classmethod(lambda cls, c, shape: computed.append(shape) or original(cls, c, shape)))
+    small, small_coords, _ = random_problem((6, 5), rank=2, nnz=8, seed=1)  # 30 cells for 8 entries: full
+    large, large_coords, _ = random_problem((30, 20), rank=2, nnz=8, seed=1)  # 600 cells: sampled
+    for factors, coords in ((small, small_coords), (large, large_coords)):
+        torch.testing.assert_close(cp_predict(factors, coords), (factors[0][coords[0]] * factors[1][coords[1]]).sum(1))
+    assert computed == [(30, 20)]
+
+
+def test_matrix_prediction_and_its_gradient_with_repeated_and_unsorted_entries(matrix_path):
+    """The K = 2 paths on coordinates in no order and with repeats, as sampled negatives can be: each repeat is
+    predicted and differentiated on its own."""
     factors, coords, _ = random_problem((5, 4), rank=3, nnz=12, seed=4)
     coords = torch.cat([coords, coords[:, [3, 0, 3]]], dim=1)
     weights = torch.randn(coords.shape[1], dtype=torch.float64)
@@ -102,7 +121,7 @@ def test_row_gram_sums_weighted_outer_products():
         torch.testing.assert_close(gram[row], expected)
 
 
-def test_matrix_prediction_with_more_entries_than_cells():
+def test_matrix_prediction_with_more_entries_than_cells(matrix_path):
     """600 × 4 with 2,401 entries: more than the matrix has cells, as sampled negatives of a relation over a
     small modality are. Each cell is computed once and every repeat gets its value and its gradient."""
     generator = torch.Generator().manual_seed(0)
@@ -141,6 +160,7 @@ def test_a_logistic_relation_over_a_small_modality_trains(tmp_path):
 def test_a_matrix_s_cells_are_computed_once_per_coordinate_tensor_and_dropped_with_it(monkeypatch):
     """A regression's entries are one tensor at every local step: their sort is paid once, and the remembered
     cells go with the tensor (another tensor with the same entries gets its own)."""
+    monkeypatch.setattr(tensor_ops, "DENSE_CELLS_PER_ENTRY", 0)
     factors, coords, _ = random_problem((6, 5), rank=2, nnz=14, seed=5)
     computed = []
     original = MatrixCells.of.__func__
