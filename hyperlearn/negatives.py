@@ -58,22 +58,23 @@ def sample_negatives(
         choice = torch.randint(len(axes), (n,), generator=generator, device="cpu")
     chosen_axes = torch.as_tensor(axes, dtype=torch.int64)[choice]
     uniform = torch.rand(n, generator=generator, dtype=torch.float64)
-    draws = torch.empty(n, dtype=torch.int64)
     log_q = torch.zeros(n, dtype=torch.float64)
     positive_log_q = torch.zeros(n, dtype=torch.float64)
-    for number, axis in enumerate(axes):
-        picked = choice == number
-        size = meta.shape[axis]
-        if meta.negatives.distribution == "popularity":
+    if meta.negatives.distribution == "popularity":
+        draws = torch.empty(n, dtype=torch.int64)
+        for number, axis in enumerate(axes):
+            picked = choice == number
+            size = meta.shape[axis]
             frequency = torch.bincount(train_coords[axis].cpu(), minlength=size).double() + 1.0
             probability = frequency / frequency.sum()
             cumulative = probability.cumsum(0)
             drawn = torch.searchsorted(cumulative, uniform[picked] * cumulative[-1], right=True).clamp_max(size - 1)
             log_q[picked] = probability.log()[drawn]
             positive_log_q[picked] = probability.log()[repeated[axis].cpu()[picked]]
-        else:
-            drawn = (uniform[picked] * size).long()
-        draws[picked] = drawn
+            draws[picked] = drawn
+    else:
+        sizes = torch.as_tensor([meta.shape[axis] for axis in axes], dtype=torch.float64)
+        draws = (uniform * sizes[choice]).long()
     device = positives.device
     coords = repeated.scatter(0, chosen_axes.to(device)[None, :], draws.to(device)[None, :])
     dtype = torch.float32
