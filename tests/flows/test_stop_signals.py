@@ -8,10 +8,20 @@ import signal
 import sys
 import threading
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
 from hyperlearn.flows.stop_signals import StopRequested, watching_stop_signals
+
+
+@pytest.fixture(autouse=True)
+def python_s_sigint_handler() -> Iterator[None]:
+    """Python's own KeyboardInterrupt handler, whatever this process inherited (a shell's background job
+    starts with SIGINT ignored, and Python then leaves it ignored)."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
 
 
 class _Collected:
@@ -71,3 +81,12 @@ def test_no_signal_no_stop_and_off_the_main_thread_nothing_is_installed():
     thread.start()
     thread.join()
     assert handlers == [signal.getsignal(signal.SIGINT)]
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A process started with SIGINT ignored (nohup, a background job) is not made interruptible by the run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with watching_stop_signals() as stop_signals:
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+        stop_signals.raise_if_received("publishing")
