@@ -84,15 +84,21 @@ def matrix_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     return request.param
 
 
-def test_a_matrix_is_predicted_in_full_only_when_it_has_few_cells_per_entry(monkeypatch):
-    computed = []
+@pytest.fixture
+def cells_computed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The shapes `MatrixCells.of` is called with from here on: each call is one sort of a matrix's entries."""
+    computed: list[tuple[int, int]] = []
     original = MatrixCells.of.__func__
     monkeypatch.setattr(MatrixCells, "of", classmethod(lambda cls, c, shape: computed.append(shape) or original(cls, c, shape)))
+    return computed
+
+
+def test_a_matrix_is_predicted_in_full_only_when_it_has_few_cells_per_entry(cells_computed):
     small, small_coords, _ = random_problem((6, 5), rank=2, nnz=8, seed=1)  # 30 cells for 8 entries: full
     large, large_coords, _ = random_problem((30, 20), rank=2, nnz=8, seed=1)  # 600 cells: sampled
     for factors, coords in ((small, small_coords), (large, large_coords)):
         torch.testing.assert_close(cp_predict(factors, coords), (factors[0][coords[0]] * factors[1][coords[1]]).sum(1))
-    assert computed == [(30, 20)]
+    assert cells_computed == [(30, 20)]
 
 
 def test_matrix_prediction_and_its_gradient_with_repeated_and_unsorted_entries(matrix_path):
@@ -157,20 +163,17 @@ def test_a_logistic_relation_over_a_small_modality_trains(tmp_path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
-def test_a_matrix_s_cells_are_computed_once_per_coordinate_tensor_and_dropped_with_it(monkeypatch):
+def test_a_matrix_s_cells_are_computed_once_per_coordinate_tensor_and_dropped_with_it(monkeypatch, cells_computed):
     """A regression's entries are one tensor at every local step: their sort is paid once, and the remembered
     cells go with the tensor (another tensor with the same entries gets its own)."""
     monkeypatch.setattr(tensor_ops, "DENSE_CELLS_PER_ENTRY", 0)
     factors, coords, _ = random_problem((6, 5), rank=2, nnz=14, seed=5)
-    computed = []
-    original = MatrixCells.of.__func__
-    monkeypatch.setattr(MatrixCells, "of", classmethod(lambda cls, c, shape: computed.append(shape) or original(cls, c, shape)))
     first = cp_predict(factors, coords)
     torch.testing.assert_close(cp_predict(factors, coords), first)
-    assert computed == [(6, 5)]
+    assert cells_computed == [(6, 5)]
     copy = coords.clone()
     torch.testing.assert_close(cp_predict(factors, copy), first)
-    assert len(computed) == 2
+    assert len(cells_computed) == 2
     remembered = len(tensor_ops._CELLS)
     del copy
     gc.collect()
