@@ -69,8 +69,9 @@ def sample_negatives(
             probability = frequency / frequency.sum()
             cumulative = probability.cumsum(0)
             drawn = torch.searchsorted(cumulative, uniform[picked] * cumulative[-1], right=True).clamp_max(size - 1)
-            log_q[picked] = probability.log()[drawn]
-            positive_log_q[picked] = probability.log()[repeated[axis].cpu()[picked]]
+            log_probability = probability.log()
+            log_q[picked] = log_probability[drawn]
+            positive_log_q[picked] = log_probability[repeated[axis].cpu()[picked]]
             draws[picked] = drawn
     else:
         sizes = torch.as_tensor([meta.shape[axis] for axis in axes], dtype=torch.float64)
