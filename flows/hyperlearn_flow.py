@@ -7,9 +7,9 @@ inputs are unchanged since it; training warm-starts from the parent; the quality
 moves (hyperlearn.pipeline.lineage, .fingerprint, .gate; hyperlearn.warm_start).
 
 A run that fails anywhere removes its staging folder and changes nothing published; so does a run sent SIGINT or
-SIGTERM, even where Python dropped the exception the signal raised (hyperlearn.flows.stop_signals). A run killed outright (kill -9,
-power loss) leaves its staging folder; the next run of the same spec, settings and data resumes it from its
-last checkpoint (`hyperlearn.pipeline.resumable`), unless it is asked to start `fresh`.
+SIGTERM, even where Python dropped the exception the signal raised (hyperlearn.flows.stop_signals). A run killed
+outright (kill -9, power loss) leaves its staging folder; the next run of the same spec, settings and data
+resumes it from its last checkpoint (`hyperlearn.pipeline.resumable`), unless it is asked to start `fresh`.
 """
 
 from __future__ import annotations
