@@ -52,11 +52,13 @@ class Negatives:
     """How unobserved tuples are drawn for a relation of observed tuples: each positive gets `count` negatives,
     each made by replacing the entity on one of `axes` (chosen uniformly per negative) by an entity drawn
     uniformly or in proportion to its training frequency. `axes` None: the evaluation target's axis when the
-    relation has one, else every axis."""
+    relation has one, else every axis. `shared_by` > 1: one axis, and each draw of `count` entities serves that
+    many positives (hyperlearn.negatives)."""
 
     axes: tuple[int, ...] | None = None
     count: int = 4
     distribution: NegativeDistribution = "uniform"
+    shared_by: int = 1
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ class ValueModel(ABC):
         negatives: SampledNegatives | None,
     ) -> torch.Tensor:
         """Mean loss over the n positives: `scores`, `values` (n,), `negative_scores` (count, n) aligned with
-        their positives (None for regressions)."""
+        their positives (None for regressions; −inf where a shared candidate is the positive itself, which
+        every ranking model then ignores)."""
 
 
 class Squared(ValueModel):
@@ -97,9 +98,8 @@ class SampledSoftmax(ValueModel):
             )
 
     def fit(self, scores, values, negative_scores, negatives):
-        count, n = negative_scores.shape
-        positive = scores - negatives.positive_log_q.view(count, n)[0].to(scores.dtype)
-        negative = negative_scores - negatives.log_q.view(count, n).to(scores.dtype)
+        positive = scores - negatives.positive_log_q[0].to(scores.dtype)
+        negative = negative_scores - negatives.log_q.to(scores.dtype)
         logits = torch.cat([positive[None, :], negative], dim=0)
         return -torch.log_softmax(logits, dim=0)[0].mean()
 

@@ -344,6 +344,9 @@ class _Negatives(_Strict):
                                  "default: the evaluation target, else every axis")
     count: Annotated[int, Field(ge=1)] = 4
     distribution: NegativeDistribution = "uniform"
+    shared_by: Annotated[int, Field(ge=1, description="positives that share one draw of `count` entities (one "
+                                    "corrupted axis): their scores are then one matrix product, so far more "
+                                    "negatives are cheap; 1: each positive has its own")] = 1
 
 
 class _Evaluate(_Strict):
@@ -786,7 +789,7 @@ def _relation(relation: _Relation, loc: Location, known: list[str], paths: _Path
     return dataclasses.replace(
         spec,
         structure=relation.structure or default_structure(relation.loss, spec.order, evaluation),
-        negatives=Negatives(axes, negatives.count, negatives.distribution),
+        negatives=Negatives(axes, negatives.count, negatives.distribution, negatives.shared_by),
         evaluation=evaluation,
         split=split,
     )

@@ -5,9 +5,14 @@ import torch
 
 from hyperlearn.config import TrainingConfig
 from hyperlearn.start import initial_states
-from hyperlearn.losses import cross_modal_loss, proximal_term, ridge
+from hyperlearn.losses import cross_modal_loss, proximal_term, relation_loss, ridge
 from hyperlearn.model import build_model
-from hyperlearn.problem import load_problem
+from hyperlearn.negatives import sample_negatives
+from hyperlearn.problem import Observations, Relation, load_problem
+from hyperlearn.rundir import Evaluation, Negatives, RelationMeta
+from hyperlearn.scores import tuple_scores
+from hyperlearn.structure import relation_blocks
+from hyperlearn.value_models import value_model
 
 
 def test_ridge_counts_each_row_once_per_entry_and_skips_projected_factors():
@@ -63,9 +68,6 @@ def test_proximal_term_is_zero_at_the_previous_state_and_positive_elsewhere(plan
 
 def test_proximal_term_counts_every_axis_of_a_modality():
     """user × user: each entry pulls both of its users towards their last state."""
-    from hyperlearn.problem import Observations, Relation
-    from hyperlearn.rundir import RelationMeta
-
     coords = torch.tensor([[0, 1], [2, 2]])
     relation = Relation(
         meta=RelationMeta("friends", ("user", "user"), (3, 3), "logistic"),
@@ -77,3 +79,47 @@ def test_proximal_term_counts_every_axis_of_a_modality():
     squares = factor.pow(2).sum(1)
     expected = 0.5 * (squares[0] + squares[1] + 2 * squares[2]) / 2
     assert proximal_term([relation], "user", factor, previous, biases, biases).item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize(
+    ("structure", "axes"), [("cp", ("head", "relation", "head")), ("pairwise", ("user", "item", "tag"))]
+)
+@pytest.mark.parametrize("loss", ["bpr", "softmax", "logistic"])
+def test_shared_negatives_score_as_the_corrupted_tuples_they_stand_for(structure, axes, loss):
+    """The shared-candidate path (a batched matrix product per group of positives) gives the loss and gradients
+    of scoring each positive with each of its group's candidates on the target axis as a tuple, where a
+    candidate equal to the positive's own entity is left out — here a knowledge graph whose head and tail are
+    one modality, and PITF's blocks."""
+    sizes = {"head": 6, "relation": 3, "user": 5, "item": 4, "tag": 6}
+    shape = tuple(sizes[m] for m in axes)
+    negatives = Negatives(count=40, distribution="popularity", shared_by=4)
+    meta = RelationMeta("r", axes, shape, loss, structure=structure, negatives=negatives, evaluation=Evaluation(2))
+    generator = torch.Generator().manual_seed(0)
+    coords = torch.stack([torch.randint(n, (9,), generator=generator) for n in shape])
+    relation = Relation(meta, {"train": Observations(coords, torch.ones(9))})
+    modalities = sorted(set(axes))
+    params = {m: torch.randn(sizes[m], 4, generator=generator, dtype=torch.float64) for m in modalities}
+    bias_params = {m: torch.randn(sizes[m], generator=generator, dtype=torch.float64) for m in modalities}
+    for tensor in [*params.values(), *bias_params.values()]:
+        tensor.requires_grad_()
+    factors, biases = [params[m] for m in axes], [bias_params[m] for m in axes]
+
+    fast = relation_loss(relation, factors, biases, 0.0, 0.1, torch.Generator().manual_seed(5))
+    fast_grads = torch.autograd.grad(fast, [*params.values(), *bias_params.values()])
+
+    drawn = sample_negatives(meta, coords, coords, torch.Generator().manual_seed(5))
+    assert drawn.entities.shape == (3, 40), "9 positives shared by 4: three groups"
+    own = drawn.entities[torch.arange(9) % 3].t()
+    assert (own == coords[2]).any(), "the draw holds accidental hits to leave out"
+    corrupted = coords.repeat(1, drawn.count)
+    corrupted[2] = own.reshape(-1)
+    blocks = relation_blocks(meta, 4)
+    negative_scores = tuple_scores(blocks, factors, biases, corrupted, 0.0).view(drawn.count, 9)
+    negative_scores = torch.where(corrupted[2].view(drawn.count, 9) == coords[2], -torch.inf, negative_scores)
+    fit = value_model(meta).fit(tuple_scores(blocks, factors, biases, coords, 0.0), None, negative_scores, drawn)
+    slow = fit + 0.1 * ridge(factors, biases, coords)
+    slow_grads = torch.autograd.grad(slow, [*params.values(), *bias_params.values()])
+
+    torch.testing.assert_close(fast, slow)
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(fast_grad, slow_grad)

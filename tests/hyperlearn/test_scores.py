@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hyperlearn.rundir import Evaluation, RelationMeta
-from hyperlearn.scores import candidate_scores, replaced_axis_scores, tuple_scores
+from hyperlearn.scores import candidate_scores, grouped_candidate_scores, replaced_axis_scores, tuple_scores
 from hyperlearn.structure import relation_blocks
 
 
@@ -95,3 +95,19 @@ def test_replaced_axis_scores_equal_the_tuple_scores_of_the_corrupted_tuples(str
     corrupted = coords.repeat(1, 3)
     corrupted[axis] = replacements.reshape(-1)
     torch.testing.assert_close(negative, tuple_scores(blocks, factors, biases, corrupted, 0.25).view(3, 7))
+
+
+@pytest.mark.parametrize(("structure", "groups"), [("cp", 1), ("cp", 3), ("pairwise", 2), ("pairwise", 7)])
+def test_grouped_candidate_scores_equal_the_tuple_scores_of_each_group_s_candidates(structure, groups):
+    """Tuple e meets the candidates of row e mod G; 7 tuples in 3 groups leave the last group one short."""
+    shape = (5, 4, 6)
+    meta = RelationMeta("r", ("a", "b", "c"), shape, "bpr", structure=structure, evaluation=Evaluation(2))
+    blocks = relation_blocks(meta, 6)
+    factors, biases = _model(shape, 6)
+    generator = torch.Generator().manual_seed(2)
+    coords = torch.stack([torch.randint(n, (7,), generator=generator) for n in shape])
+    candidates = torch.randint(shape[2], (groups, 4), generator=generator)
+    scores = grouped_candidate_scores(blocks, factors, biases, coords, 2, candidates, 0.25)
+    corrupted = coords.repeat(1, 4)
+    corrupted[2] = candidates[torch.arange(7) % groups].t().reshape(-1)
+    torch.testing.assert_close(scores, tuple_scores(blocks, factors, biases, corrupted, 0.25).view(4, 7))

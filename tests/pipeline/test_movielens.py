@@ -197,7 +197,9 @@ def test_kg_example_spec_reads_the_written_files(tmp_path: Path):
     triple, link = spec.relation("triple"), spec.relation("link")
     assert triple.modalities == ("entity", "relation_type", "entity")
     assert triple.key_columns == movielens.KG_COLUMNS and triple.structure == "cp" and triple.loss == "softmax"
-    assert triple.evaluation.target == 2 and (triple.negatives.count, triple.negatives.distribution) == (32, "popularity")
+    negatives = triple.negatives
+    assert triple.evaluation.target == 2
+    assert (negatives.count, negatives.distribution, negatives.shared_by) == (32, "popularity", 256)
     assert link.modalities == ("movie", "entity") and link.key_columns == movielens.LINK_COLUMNS
     assert spec.relation("rating").sources["train"].path == tmp_path / "u1.base"
 

@@ -264,12 +264,13 @@ def test_axes_form_spans_a_modality_twice(kg_document, write_spec):
 
 def test_negatives_and_targets_name_axes_by_column_or_unambiguous_modality(kg_document, write_spec):
     triple = kg_document["relations"][1]
-    triple.update(negatives={"axes": ["relation_type", "head"], "count": 9, "distribution": "popularity"},
+    triple.update(negatives={"axes": ["relation_type", "head"], "count": 9, "distribution": "popularity",
+                             "shared_by": 64},
                   evaluate={"target": "relation_type"}, structure="cp")
 
     relation = load_spec(write_spec(kg_document)).relation("triple")
 
-    assert relation.negatives == Negatives(axes=(1, 0), count=9, distribution="popularity")
+    assert relation.negatives == Negatives(axes=(1, 0), count=9, distribution="popularity", shared_by=64)
     assert relation.evaluation == Evaluation(target=1, k=(5, 10, 20)) and relation.structure == "cp"
 
 
@@ -289,6 +290,7 @@ HIGHER_ORDER_ERRORS = [
      r"relations\[1\]\.negatives\.axes: no axis 'post'; axes: head, relation, tail"),
     ("relations.1.negatives", {"count": 0}, r"relations\[1\]\.negatives\.count: input should be greater than or"),
     ("relations.1.negatives", {"distribution": "zipf"}, r"negatives\.distribution: input should be 'uniform' or"),
+    ("relations.1.negatives", {"shared_by": 0}, r"relations\[1\]\.negatives\.shared_by: input should be greater"),
     ("relations.1.structure", "tucker", r"relations\[1\]\.structure: input should be 'cp' or 'pairwise'"),
     ("relations.1.evaluate.k", [], r"relations\[1\]\.evaluate\.k: list should have at least 1 item"),
     ("relations.1.axes.1.modality", "film", r"relations\[1\]\.axes: unknown modality 'film'"),
