@@ -62,20 +62,9 @@ def candidate_scores(
 ) -> torch.Tensor:
     """Scores of every entity on axis `target` for each query: (B, N_target) for `contexts` (K, B), whose row
     `target` is ignored. One dense product per block instead of B·N gathered tuples."""
-    others = [axis for axis in range(len(factors)) if axis != target]
-    per_query = contexts.new_zeros(contexts.shape[1], dtype=factors[0].dtype) + offset
-    for axis in others:
-        per_query = per_query + biases[axis].index_select(0, contexts[axis])
-    total = per_query[:, None] + biases[target][None, :]
+    total = _context_part(biases, contexts, target, offset)[:, None] + biases[target][None, :]
     for block in blocks:
-        product = None
-        for axis in block.axes:
-            if axis == target:
-                continue
-            rows = block_columns(factors[axis], block).index_select(0, contexts[axis])
-            product = rows if product is None else product * rows
-        if product is None:
-            raise ValueError("a block needs at least one axis besides the target")
+        product = _query_rows(factors, block, contexts, target)
         if target in block.axes:
             total = total + product @ block_columns(factors[target], block).t()
         else:
@@ -97,10 +86,7 @@ def replaced_axis_scores(
     corrupted axis. Each positive's part without `axis` (the other biases, the blocks without it, and per block
     with it the product of its other rows) is computed once and shared by its negatives, instead of
     re-gathering every row of every negative."""
-    shared = coords.new_zeros(coords.shape[1], dtype=factors[0].dtype) + offset
-    for other, bias in enumerate(biases):
-        if other != axis:
-            shared = shared + bias.index_select(0, coords[other])
+    shared = _context_part(biases, coords, axis, offset)
     positive = shared + biases[axis].index_select(0, coords[axis])
     flat = replacements.reshape(-1)
     negative = shared[None, :] + biases[axis].index_select(0, flat).view(replacements.shape)
@@ -109,14 +95,8 @@ def replaced_axis_scores(
             term = cp_predict([block_columns(factors[k], block) for k in block.axes], block_coords(coords, block))
             positive, negative = positive + term, negative + term[None, :]
             continue
-        query = None
-        for k in block.axes:
-            if k != axis:
-                rows = block_columns(factors[k], block).index_select(0, coords[k])
-                query = rows if query is None else query * rows
+        query = _query_rows(factors, block, coords, axis)
         columns = block_columns(factors[axis], block)
-        if query is None:
-            raise ValueError("a block needs at least one axis besides the replaced one")
         positive = positive + (query * columns.index_select(0, coords[axis])).sum(1)
         drawn = columns.index_select(0, flat).view(*replacements.shape, -1)
         negative = negative + (drawn * query[None]).sum(-1)  # 4× faster than the einsum's batched matvecs
@@ -138,20 +118,14 @@ def grouped_candidate_scores(
     every corrupted tuple would gather count·n rows."""
     groups, count = candidates.shape
     n = coords.shape[1]
-    per_query = coords.new_zeros(n, dtype=factors[0].dtype) + offset
-    for other, bias in enumerate(biases):
-        if other != axis:
-            per_query = per_query + bias.index_select(0, coords[other])
+    per_query = _context_part(biases, coords, axis, offset)
     queries, columns = [], []
     for block in blocks:
         if axis not in block.axes:
             block_factors = [block_columns(factors[k], block) for k in block.axes]
             per_query = per_query + cp_predict(block_factors, block_coords(coords, block))
             continue
-        others = [block_columns(factors[k], block).index_select(0, coords[k]) for k in block.axes if k != axis]
-        if not others:
-            raise ValueError("a block needs at least one axis besides the replaced one")
-        queries.append(torch.stack(others).prod(0))
+        queries.append(_query_rows(factors, block, coords, axis))
         columns.append(block_columns(factors[axis], block))
     flat = candidates.reshape(-1)
     per_group = -(-n // groups)
@@ -161,3 +135,26 @@ def grouped_candidate_scores(
     products = products.transpose(0, 1).reshape(per_group * groups, count)[:n]
     candidate_bias = biases[axis].index_select(0, flat).view(groups, count).repeat(per_group, 1)[:n]
     return (products + candidate_bias + per_query[:, None]).t()
+
+
+def _context_part(biases: Sequence[torch.Tensor], coords: torch.Tensor, axis: int, offset: float) -> torch.Tensor:
+    """offset + Σ_{k ≠ axis} b_k[coords[k]], (n,): the bias part of a score that the entity on `axis` leaves
+    unchanged, shared by every candidate for that axis."""
+    total = coords.new_zeros(coords.shape[1], dtype=biases[axis].dtype) + offset
+    for other, bias in enumerate(biases):
+        if other != axis:
+            total = total + bias.index_select(0, coords[other])
+    return total
+
+
+def _query_rows(factors: Sequence[torch.Tensor], block: Block, coords: torch.Tensor, axis: int) -> torch.Tensor:
+    """Π over `block`'s axes other than `axis` of their rows at `coords`, (n, block width): what meets the
+    columns of the entity on `axis` (all the block's rows when it does not span `axis`)."""
+    query = None
+    for k in block.axes:
+        if k != axis:
+            rows = block_columns(factors[k], block).index_select(0, coords[k])
+            query = rows if query is None else query * rows
+    if query is None:
+        raise ValueError(f"a block needs at least one axis besides axis {axis}")
+    return query
